@@ -1,0 +1,3 @@
+from rtaudio.cli import main
+
+raise SystemExit(main())

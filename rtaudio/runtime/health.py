@@ -1,0 +1,105 @@
+"""Counters and latency percentiles, per source and for the engine; snapshotted into health messages.
+
+Counters are plain ints bumped from one thread each (source, pipeline, publisher); a
+snapshot may be a few samples stale, never inconsistent enough to matter.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class Percentiles:
+    """Bounded reservoir of the most recent values with p50/p99."""
+
+    def __init__(self, size: int = 2048):
+        self._values: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._values.append(value)
+
+    def summary(self) -> dict[str, float | None]:
+        with self._lock:
+            values = np.fromiter(self._values, dtype=np.float64)
+        if values.size == 0:
+            return {"p50": None, "p99": None, "n": 0}
+        p50, p99 = np.percentile(values, [50, 99])
+        return {"p50": round(float(p50), 2), "p99": round(float(p99), 2), "n": int(values.size)}
+
+
+@dataclass
+class SourceHealth:
+    """What one source has done since start."""
+
+    source_id: str
+    samples: int = 0
+    level_dbfs: float = -120.0  # RMS of the latest block
+    windows_processed: int = 0
+    windows_dropped: int = 0
+    packets_lost: int = 0
+    restarts: int = 0  # reopen/reconnect/restart of the device, socket or process
+    errors: int = 0
+    connected: bool = False
+    last_data: float = 0.0  # wall time of the latest samples
+    latency_ms: Percentiles = field(default_factory=Percentiles)  # capture of last sample -> publish
+
+    def on_samples(self, samples: np.ndarray) -> None:
+        self.samples += samples.size
+        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+        self.level_dbfs = round(20 * np.log10(max(rms, 1e-6)), 1)
+        self.last_data = time.time()
+        self.connected = True
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "level_dbfs": self.level_dbfs,
+            "connected": self.connected,
+            "samples": self.samples,
+            "windows_processed": self.windows_processed,
+            "windows_dropped": self.windows_dropped,
+            "packets_lost": self.packets_lost,
+            "restarts": self.restarts,
+            "errors": self.errors,
+            "seconds_since_data": round(time.time() - self.last_data, 2) if self.last_data else None,
+            "latency_ms": self.latency_ms.summary(),
+        }
+
+
+@dataclass
+class Health:
+    """Process-wide health: sources, engine and publisher."""
+
+    sources: dict[str, SourceHealth] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    engine: str = ""
+    inference_ms: Percentiles = field(default_factory=Percentiles)
+    batches: int = 0
+    busy_s: float = 0.0  # time spent in inference
+    audio_s: float = 0.0  # audio seconds covered by the windows inferred (hop each)
+    messages_dropped: dict[str, int] = field(default_factory=dict)  # by message kind
+    outbox_depth: int = 0
+    broker_connected: bool = False
+
+    def source(self, source_id: str) -> SourceHealth:
+        return self.sources.setdefault(source_id, SourceHealth(source_id))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.time() - self.started, 1),
+            "engine": self.engine,
+            "inference_ms": self.inference_ms.summary(),
+            "batches": self.batches,
+            "real_time_factor": round(self.busy_s / self.audio_s, 4) if self.audio_s else None,
+            "broker_connected": self.broker_connected,
+            "outbox_depth": self.outbox_depth,
+            "messages_dropped": dict(self.messages_dropped),
+            "sources": {sid: s.snapshot() for sid, s in self.sources.items()},
+        }

@@ -1,0 +1,34 @@
+"""The publisher base class: where tags, events and health leave the process.
+
+Threading contract: ``tags``/``event``/``health`` are called from the pipeline thread and
+must return at once (queue and go); delivery happens on the publisher's own thread(s).
+``close(timeout)`` flushes what it can within ``timeout`` seconds and says goodbye.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from rtaudio.runtime.events import Event, TagResult
+
+
+class Publisher(ABC):
+    """A destination for what rtaudio hears."""
+
+    def start(self) -> None:
+        """Connect / begin delivering (non-blocking)."""
+
+    @abstractmethod
+    def tags(self, result: TagResult) -> None:
+        """One window's labels above the reporting floor."""
+
+    @abstractmethod
+    def event(self, event: Event) -> None:
+        """An onset or offset."""
+
+    def health(self, snapshot: dict[str, Any]) -> None:
+        """Periodic health snapshot (``Health.snapshot()``)."""
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush for up to ``timeout`` seconds, then disconnect."""
