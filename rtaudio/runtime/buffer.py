@@ -42,7 +42,7 @@ class RingBuffer:
         self._data = np.zeros(self.capacity, dtype=np.float32)
         self._written = 0  # total samples ever written (the stream sample counter)
         self._next_end = window  # end index of the next window to emit
-        self._anchors: deque[tuple[int, float]] = deque(maxlen=64)  # (sample index, capture time)
+        self._anchors: deque[tuple[int, float]] = deque(maxlen=256)  # (sample index, capture time)
         self._lock = threading.Lock()
         self.dropped = 0  # windows skipped because the reader fell behind
         self.emitted = 0
@@ -77,29 +77,31 @@ class RingBuffer:
                 break
         return anchor_time + (index - anchor_index) / self.sample_rate
 
-    def due_windows(self) -> list[Window]:
-        """Every complete window not yet returned, oldest first, at most ``max_backlog``."""
+    def pending(self) -> int:
+        """How many complete windows wait to be read (may exceed ``max_backlog`` until read)."""
+        written = self._written
+        return (written - self._next_end) // self.hop + 1 if written >= self._next_end else 0
+
+    def due_windows(self, limit: int | None = None) -> list[Window]:
+        """Up to ``limit`` complete windows not yet returned, oldest first.
+
+        Windows beyond the newest ``max_backlog`` are skipped and counted as dropped first;
+        windows past ``limit`` stay for the next call.
+        """
         with self._lock:
-            due = (self._written - self._next_end) // self.hop + 1 if self._written >= self._next_end else 0
+            due = self.pending()
             if due > self.max_backlog:
                 skip = due - self.max_backlog
                 self.dropped += skip
                 self._next_end += skip * self.hop
                 due = self.max_backlog
+            if limit is not None:
+                due = min(due, limit)
             windows = []
             for _ in range(due):
                 end = self._next_end
                 idx = np.arange(end - self.window, end) % self.capacity
-                windows.append(Window(self._data[idx].copy(), end, self.time_of(end - self.window), self.time_of(end - 1)))
+                windows.append(Window(self._data[idx], end, self.time_of(end - self.window), self.time_of(end - 1)))
                 self._next_end += self.hop
             self.emitted += len(windows)
             return windows
-
-    def drop_oldest(self, windows: list[Window], keep: int) -> list[Window]:
-        """Keep the newest ``keep`` of ``windows`` and count the rest as dropped."""
-        if len(windows) <= keep:
-            return windows
-        with self._lock:
-            self.dropped += len(windows) - keep
-            self.emitted -= len(windows) - keep
-        return windows[len(windows) - keep:]

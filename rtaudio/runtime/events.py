@@ -47,7 +47,77 @@ class Event:
 @dataclass
 class _Track:
     active: bool = False
-    pending_since: float | None = None  # stream time of the first window above the on-threshold
+    pending_since: float = 0.0  # stream time of the first window above the on-threshold
+    last_end: float = 0.0  # end time of the latest window above the off-threshold
     event_id: str = ""
     reported: bool = False
     scores: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LabelThresholds:
+    """Decision parameters of one label."""
+
+    on: float
+    off: float
+    min_duration_s: float
+
+
+class EventTracker:
+    """Turns one source's per-window scores into onset/offset events for every label."""
+
+    def __init__(self, source_id: str, model_id: str, labels: list[str], rules: list[LabelThresholds | None], median_windows: int = 3):
+        if len(rules) != len(labels):
+            raise ValueError(f"{len(rules)} rules for {len(labels)} labels")
+        if median_windows < 1 or median_windows % 2 == 0:
+            raise ValueError(f"median_windows must be an odd number >= 1, got {median_windows}")
+        self.source_id, self.model_id, self.labels, self.rules = source_id, model_id, labels, rules
+        self._history: deque[tuple[np.ndarray, float, float]] = deque(maxlen=median_windows)
+        self._tracks = [_Track() for _ in labels]
+
+    def update(self, scores: np.ndarray, start_time: float, end_time: float) -> list[Event]:
+        """Feed one window's scores (``[classes]``); return the events it decides."""
+        self._history.append((np.asarray(scores, dtype=np.float32), start_time, end_time))
+        stacked = np.stack([h[0] for h in self._history])
+        smoothed = np.median(stacked, axis=0)
+        # The median is centred on the middle window of the history.
+        _, t_start, t_end = self._history[(len(self._history) - 1) // 2]
+        events: list[Event] = []
+        for index, rule in enumerate(self.rules):
+            if rule is not None:
+                events.extend(self._step(index, rule, float(smoothed[index]), t_start, t_end))
+        return events
+
+    def finish(self) -> list[Event]:
+        """Close every open event at the last window seen (shutdown, end of file)."""
+        events = []
+        for index, track in enumerate(self._tracks):
+            if track.active and track.reported:
+                events.append(self._event("offset", index, track, track.last_end))
+            self._tracks[index] = _Track()
+        return events
+
+    def _step(self, index: int, rule: LabelThresholds, score: float, t_start: float, t_end: float) -> list[Event]:
+        track = self._tracks[index]
+        if not track.active:
+            if score < rule.on:
+                return []
+            track.active, track.pending_since, track.event_id = True, t_start, str(uuid.uuid4())
+        if score < rule.off:
+            done = [self._event("offset", index, track, track.last_end)] if track.reported else []
+            self._tracks[index] = _Track()
+            return done
+        track.scores.append(score)
+        track.last_end = t_end
+        if not track.reported and t_end - track.pending_since >= rule.min_duration_s:
+            track.reported = True
+            return [self._event("onset", index, track, None)]
+        return []
+
+    def _event(self, kind: Literal["onset", "offset"], index: int, track: _Track, offset: float | None) -> Event:
+        scores = track.scores or [0.0]
+        return Event(
+            kind=kind, event_id=track.event_id, source_id=self.source_id, model_id=self.model_id,
+            label=self.labels[index], onset_time=track.pending_since, offset_time=offset,
+            peak_score=round(max(scores), 4), mean_score=round(float(np.mean(scores)), 4), windows=len(track.scores),
+        )

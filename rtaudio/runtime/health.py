@@ -82,6 +82,7 @@ class Health:
     engine: str = ""
     inference_ms: Percentiles = field(default_factory=Percentiles)
     batches: int = 0
+    errors: int = 0  # failed inference batches
     busy_s: float = 0.0  # time spent in inference
     audio_s: float = 0.0  # audio seconds covered by the windows inferred (hop each)
     messages_dropped: dict[str, int] = field(default_factory=dict)  # by message kind
@@ -97,6 +98,7 @@ class Health:
             "engine": self.engine,
             "inference_ms": self.inference_ms.summary(),
             "batches": self.batches,
+            "errors": self.errors,
             "real_time_factor": round(self.busy_s / self.audio_s, 4) if self.audio_s else None,
             "broker_connected": self.broker_connected,
             "outbox_depth": self.outbox_depth,

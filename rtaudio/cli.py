@@ -1,0 +1,145 @@
+"""``rtaudio``: one entry point for the runtime (run, tag, devices, config) and later the training side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from rtaudio import __version__
+
+log = logging.getLogger("rtaudio")
+
+EXIT_CONFIG = 2
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def _load_config(path: Path):
+    from rtaudio.config import ConfigError, load_site_config
+
+    try:
+        return load_site_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rtaudio.runtime.engines import EngineError
+    from rtaudio.runtime.site import run_site
+
+    config = _load_config(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        return run_site(config, duration_s=args.duration)
+    except EngineError as exc:
+        print(f"error: engine: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from rtaudio.contract import ContractError
+    from rtaudio.runtime.offline import tag_files
+
+    try:
+        return tag_files(args.files, args.model, engine=args.engine, as_json=args.json, top_k=args.top_k, floor=args.floor)
+    except ContractError as exc:
+        print(f"error: model: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from rtaudio.runtime.sources.microphone import list_input_devices
+
+    try:
+        devices = list_input_devices()
+    except (OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(devices, indent=2))
+        return 0
+    if not devices:
+        print("no input devices found")
+    for dev in devices:
+        mark = "*" if dev.get("is_default") else " "
+        print(f"{mark}{dev['index']:>3}  {dev['name']:<40} {dev['max_input_channels']:>2} ch  {dev['default_samplerate']:>7.0f} Hz  {dev['hostapi']}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _load_config(args.file)
+    if config is None:
+        return EXIT_CONFIG
+    kinds = ", ".join(f"{s.id} ({s.type})" for s in config.sources)
+    print(f"ok: site {config.site}, model {config.model}, engine {config.engine.type}, sources: {kinds}")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from rtaudio.config import SiteConfig
+
+    print(json.dumps(SiteConfig.model_json_schema(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtaudio", description="Edge audio tagger: audio streams in, tags and events out over MQTT.")
+    parser.add_argument("--version", action="version", version=f"rtaudio {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a site: sources -> model -> MQTT")
+    run.add_argument("--config", "-c", type=Path, required=True, help="site.yaml")
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds (tests, benchmarks)")
+    run.set_defaults(func=cmd_run)
+
+    tag = sub.add_parser("tag", help="tag audio files offline")
+    tag.add_argument("files", nargs="+", type=Path)
+    tag.add_argument("--model", type=Path, default=Path("engines/default"), help="model directory (default: engines/default)")
+    tag.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "torch"])
+    tag.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    tag.add_argument("--top-k", type=int, default=3)
+    tag.add_argument("--floor", type=float, default=0.2, help="leave out labels scoring below this")
+    tag.set_defaults(func=cmd_tag)
+
+    devices = sub.add_parser("devices", help="list audio input devices")
+    devices.add_argument("--json", action="store_true")
+    devices.set_defaults(func=cmd_devices)
+
+    config = sub.add_parser("config", help="check a site.yaml or print its JSON schema")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate a site.yaml; exit 2 on errors")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_config_check)
+    schema = config_sub.add_parser("schema", help="print the site.yaml JSON schema")
+    schema.set_defaults(func=cmd_config_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    return args.func(args)

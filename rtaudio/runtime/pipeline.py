@@ -1,0 +1,153 @@
+"""The scheduler: gather the due windows of every source, run ONE batch, dispatch the results.
+
+Threading contract: ``run`` is the only thread that touches the engine. Sources only write
+into their ring buffers and set ``ready``; publishers only queue. Nothing waits here but
+the engine: when it falls behind, ring buffers drop their oldest windows (counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from rtaudio.config import EventsConfig, TagsConfig
+from rtaudio.contract import ModelInfo
+from rtaudio.runtime.buffer import RingBuffer, Window
+from rtaudio.runtime.engines.base import Engine
+from rtaudio.runtime.events import EventTracker, LabelThresholds, TagResult
+from rtaudio.runtime.health import Health, SourceHealth
+from rtaudio.runtime.publish.base import Publisher
+
+log = logging.getLogger(__name__)
+
+
+def label_rules(info: ModelInfo, events: EventsConfig) -> list[LabelThresholds | None]:
+    """Per-label thresholds: model defaults, site overrides; None for disabled labels."""
+    rules: list[LabelThresholds | None] = []
+    for label, model_threshold in zip(info.labels, info.thresholds):
+        rule = events.labels.get(label)
+        if rule is not None and not rule.enabled:
+            rules.append(None)
+            continue
+        on = rule.on if rule is not None and rule.on is not None else model_threshold
+        off = rule.off if rule is not None and rule.off is not None else on * events.off_ratio
+        min_duration = rule.min_duration_s if rule is not None and rule.min_duration_s is not None else events.min_duration_s
+        rules.append(LabelThresholds(on=on, off=min(off, on), min_duration_s=min_duration))
+    return rules
+
+
+@dataclass
+class Stream:
+    """One source's state inside the pipeline."""
+
+    source_id: str
+    buffer: RingBuffer
+    tracker: EventTracker
+    health: SourceHealth
+    last_tags: float = field(default=-1e18)
+
+
+class Pipeline:
+    """Windows in, one engine call per tick, tags/events/health out to every publisher."""
+
+    def __init__(self, engine: Engine, info: ModelInfo, streams: Sequence[Stream], publishers: Sequence[Publisher],
+                 health: Health, tags: TagsConfig, max_batch: int = 32, health_interval_s: float = 10.0):
+        self.engine, self.info, self.streams, self.publishers = engine, info, list(streams), list(publishers)
+        self.health, self.tags_config, self.max_batch, self.health_interval_s = health, tags, max_batch, health_interval_s
+        self.ready = threading.Event()  # set by sinks when a window may be due
+        self._rotation = 0
+        self._hop_s = streams[0].buffer.hop / info.sample_rate if streams else info.hop_s
+        self._next_health = time.monotonic() + health_interval_s
+
+    def sink(self, stream: Stream):
+        """The callable a source writes into: buffer the samples, wake the pipeline when a window is due."""
+        buffer, ready = stream.buffer, self.ready
+
+        def write(samples: np.ndarray, capture_time: float) -> None:
+            buffer.write(samples, capture_time)
+            if buffer.pending():
+                ready.set()
+
+        return write
+
+    def gather(self) -> list[tuple[Stream, Window]]:
+        """Take up to ``max_batch`` due windows, round-robin across sources so none starves."""
+        pending = [s.buffer.pending() for s in self.streams]
+        quota = [0] * len(self.streams)
+        budget, n = self.max_batch, len(self.streams)
+        while budget and any(q < p for q, p in zip(quota, pending)):
+            for k in range(n):
+                i = (self._rotation + k) % n
+                if budget and quota[i] < pending[i]:
+                    quota[i] += 1
+                    budget -= 1
+        self._rotation = (self._rotation + 1) % max(n, 1)
+        items = []
+        for stream, q in zip(self.streams, quota):
+            if q:
+                items.extend((stream, w) for w in stream.buffer.due_windows(q))
+        return items
+
+    def step(self, items: list[tuple[Stream, Window]]) -> None:
+        """Run the engine once on ``items`` and dispatch scores, tags and events."""
+        if not items:
+            return
+        batch = np.stack([w.samples for _, w in items])
+        outputs = self.engine.infer(batch)
+        self.health.inference_ms.add(self.engine.last_ms)
+        self.health.batches += 1
+        self.health.busy_s += self.engine.last_ms / 1000
+        self.health.audio_s += self._hop_s * len(items)
+        scores = outputs["scores"]
+        for (stream, window), row in zip(items, scores):
+            stream.health.windows_processed += 1
+            self._dispatch(stream, window, row)
+
+    def _dispatch(self, stream: Stream, window: Window, row: np.ndarray) -> None:
+        for event in stream.tracker.update(row, window.start_time, window.end_time):
+            for publisher in self.publishers:
+                publisher.event(event)
+        if window.end_time - stream.last_tags >= self.tags_config.min_interval_s:
+            stream.last_tags = window.end_time
+            order = np.argsort(-row)[: self.tags_config.top_k]
+            labels = [(self.info.labels[i], round(float(row[i]), 4)) for i in order if row[i] >= self.tags_config.floor]
+            result = TagResult(stream.source_id, self.info.model_id, window.start_time, window.end_time, labels)
+            for publisher in self.publishers:
+                publisher.tags(result)
+        stream.health.latency_ms.add((time.time() - window.end_time) * 1000)
+
+    def finish(self) -> None:
+        """Close open events (offsets at the last window seen) and publish them."""
+        for stream in self.streams:
+            for event in stream.tracker.finish():
+                for publisher in self.publishers:
+                    publisher.event(event)
+
+    def publish_health(self) -> None:
+        for stream in self.streams:
+            stream.health.windows_dropped = stream.buffer.dropped
+        snapshot = self.health.snapshot()
+        for publisher in self.publishers:
+            publisher.health(snapshot)
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop``: wait for due windows, infer, dispatch, publish health on time."""
+        log.info("pipeline: %d source(s), engine %s, max batch %d", len(self.streams), self.engine.description, self.max_batch)
+        while not stop.is_set():
+            if not any(s.buffer.pending() for s in self.streams):
+                self.ready.wait(timeout=min(self._hop_s, 0.25))
+                self.ready.clear()
+            try:
+                self.step(self.gather())
+            except Exception:  # keep listening; a bad batch must not kill the daemon
+                log.exception("pipeline: inference failed; batch skipped")
+                self.health.errors += 1
+                stop.wait(0.5)
+            if time.monotonic() >= self._next_health:
+                self._next_health = time.monotonic() + self.health_interval_s
+                self.publish_health()

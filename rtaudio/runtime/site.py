@@ -1,0 +1,120 @@
+"""Assemble and run a site: model -> engine, sources -> ring buffers -> pipeline -> publishers.
+
+``run_site`` owns the lifecycle: start everything, wait for SIGINT/SIGTERM (or the end of
+every finite source, or ``duration``), then stop sources, close open events, flush the
+outbox for ``mqtt.shutdown_flush_s``, publish ``offline`` and return 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from contextlib import ExitStack
+from typing import Any
+
+from rtaudio.config import SiteConfig
+from rtaudio.contract import ModelInfo, load_model_dir
+from rtaudio.runtime.buffer import RingBuffer
+from rtaudio.runtime.engines import create_engine
+from rtaudio.runtime.events import EventTracker
+from rtaudio.runtime.health import Health
+from rtaudio.runtime.pipeline import Pipeline, Stream, label_rules
+from rtaudio.runtime.publish.base import Publisher
+from rtaudio.runtime.sources import Source, create_source
+
+log = logging.getLogger(__name__)
+
+
+def window_sizes(config: SiteConfig, info: ModelInfo) -> tuple[int, int]:
+    """(window, hop) in samples: the model's, unless the site overrides them."""
+    window_s = config.window.window_s or info.window_s
+    hop_s = config.window.hop_s or info.hop_s
+    return round(window_s * info.sample_rate), round(hop_s * info.sample_rate)
+
+
+def build_publishers(config: SiteConfig, health: Health, stack: ExitStack) -> list[Publisher]:
+    """Console and MQTT publishers as configured (the embedded broker started first)."""
+    from rtaudio.runtime.publish.console import ConsolePublisher
+
+    publishers: list[Publisher] = [ConsolePublisher(config.console)]
+    if config.mqtt is not None:
+        from rtaudio.runtime.publish.mqtt import MqttPublisher
+
+        mqtt = config.mqtt
+        if mqtt.broker == "embedded":
+            from rtaudio.runtime.publish.embedded import start_embedded_broker
+
+            broker = start_embedded_broker(mqtt.port)
+            stack.callback(broker.stop)
+            log.info("embedded MQTT broker on 127.0.0.1:%d (demo only; use a real broker in production)", mqtt.port)
+        publishers.append(MqttPublisher(mqtt, config.site, health))
+    return publishers
+
+
+def run_site(config: SiteConfig, duration_s: float | None = None, install_signals: bool = True) -> int:
+    """Run until signalled (or ``duration_s``, or every finite source has ended); return the exit code."""
+    model = load_model_dir(config.model)
+    info = model.info
+    window, hop = window_sizes(config, info)
+    engine = create_engine(config.engine, model)
+    health = Health()
+    stop = threading.Event()
+    if install_signals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+
+    with ExitStack() as stack:
+        engine.open()
+        stack.callback(engine.close)
+        health.engine = engine.description
+        publishers = build_publishers(config, health, stack)
+        rules = label_rules(info, config.events)
+        streams: list[Stream] = []
+        for sc in (s for s in config.sources if s.enabled):
+            buffer = RingBuffer(info.sample_rate, window, hop, config.window.max_backlog)
+            tracker = EventTracker(sc.id, info.model_id, info.labels, rules, config.events.median_windows)
+            streams.append(Stream(sc.id, buffer, tracker, health.source(sc.id)))
+        flush_s = config.mqtt.shutdown_flush_s if config.mqtt else 1.0
+        health_s = config.mqtt.health_interval_s if config.mqtt else 10.0
+        pipeline = Pipeline(engine, info, streams, publishers, health, config.tags, config.window.max_batch, health_s)
+        sources: list[Source] = []
+        for sc, stream in zip((s for s in config.sources if s.enabled), streams):
+            sources.append(create_source(sc, info.sample_rate, pipeline.sink(stream), stream.health))
+            sources[-1].ready = _has_room(stream.buffer)
+        for publisher in publishers:
+            publisher.start()
+        thread = threading.Thread(target=pipeline.run, args=(stop,), name="pipeline", daemon=True)
+        thread.start()
+        for source in sources:
+            source.start()
+        log.info("site %s: %d source(s) started, model %s %s, window %.2f s hop %.2f s",
+                 config.site, len(sources), info.model_id, info.version, window / info.sample_rate, hop / info.sample_rate)
+        _wait(stop, sources, streams, duration_s)
+        log.info("stopping: sources, then pipeline, then publishers (flush up to %.1f s)", flush_s)
+        for source in sources:
+            source.stop()
+        stop.set()
+        thread.join(10)
+        pipeline.step(pipeline.gather())  # what the sources delivered before they stopped
+        pipeline.finish()
+        pipeline.publish_health()
+        for publisher in publishers:
+            publisher.close(flush_s)
+    return 0
+
+
+def _has_room(buffer: RingBuffer) -> Any:
+    """Backpressure for sources that can wait (files read faster than real time)."""
+    return lambda: buffer.pending() < buffer.max_backlog
+
+
+def _wait(stop: threading.Event, sources: list[Source], streams: list[Stream], duration_s: float | None) -> None:
+    deadline = time.monotonic() + duration_s if duration_s else None
+    while not stop.wait(0.2):
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        if not any(s.alive for s in sources) and not any(s.buffer.pending() for s in streams):
+            log.info("every source has ended")
+            return
