@@ -127,14 +127,14 @@ class WindowConfig(StrictModel):
 
 
 class LabelRule(StrictModel):
-    on: float | None = Field(None, title="Onset threshold", ge=0, le=1, description="null uses the model's threshold.")
-    off: float | None = Field(None, title="Offset threshold", ge=0, le=1, description="null uses on * events.off_ratio.")
+    threshold: float | None = Field(None, title="Onset threshold", ge=0, le=1, description="null uses the model's threshold.")
+    off_threshold: float | None = Field(None, title="Offset threshold", ge=0, le=1, description="null uses threshold * events.off_ratio.")
     min_duration_s: float | None = Field(None, title="Minimum event duration (s)", ge=0, le=600)
     enabled: bool = Field(True, title="Report this label")
 
 
 class EventsConfig(StrictModel):
-    off_ratio: float = Field(0.7, title="Offset/onset threshold ratio", gt=0, le=1, description="Hysteresis: an event ends when the smoothed score drops below on * off_ratio.")
+    off_ratio: float = Field(0.7, title="Offset/onset threshold ratio", gt=0, le=1, description="Hysteresis: an event ends when the smoothed score drops below threshold * off_ratio.")
     min_duration_s: float = Field(0.0, title="Minimum event duration (s)", ge=0, le=600, description="Shorter events are suppressed (never published).")
     median_windows: int = Field(3, title="Median smoothing (windows)", ge=1, le=31, description="Odd number of windows the score is median-filtered over.")
     labels: dict[str, LabelRule] = Field(default_factory=dict, title="Per-label overrides", description="Keys are model labels.")
@@ -222,9 +222,17 @@ class SiteConfig(StrictModel):
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _substitute_env(text: str) -> tuple[str, list[str]]:
-    """Replace ``${VAR}`` / ``${VAR:-default}``; return the text and the unset names."""
-    missing: list[str] = []
+def _substitute_env(data: Any, missing: list[str]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string value; collect unset names.
+
+    Done on parsed values, not raw text, so comments are never touched.
+    """
+    if isinstance(data, dict):
+        return {k: _substitute_env(v, missing) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_substitute_env(v, missing) for v in data]
+    if not isinstance(data, str):
+        return data
 
     def repl(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
@@ -235,7 +243,7 @@ def _substitute_env(text: str) -> tuple[str, list[str]]:
         missing.append(name)
         return ""
 
-    return _ENV.sub(repl, text), missing
+    return _ENV.sub(repl, data)
 
 
 def _secret(value: SecretStr | None, file: Path | None) -> str | None:
@@ -276,14 +284,17 @@ def _has(node: dict | list, part: Any) -> bool:
 
 def _allowed_keys(loc: tuple[Any, ...], data: Any) -> list[str]:
     """Field names of the model that sits at ``loc`` (the parent of an unknown key)."""
-    model: Any = SiteConfig
+    annotation: Any = SiteConfig
     node = data
     for part in loc:
+        if not isinstance(part, int):
+            model = _model_of(annotation, node)
+            field = model.model_fields.get(part) if model else None
+            if field is None:
+                return []
+            annotation = field.annotation
         node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if model else None
-        model = _model_of(field.annotation, node) if field else None
+    model = _model_of(annotation, node)
     return list(model.model_fields) if model else []
 
 
@@ -350,6 +361,8 @@ def validate_site(data: Any, yaml_root: yaml.Node | None = None, origin: str = "
         problems = []
         for error in exc.errors():
             loc = _strip_tags(error["loc"], data)
+            if error["type"] == "union_tag_invalid":  # reported on the entry; the user wrote the key
+                loc = (*loc, "type")
             line = _line_of(yaml_root, loc)
             where = f"{origin}:{line}: " if line else f"{origin}: "
             problems.append(f"{where}{_format_loc(loc)}: {_describe(error, data)}")
@@ -368,9 +381,6 @@ def load_site_config(path: str | Path, check_model: bool = True) -> SiteConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
-    text, missing = _substitute_env(text)
-    if missing:
-        raise ConfigError([f"{path}: environment variable {name} is not set (used as ${{{name}}})" for name in missing])
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text)
@@ -378,6 +388,10 @@ def load_site_config(path: str | Path, check_model: bool = True) -> SiteConfig:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: expected a mapping at the top level, got {type(data).__name__}"])
+    missing: list[str] = []
+    data = _substitute_env(data, missing)
+    if missing:
+        raise ConfigError([f"{path}: environment variable {name} is not set (used as ${{{name}}})" for name in missing])
     config = validate_site(data, root, str(path))
     base = path.resolve().parent
     problems: list[str] = []
@@ -391,9 +405,12 @@ def load_site_config(path: str | Path, check_model: bool = True) -> SiteConfig:
         config.mqtt.outbox_dir = _resolve(base, config.mqtt.outbox_dir)
     if check_model:
         try:
-            load_model_dir(config.model)
+            labels = load_model_dir(config.model).info.labels
         except ContractError as exc:
             problems.append(f"{path}: model: {exc}")
+        else:
+            problems += [f"{path}: events.labels.{name}: not a label of the model; expected one of {', '.join(labels)}"
+                         for name in config.events.labels if name not in labels]
     if problems:
         raise ConfigError(problems)
     return config

@@ -79,7 +79,8 @@ class EventTracker:
         """Feed one window's scores (``[classes]``); return the events it decides."""
         self._history.append((np.asarray(scores, dtype=np.float32), start_time, end_time))
         stacked = np.stack([h[0] for h in self._history])
-        smoothed = np.median(stacked, axis=0)
+        # Lower median: while the history is still filling (even count) never round up.
+        smoothed = np.sort(stacked, axis=0)[(len(self._history) - 1) // 2]
         # The median is centred on the middle window of the history.
         _, t_start, t_end = self._history[(len(self._history) - 1) // 2]
         events: list[Event] = []

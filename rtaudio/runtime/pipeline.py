@@ -34,8 +34,8 @@ def label_rules(info: ModelInfo, events: EventsConfig) -> list[LabelThresholds |
         if rule is not None and not rule.enabled:
             rules.append(None)
             continue
-        on = rule.on if rule is not None and rule.on is not None else model_threshold
-        off = rule.off if rule is not None and rule.off is not None else on * events.off_ratio
+        on = rule.threshold if rule is not None and rule.threshold is not None else model_threshold
+        off = rule.off_threshold if rule is not None and rule.off_threshold is not None else on * events.off_ratio
         min_duration = rule.min_duration_s if rule is not None and rule.min_duration_s is not None else events.min_duration_s
         rules.append(LabelThresholds(on=on, off=min(off, on), min_duration_s=min_duration))
     return rules
