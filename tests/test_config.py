@@ -181,3 +181,9 @@ def test_example_config_is_valid_and_shows_every_key(monkeypatch: pytest.MonkeyP
     types = {s["type"] for s in data["sources"]}
     assert types == {"microphone", "rtp", "ffmpeg", "file"}
     assert config.mqtt is not None
+
+
+def test_config_reference_is_up_to_date() -> None:
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "tools" / "gen_config_docs.py"), "--check"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
