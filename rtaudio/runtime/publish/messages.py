@@ -1,0 +1,110 @@
+"""MQTT payloads: topics, JSON bodies and their schemas (documented in docs/mqtt.md).
+
+Every JSON payload carries a ``schema`` id (``rtaudio.<kind>/<major>``), the site, and ISO-8601
+UTC times taken from the stream clock. ``published`` is added by the sender at the moment the
+message is handed to the broker connection (``stamp``), so a message that waited in the
+outbox keeps its original capture times and shows when it actually left.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+from rtaudio.runtime.events import Event, TagResult
+
+Kind = Literal["tags", "events", "health"]
+
+SCHEMA_IDS: dict[Kind, str] = {
+    "tags": "rtaudio.tags/1",
+    "events": "rtaudio.event/1",
+    "health": "rtaudio.health/1",
+}
+STATUS_ONLINE = "online"
+STATUS_OFFLINE = "offline"
+
+
+def iso(t: float) -> str:
+    """UNIX seconds -> ``2026-11-22T10:00:00.123Z`` (UTC, milliseconds)."""
+    stamp = datetime.fromtimestamp(t, timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def status_topic(prefix: str, site: str) -> str:
+    return f"{prefix}/{site}/status"
+
+
+def health_topic(prefix: str, site: str) -> str:
+    return f"{prefix}/{site}/health"
+
+
+def source_topic(prefix: str, site: str, source: str, kind: Literal["tags", "events"]) -> str:
+    return f"{prefix}/{site}/{source}/{kind}"
+
+
+def _score(value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"score {value} is not a finite number")
+    return round(value, 4)
+
+
+def tags_payload(site: str, result: TagResult) -> dict[str, Any]:
+    """One window's labels; ``end`` is the capture time of the window's last sample."""
+    return {
+        "schema": SCHEMA_IDS["tags"],
+        "site": site,
+        "source": result.source_id,
+        "model": result.model_id,
+        "start": iso(result.start_time),
+        "end": iso(result.end_time),
+        "labels": [{"label": label, "score": _score(score)} for label, score in result.labels],
+    }
+
+
+def event_payload(site: str, event: Event) -> dict[str, Any]:
+    """An onset (``offset``/``duration_s`` null) or an offset; ``event_id`` links the pair."""
+    duration = None if event.offset_time is None else round(event.offset_time - event.onset_time, 3)
+    return {
+        "schema": SCHEMA_IDS["events"],
+        "site": site,
+        "source": event.source_id,
+        "model": event.model_id,
+        "event_id": event.event_id,
+        "kind": event.kind,
+        "label": event.label,
+        "onset": iso(event.onset_time),
+        "offset": None if event.offset_time is None else iso(event.offset_time),
+        "duration_s": duration,
+        "peak_score": _score(event.peak_score),
+        "mean_score": _score(event.mean_score),
+        "windows": int(event.windows),
+    }
+
+
+def health_payload(site: str, model_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """``Health.snapshot()`` with the envelope fields first."""
+    return {"schema": SCHEMA_IDS["health"], "site": site, "model": model_id, **snapshot}
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Compact JSON; NaN/Infinity are refused (they are not JSON)."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def stamp(encoded: bytes, published: float) -> bytes:
+    """Append ``"published"`` to an encoded JSON object without re-parsing it."""
+    if not encoded.endswith(b"}") or len(encoded) < 3:
+        raise ValueError("stamp() needs a non-empty encoded JSON object")
+    return encoded[:-1] + b',"published":"' + iso(published).encode() + b'"}'
+
+
+@cache
+def load_schema(kind: Kind) -> dict[str, Any]:
+    """The JSON Schema shipped for one payload kind."""
+    name = {"tags": "tags.json", "events": "event.json", "health": "health.json"}[kind]
+    return json.loads(resources.files(__package__).joinpath("schema", name).read_text())

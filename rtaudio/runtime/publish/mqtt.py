@@ -1,0 +1,343 @@
+"""MQTT publisher (paho-mqtt 2.x): status, health, tags and events topics; see docs/mqtt.md.
+
+Threads: the pipeline thread only encodes a payload and queues it in the outbox. paho's
+network thread (``loop_start``) owns the socket and reconnects with exponential backoff
+(1 s doubling to ``reconnect_max_s``). One sender thread hands the oldest outbox messages
+to paho, at most ``window`` unfinished at a time (so paho's own queue stays bounded), and
+removes a message from the outbox only when paho reports it published: for QoS 1 events
+that is the broker's PUBACK.
+
+Ordering: messages are handed to paho in outbox order. paho keeps unacknowledged QoS 1
+messages across a reconnect and resends them first; the sender sends nothing new after a
+reconnect until those are acknowledged, so events reach the broker in their original order.
+Delivery is at least once: a lost PUBACK or a crash before the outbox is updated resends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import ssl
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from rtaudio.config import MqttConfig, TlsConfig
+from rtaudio.runtime.events import Event, TagResult
+from rtaudio.runtime.health import Health
+from rtaudio.runtime.publish import messages as msgs
+from rtaudio.runtime.publish.base import Publisher
+from rtaudio.runtime.publish.outbox import Message, open_outbox
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_HOST = "127.0.0.1"
+MAX_WINDOW = 16  # unfinished messages handed to paho; below mosquitto's default receive maximum (20)
+SESSION_EXPIRY_S = 3600  # MQTT 5 session kept this long when clean_start is false
+
+
+class MqttPublisher(Publisher):
+    """Publishes to ``{prefix}/{site}/...``; counts drops and broker state into ``health``."""
+
+    def __init__(self, config: MqttConfig, site: str, model_id: str = "", health: Health | None = None):
+        self.config = config
+        self.site = site
+        self.model_id = model_id
+        self.stats = health if health is not None else Health()
+        self.embedded = config.broker == "embedded"
+        self.host = EMBEDDED_HOST if self.embedded else config.broker
+        self.protocol = mqtt.MQTTv311 if self.embedded or config.protocol == "3.1.1" else mqtt.MQTTv5
+        if self.embedded and config.protocol == "5":
+            log.info("the embedded broker speaks MQTT 3.1.1 only; using 3.1.1")
+        self.status_topic = msgs.status_topic(config.prefix, site)
+        self._counts_lock = threading.Lock()
+        self._outbox = open_outbox(config.outbox_dir, config.outbox_max_messages, self._dropped)
+        self.stats.outbox_depth = len(self._outbox)
+        self._window = max(1, min(MAX_WINDOW, config.outbox_max_messages // 4))
+        self._client = self._make_client()
+        self._work = threading.Event()  # set whenever the sender may have something to do
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._connects = 0  # bumped by every successful CONNACK
+        self._inflight: list[tuple[Message, mqtt.MQTTMessageInfo]] = []  # sender thread only
+        self._health_lock = threading.Lock()
+        self._health_payload: bytes | None = None  # latest health message not yet sent
+        self._sender: threading.Thread | None = None
+        self._broker: Any = None  # embedded broker handle
+        self._closed = False
+        self._down_logged = False
+
+    # ------------------------------------------------------------ Publisher interface
+
+    def start(self) -> None:
+        """Start the embedded broker if asked, then connect in the background and send."""
+        if self.embedded:
+            from rtaudio.runtime.publish.embedded import start_embedded_broker
+
+            self._broker = start_embedded_broker(self.config.port)
+        properties = None
+        kwargs: dict[str, Any] = {}
+        if self.protocol == mqtt.MQTTv5:
+            kwargs["clean_start"] = self.config.clean_start
+            if not self.config.clean_start:
+                properties = Properties(PacketTypes.CONNECT)
+                properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._client.connect_async(self.host, self.config.port, self.config.keepalive_s, properties=properties, **kwargs)
+        self._client.loop_start()
+        self._sender = threading.Thread(target=self._run, name="mqtt-sender", daemon=True)
+        self._sender.start()
+        log.info("MQTT: connecting to %s:%d as %s", self.host, self.config.port, self._client_id)
+
+    def tags(self, result: TagResult) -> None:
+        topic = msgs.source_topic(self.config.prefix, self.site, result.source_id, "tags")
+        self._queue("tags", topic, 0, lambda: msgs.tags_payload(self.site, result), result.source_id, result.end_time)
+
+    def event(self, event: Event) -> None:
+        topic = msgs.source_topic(self.config.prefix, self.site, event.source_id, "events")
+        self._queue("events", topic, 1, lambda: msgs.event_payload(self.site, event), event.source_id, None)
+
+    def health(self, snapshot: dict[str, Any]) -> None:
+        """Sent at QoS 0 when connected; while offline it is dropped and counted (not queued)."""
+        if self._closed or not self._connected.is_set():
+            self._dropped("health")
+            return
+        payload = msgs.encode(msgs.health_payload(self.site, self.model_id, snapshot))
+        with self._health_lock:
+            replaced, self._health_payload = self._health_payload is not None, payload
+        if replaced:
+            self._dropped("health")
+        self._work.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush the outbox for up to ``timeout`` s, publish ``offline``, disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        if self._sender is not None:
+            while time.monotonic() < deadline and (len(self._outbox) or self._health_payload is not None):
+                self._work.set()
+                time.sleep(0.02)
+            self._stop.set()
+            self._work.set()
+            self._sender.join(5)
+            self._say_offline(max(0.5, deadline - time.monotonic()))
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._reap()
+        self._report_undelivered()
+        self._outbox.close()
+        if self._broker is not None:
+            self._broker.stop()
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def outbox_depth(self) -> int:
+        return len(self._outbox)
+
+    # ------------------------------------------------------------ queueing (pipeline thread)
+
+    def _queue(self, kind: msgs.Kind, topic: str, qos: int, build: Any, source: str, captured: float | None) -> None:
+        if self._closed:
+            log.warning("MQTT publisher is closed; a %s message for %s was not sent", kind, source)
+            self._dropped(kind)
+            return
+        try:
+            payload = msgs.encode(build())
+        except ValueError as exc:
+            log.error("MQTT: %s message for %s not sent: %s", kind, source, exc)
+            self._dropped(kind)
+            return
+        self._outbox.put(kind, topic, payload, qos, source=source, captured=captured)  # type: ignore[arg-type]
+        self.stats.outbox_depth = len(self._outbox)
+        self._work.set()
+
+    def _dropped(self, kind: str) -> None:
+        with self._counts_lock:
+            count = self.stats.messages_dropped.get(kind, 0) + 1
+            self.stats.messages_dropped[kind] = count
+        if count == 1 or count % 1000 == 0:
+            log.warning("MQTT: %d %s message(s) dropped so far (broker unreachable or outbox full)", count, kind)
+
+    # ------------------------------------------------------------ sender thread
+
+    def _run(self) -> None:
+        seen_connects, barrier = 0, False
+        while not self._stop.is_set():
+            self._work.wait(0.25)
+            self._work.clear()
+            try:
+                self._outbox.flush()
+                self._reap()
+                if not self._connected.is_set():
+                    continue
+                if self._connects != seen_connects:  # paho resends what was in flight first
+                    seen_connects, barrier = self._connects, bool(self._inflight)
+                if barrier and self._inflight:
+                    continue
+                barrier = False
+                self._send_health()
+                self._send(self._outbox.take(self._window - len(self._inflight)))
+            except Exception:  # never let the sender die: log, back off, go on
+                log.exception("MQTT sender failed; retrying")
+                self._stop.wait(1.0)
+        self._outbox.flush()
+
+    def _send(self, batch: list[Message]) -> None:
+        for message in batch:
+            now = time.time()
+            info = self._client.publish(message.topic, msgs.stamp(message.payload, now), message.qos, message.retain)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (message.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN):
+                self._inflight.append((message, info))  # NO_CONN at QoS 1: paho keeps it for the reconnect
+                if message.captured is not None:
+                    self.stats.source(message.source).latency_ms.add((now - message.captured) * 1000)
+            else:  # a QoS 0 tags message while the connection dropped: gone
+                self._outbox.done(message)
+                self._dropped(message.kind)
+        if batch:
+            self.stats.outbox_depth = len(self._outbox)
+
+    def _send_health(self) -> None:
+        with self._health_lock:
+            payload, self._health_payload = self._health_payload, None
+        if payload is not None:
+            topic = msgs.health_topic(self.config.prefix, self.site)
+            info = self._client.publish(topic, msgs.stamp(payload, time.time()), 0)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._dropped("health")
+
+    def _reap(self) -> None:
+        """Forget every in-flight message paho has finished with."""
+        still = []
+        for message, info in self._inflight:
+            if info.is_published():
+                self._outbox.done(message)
+            else:
+                still.append((message, info))
+        if len(still) != len(self._inflight):
+            self._inflight = still
+            self.stats.outbox_depth = len(self._outbox)
+
+    def _say_offline(self, timeout: float) -> None:
+        if not self._connected.is_set():
+            return
+        info = self._client.publish(self.status_topic, msgs.STATUS_OFFLINE, 1, retain=True)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as exc:
+            log.warning("MQTT: could not publish offline status: %s", exc)
+
+    def _report_undelivered(self) -> None:
+        counts = self._outbox.counts()
+        if not len(self._outbox):
+            return
+        if self.config.outbox_dir is not None:
+            log.info("MQTT: %d events and %d tags messages kept in %s for the next start",
+                     counts["events"], counts["tags"], self.config.outbox_dir)
+            return
+        log.warning("MQTT: %d events and %d tags messages were not delivered before shutdown and are lost "
+                    "(set mqtt.outbox_dir to keep them)", counts["events"], counts["tags"])
+        for kind, count in counts.items():
+            with self._counts_lock:
+                self.stats.messages_dropped[kind] = self.stats.messages_dropped.get(kind, 0) + count
+
+    # ------------------------------------------------------------ paho client and callbacks (network thread)
+
+    @property
+    def _client_id(self) -> str:
+        return self.config.client_id or f"rtaudio-{self.site}"
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=self.protocol,
+            clean_session=None if self.protocol == mqtt.MQTTv5 else self.config.clean_start,
+        )
+        client.reconnect_delay_set(1, max(1, math.ceil(self.config.reconnect_max_s)))
+        # Room for our window plus the status messages; the window keeps paho's queue below this.
+        client.max_inflight_messages_set(self._window + 4)
+        client.max_queued_messages_set(self._window + 4)
+        client.will_set(self.status_topic, msgs.STATUS_OFFLINE, qos=1, retain=True)
+        if self.config.username is not None and not self.embedded:
+            client.username_pw_set(self.config.username, _read_secret(self.config.resolved_password, "mqtt.password_file"))
+        if self.config.tls is not None and not self.embedded:
+            client.tls_set_context(tls_context(self.config.tls))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_publish = self._on_publish
+        return client
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self._log_down(f"the broker refused the connection: {reason}")
+            return
+        receive_max = getattr(properties, "ReceiveMaximum", None)
+        if receive_max:  # MQTT 5: never have more QoS 1 messages unacknowledged than the broker allows
+            self._window = max(1, min(self._window, receive_max - 2))
+        client.publish(self.status_topic, msgs.STATUS_ONLINE, qos=1, retain=True)
+        self._connects += 1
+        self._connected.set()
+        self.stats.broker_connected = True
+        self._down_logged = False
+        log.info("MQTT: connected to %s:%d", self.host, self.config.port)
+        self._work.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._connected.clear()
+        self.stats.broker_connected = False
+        if not self._closed:
+            self._log_down(f"disconnected ({reason}); reconnecting with backoff")
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._log_down(f"cannot reach {self.host}:{self.config.port}; retrying with backoff")
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT: the broker rejected message %d: %s", mid, reason)
+
+    def _log_down(self, text: str) -> None:
+        log.log(logging.DEBUG if self._down_logged else logging.WARNING, "MQTT: %s", text)
+        self._down_logged = True
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """Client TLS: the given CA (else the system's), optional client cert/key, optional insecure."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca) if tls.ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"mqtt.tls.ca {tls.ca}: cannot load the CA certificate ({exc})") from None
+    if tls.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if tls.key is not None and tls.cert is None:
+        raise ValueError("mqtt.tls.key is set without mqtt.tls.cert; a client key needs its certificate")
+    if tls.cert is not None:
+        password = _read_secret(
+            lambda: tls.key_password.get_secret_value() if tls.key_password else
+            (tls.key_password_file.read_text().strip() if tls.key_password_file else None),
+            "mqtt.tls.key_password_file")
+        try:
+            context.load_cert_chain(str(tls.cert), str(tls.key) if tls.key else None, password=password)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"mqtt.tls.cert {tls.cert} / key {tls.key}: cannot load the client certificate "
+                             f"({exc}); check the files and the key passphrase") from None
+    return context
+
+
+def _read_secret(read: Any, what: str) -> str | None:
+    try:
+        return read()
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot read ({exc.strerror or exc})") from None

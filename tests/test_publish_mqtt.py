@@ -1,0 +1,369 @@
+"""MqttPublisher against a real mosquitto and a real paho subscriber; payloads checked by schema."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import paho.mqtt.client as mqtt
+import pytest
+
+from rtaudio.config import MqttConfig, TlsConfig
+from rtaudio.runtime.events import Event, TagResult
+from rtaudio.runtime.health import Health
+from rtaudio.runtime.publish import messages as msgs
+from rtaudio.runtime.publish.mqtt import MqttPublisher
+
+SITE, MODEL = "hq", "tiny-1"
+STATUS = f"rtaudio/{SITE}/status"
+EVENTS = f"rtaudio/{SITE}/lobby/events"
+TAGS = f"rtaudio/{SITE}/lobby/tags"
+
+
+def config(broker: Any, **overrides: Any) -> MqttConfig:
+    values: dict[str, Any] = {"broker": broker.host, "port": broker.port, "reconnect_max_s": 1.0, **overrides}
+    return MqttConfig(**values)
+
+
+def tag(t: float, labels: list[tuple[str, float]] | None = None) -> TagResult:
+    return TagResult("lobby", MODEL, t - 1.0, t, labels if labels is not None else [("speech", 0.91234), ("music", 0.4)])
+
+
+def onset(i: int, t: float) -> Event:
+    return Event("onset", f"ev-{i:03d}", "lobby", MODEL, "smoke_alarm", t, None, 0.9, 0.8, 3)
+
+
+def offset(i: int, t0: float, t1: float) -> Event:
+    return Event("offset", f"ev-{i:03d}", "lobby", MODEL, "smoke_alarm", t0, t1, 0.95, 0.85, 12)
+
+
+def parse(message: mqtt.MQTTMessage) -> dict[str, Any]:
+    return json.loads(message.payload)
+
+
+def seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def wait(predicate: Any, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+@pytest.fixture
+def publishers():
+    """Publishers made by a test; closed at teardown so no thread outlives it."""
+    made: list[MqttPublisher] = []
+
+    def make(cfg: MqttConfig, site: str = SITE, health: Health | None = None, start: bool = True) -> MqttPublisher:
+        publisher = MqttPublisher(cfg, site, MODEL, health)
+        made.append(publisher)
+        if start:
+            publisher.start()
+        return publisher
+
+    yield make
+    for publisher in made:
+        publisher.close(0)
+
+
+# ------------------------------------------------------------ payloads without a broker
+
+
+def test_iso_times_are_utc_milliseconds() -> None:
+    assert msgs.iso(1795341600.1239) == "2026-11-22T10:00:00.123Z"
+    assert msgs.iso(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_stamp_appends_published_to_the_json_object() -> None:
+    stamped = msgs.stamp(msgs.encode({"a": 1}), 1795341600.5)
+    assert json.loads(stamped) == {"a": 1, "published": "2026-11-22T10:00:00.500Z"}
+    with pytest.raises(ValueError):
+        msgs.stamp(b"[]", 0)
+
+
+def test_payloads_match_their_schemas() -> None:
+    now = time.time()
+    cases = [
+        ("tags", msgs.tags_payload(SITE, tag(now))),
+        ("events", msgs.event_payload(SITE, onset(1, now))),
+        ("events", msgs.event_payload(SITE, offset(1, now, now + 2.5))),
+        ("health", msgs.health_payload(SITE, MODEL, Health().snapshot())),
+    ]
+    for kind, payload in cases:
+        jsonschema.validate(json.loads(msgs.stamp(msgs.encode(payload), now)), msgs.load_schema(kind))
+    broken = msgs.event_payload(SITE, onset(1, now)) | {"duration_s": 1.0, "published": msgs.iso(now)}
+    with pytest.raises(jsonschema.ValidationError):  # an onset has no duration yet
+        jsonschema.validate(broken, msgs.load_schema("events"))
+
+
+def test_non_finite_score_is_refused_and_counted() -> None:
+    health = Health()
+    publisher = MqttPublisher(MqttConfig(broker="127.0.0.1", port=1), SITE, MODEL, health)
+    publisher.tags(tag(time.time(), [("speech", float("nan"))]))
+    assert publisher.outbox_depth == 0
+    assert health.messages_dropped == {"tags": 1}
+    publisher.close(0)
+
+
+def test_unreadable_password_file_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = MqttConfig(broker="127.0.0.1", username="u", password_file=tmp_path / "missing")
+    with pytest.raises(ValueError, match="mqtt.password_file"):
+        MqttPublisher(cfg, SITE, MODEL)
+
+
+# ------------------------------------------------------------ against mosquitto
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_topics_qos_retain_and_payloads(mosquitto, make_subscriber, publishers, protocol: str) -> None:
+    sub = make_subscriber(mosquitto, "rtaudio/#")
+    health = Health()
+    publisher = publishers(config(mosquitto, protocol=protocol), health=health)
+    assert sub.wait_for(lambda: [m.payload for m in sub.on(STATUS)] == [b"online"])
+    now = time.time()
+    publisher.tags(tag(now))
+    publisher.event(onset(1, now - 0.5))
+    publisher.event(offset(1, now - 0.5, now))
+    publisher.health(health.snapshot())
+    assert sub.wait_for(lambda: len(sub.on(TAGS)) == 1 and len(sub.on(EVENTS)) == 2 and sub.on(f"rtaudio/{SITE}/health"))
+
+    [tags_message] = sub.on(TAGS)
+    tags_body = parse(tags_message)
+    jsonschema.validate(tags_body, msgs.load_schema("tags"))
+    assert tags_message.qos == 0 and not tags_message.retain
+    assert tags_body["labels"] == [{"label": "speech", "score": 0.9123}, {"label": "music", "score": 0.4}]
+    assert (tags_body["site"], tags_body["source"], tags_body["model"]) == (SITE, "lobby", MODEL)
+    assert tags_body["end"] == msgs.iso(now) and tags_body["start"] == msgs.iso(now - 1.0)
+    latency_ms = (seconds(tags_body["published"]) - seconds(tags_body["end"])) * 1000
+    assert 0 <= latency_ms < 60_000
+    assert health.sources["lobby"].latency_ms.summary()["n"] == 1
+
+    first, second = (parse(m) for m in sub.on(EVENTS))
+    assert all(m.qos == 1 for m in sub.on(EVENTS))
+    for body in (first, second):
+        jsonschema.validate(body, msgs.load_schema("events"))
+    assert (first["kind"], first["event_id"], first["offset"], first["duration_s"]) == ("onset", "ev-001", None, None)
+    assert (second["kind"], second["event_id"], second["duration_s"]) == ("offset", "ev-001", 0.5)
+    assert second["onset"] == msgs.iso(now - 0.5) and second["offset"] == msgs.iso(now)
+
+    [health_message] = sub.on(f"rtaudio/{SITE}/health")
+    health_body = parse(health_message)
+    jsonschema.validate(health_body, msgs.load_schema("health"))
+    assert health_body["broker_connected"] is True and health_body["model"] == MODEL
+
+    late = make_subscriber(mosquitto, STATUS)
+    assert late.wait_for(lambda: late.messages)
+    assert (late.messages[0].payload, late.messages[0].retain) == (b"online", True)
+
+    publisher.close(5)
+    assert sub.wait_for(lambda: [m.payload for m in sub.on(STATUS)] == [b"online", b"offline"])
+    after = make_subscriber(mosquitto, STATUS)
+    assert after.wait_for(lambda: after.messages)
+    assert (after.messages[0].payload, after.messages[0].retain) == (b"offline", True)
+
+
+PUBLISHER_PROCESS = textwrap.dedent("""
+    import sys, time
+    from rtaudio.config import MqttConfig
+    from rtaudio.runtime.publish.mqtt import MqttPublisher
+    publisher = MqttPublisher(MqttConfig(broker="127.0.0.1", port=int(sys.argv[1]), protocol=sys.argv[2]), "willsite")
+    publisher.start()
+    while not publisher.connected:
+        time.sleep(0.02)
+    print("connected", flush=True)
+    time.sleep(120)
+""")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_last_will_offline_when_the_process_is_killed(mosquitto, make_subscriber, protocol: str) -> None:
+    sub = make_subscriber(mosquitto, "rtaudio/willsite/status")
+    process = subprocess.Popen([sys.executable, "-c", PUBLISHER_PROCESS, str(mosquitto.port), protocol],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "connected"
+        assert sub.wait_for(lambda: [m.payload for m in sub.messages] == [b"online"])
+        process.kill()  # SIGKILL: no DISCONNECT is sent, so the broker publishes the will
+        process.wait(10)
+        assert sub.wait_for(lambda: [m.payload for m in sub.messages] == [b"online", b"offline"])
+    finally:
+        process.kill()
+        process.wait(10)
+    late = make_subscriber(mosquitto, "rtaudio/willsite/status")
+    assert late.wait_for(lambda: late.messages)
+    assert (late.messages[0].payload, late.messages[0].retain) == (b"offline", True)
+
+
+@pytest.mark.integration
+def test_events_survive_a_broker_outage_in_order_with_original_times(make_mosquitto, make_subscriber, publishers) -> None:
+    broker = make_mosquitto(persistence=True)  # keeps the subscriber's session across the restart
+    sub = make_subscriber(broker, EVENTS, client_id="outage-sub", clean=False, qos=1)
+    publisher = publishers(config(broker))
+    assert wait(lambda: publisher.connected)
+    sent: list[Event] = []
+
+    def emit(count: int) -> None:
+        for _ in range(count):
+            event = onset(len(sent), time.time())
+            sent.append(event)
+            publisher.event(event)
+            publisher.tags(tag(event.onset_time))
+            time.sleep(0.01)
+
+    emit(10)
+    assert sub.wait_for(lambda: len(sub.messages) >= 10)
+    broker.stop()
+    assert wait(lambda: not publisher.connected)
+    emit(10)  # while the broker is down: they wait in the outbox
+    assert publisher.outbox_depth >= 10
+    time.sleep(1.5)
+    restarted = time.time()
+    broker.start()
+    emit(10)
+
+    def received_ids() -> list[str]:
+        return list(dict.fromkeys(parse(m)["event_id"] for m in sub.messages))  # QoS 1 may duplicate
+
+    assert sub.wait_for(lambda: len(received_ids()) == 30, timeout=30), received_ids()
+    assert received_ids() == [e.event_id for e in sent]
+    bodies = {parse(m)["event_id"]: parse(m) for m in sub.messages}
+    for event in sent:
+        assert bodies[event.event_id]["onset"] == msgs.iso(event.onset_time)
+    for event in sent[10:20]:  # queued during the outage: original times, published after the restart
+        assert seconds(bodies[event.event_id]["published"]) >= restarted - 0.001
+        assert seconds(bodies[event.event_id]["onset"]) < restarted
+    assert wait(lambda: publisher.outbox_depth == 0)
+
+
+@pytest.mark.integration
+def test_disk_outbox_survives_a_publisher_restart(make_mosquitto, make_subscriber, publishers, tmp_path: Path) -> None:
+    broker = make_mosquitto(persistence=True)
+    sub = make_subscriber(broker, f"rtaudio/{SITE}/lobby/#", client_id="disk-sub", clean=False)
+    broker.stop()
+    cfg = config(broker, outbox_dir=tmp_path / "outbox")
+    first = publishers(cfg)
+    t0 = time.time() - 60
+    for i in range(5):
+        first.event(onset(i, t0 + i))
+        first.tags(tag(t0 + i))
+    first.close(0.5)  # broker down: nothing delivered, all kept on disk
+    rows = sqlite3.connect(tmp_path / "outbox" / "outbox.sqlite3").execute("SELECT kind FROM messages").fetchall()
+    assert sorted(kind for (kind,) in rows) == ["events"] * 5 + ["tags"] * 5
+
+    broker.start()
+    second = publishers(cfg)
+    assert sub.wait_for(lambda: len(sub.on(EVENTS)) >= 5)
+    events = [parse(m) for m in sub.on(EVENTS)]
+    assert [e["event_id"] for e in events] == [f"ev-{i:03d}" for i in range(5)]
+    assert [e["onset"] for e in events] == [msgs.iso(t0 + i) for i in range(5)]
+    assert wait(lambda: second.outbox_depth == 0)
+    second.close(2)
+    assert sqlite3.connect(tmp_path / "outbox" / "outbox.sqlite3").execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
+
+
+@pytest.mark.integration
+def test_full_outbox_drops_tags_first_and_counts(make_mosquitto, make_subscriber, publishers) -> None:
+    broker = make_mosquitto(persistence=True, settings=["queue_qos0_messages true"])
+    sub = make_subscriber(broker, f"rtaudio/{SITE}/lobby/#", client_id="full-sub", clean=False)
+    broker.stop()
+    health = Health()
+    publisher = publishers(config(broker, outbox_max_messages=10), health=health)
+    t0 = time.time()
+    for i in range(4):
+        publisher.event(onset(i, t0 + i))
+    for i in range(10):
+        publisher.tags(tag(t0 + 10 + i))
+    publisher.health(health.snapshot())  # offline: dropped, not queued
+    assert health.messages_dropped == {"tags": 4, "health": 1}
+    assert health.outbox_depth == 10
+
+    broker.start()
+    assert sub.wait_for(lambda: len(sub.on(EVENTS)) == 4 and len(sub.on(TAGS)) == 6)
+    assert [parse(m)["event_id"] for m in sub.on(EVENTS)] == [f"ev-{i:03d}" for i in range(4)]
+    assert [parse(m)["end"] for m in sub.on(TAGS)] == [msgs.iso(t0 + 10 + i) for i in range(4, 10)]  # oldest 4 dropped
+    assert wait(lambda: health.outbox_depth == 0)
+    assert health.messages_dropped == {"tags": 4, "health": 1}
+
+
+@pytest.mark.integration
+def test_username_and_password(make_mosquitto, make_subscriber, publishers, tmp_path: Path) -> None:
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "rtaudio", "s3cret"], check=True)
+    broker = make_mosquitto(anonymous=False, settings=[f"password_file {passwords}"])
+    sub = make_subscriber(broker, STATUS, username="rtaudio", password="s3cret")
+    secret_file = tmp_path / "mqtt-password"
+    secret_file.write_text("s3cret\n")
+    good = publishers(config(broker, username="rtaudio", password_file=secret_file))
+    bad = publishers(config(broker, username="rtaudio", password="wrong", client_id="rtaudio-bad"), site="other")
+    assert sub.wait_for(lambda: [m.payload for m in sub.messages] == [b"online"])
+    assert good.connected
+    time.sleep(1.5)  # the bad one has been refused (and keeps retrying with backoff)
+    assert not bad.connected
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A CA, a server cert for 127.0.0.1 and a client cert whose key has a passphrase."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    openssl("req", "-x509", *ec, "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=rtaudio test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                                          "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
+    openssl("req", *ec, "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "2", "-extfile", "server.ext")
+    (directory / "client.ext").write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n")
+    openssl("req", *ec, "-passout", "pass:keypass", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=rtaudio")
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "client.crt", "-days", "2", "-extfile", "client.ext")
+    (directory / "keypass").write_text("keypass\n")
+    return {name: directory / name for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key", "keypass")}
+
+
+@pytest.mark.integration
+def test_tls_ca_client_certificate_and_insecure(make_mosquitto, make_subscriber, publishers, tmp_path: Path) -> None:
+    from conftest import free_port
+
+    certs = make_certificates(tmp_path)
+    tls_port = free_port()
+    broker = make_mosquitto(settings=[
+        f"listener {tls_port} 127.0.0.1", f"cafile {certs['ca.crt']}", f"certfile {certs['server.crt']}",
+        f"keyfile {certs['server.key']}", "require_certificate true"])
+    sub = make_subscriber(broker, "rtaudio/+/status")  # on the plain listener
+    client = {"cert": certs["client.crt"], "key": certs["client.key"], "key_password_file": certs["keypass"]}
+
+    def tls(site: str, **tls_fields: Any) -> MqttPublisher:
+        return publishers(MqttConfig(broker="127.0.0.1", port=tls_port, reconnect_max_s=1.0, tls=TlsConfig(**tls_fields)), site=site)
+
+    verified = tls("verified", ca=certs["ca.crt"], **client)
+    insecure = tls("insecure", insecure=True, **(client | {"key_password": "keypass", "key_password_file": None}))
+    unknown_ca = tls("unknownca", **client)  # the system CAs do not know our CA
+    no_client_cert = tls("nocert", ca=certs["ca.crt"])  # the broker requires one
+    assert sub.wait_for(lambda: {m.topic for m in sub.messages} == {"rtaudio/verified/status", "rtaudio/insecure/status"})
+    time.sleep(1.5)
+    assert verified.connected and insecure.connected
+    assert not unknown_ca.connected and not no_client_cert.connected
+    assert {m.topic for m in sub.messages} == {"rtaudio/verified/status", "rtaudio/insecure/status"}
+
+
+def test_wrong_key_passphrase_is_a_clear_error(tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path)
+    cfg = MqttConfig(broker="127.0.0.1", tls=TlsConfig(cert=certs["client.crt"], key=certs["client.key"], key_password="nope"))
+    with pytest.raises(ValueError, match="client.crt.*passphrase"):
+        MqttPublisher(cfg, SITE, MODEL)
