@@ -113,6 +113,14 @@ class Resampler:
             return samples
         return self._stream.resample_chunk(samples)
 
+    def flush(self) -> np.ndarray:
+        """The samples still held in the filter at the end of the input; then start afresh."""
+        if self._stream is None:
+            return np.zeros(0, dtype=np.float32)
+        tail = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        self._stream.clear()
+        return tail
+
 
 def now() -> float:
     """Wall-clock capture time (UNIX seconds)."""
