@@ -108,7 +108,7 @@ class RtpSource(Source):
             sock.settimeout(min(MAX_WAIT_S, max(0.001, wait)))
             try:
                 data, (host, _port) = sock.recvfrom(MAX_DATAGRAM)
-            except socket.timeout:
+            except TimeoutError:
                 data = b""
             now = time.monotonic()
             if data:
