@@ -42,9 +42,14 @@ SESSION_EXPIRY_S = 3600  # MQTT 5 session kept this long when clean_start is fal
 
 
 class MqttPublisher(Publisher):
-    """Publishes to ``{prefix}/{site}/...``; counts drops and broker state into ``health``."""
+    """Publishes to ``{prefix}/{site}/...``; counts drops, outbox depth, broker state and tags
+    latency into ``health`` (kept as ``self.stats``). ``model_id`` goes into health messages.
 
-    def __init__(self, config: MqttConfig, site: str, model_id: str = "", health: Health | None = None):
+    With ``broker: embedded`` it connects to 127.0.0.1 over MQTT 3.1.1; starting the embedded
+    broker (``embedded.start_embedded_broker``) is the caller's job.
+    """
+
+    def __init__(self, config: MqttConfig, site: str, health: Health | None = None, model_id: str = ""):
         self.config = config
         self.site = site
         self.model_id = model_id
@@ -68,18 +73,13 @@ class MqttPublisher(Publisher):
         self._health_lock = threading.Lock()
         self._health_payload: bytes | None = None  # latest health message not yet sent
         self._sender: threading.Thread | None = None
-        self._broker: Any = None  # embedded broker handle
         self._closed = False
         self._down_logged = False
 
     # ------------------------------------------------------------ Publisher interface
 
     def start(self) -> None:
-        """Start the embedded broker if asked, then connect in the background and send."""
-        if self.embedded:
-            from rtaudio.runtime.publish.embedded import start_embedded_broker
-
-            self._broker = start_embedded_broker(self.config.port)
+        """Connect in the background (retrying with backoff) and start sending."""
         properties = None
         kwargs: dict[str, Any] = {}
         if self.protocol == mqtt.MQTTv5:
@@ -132,8 +132,6 @@ class MqttPublisher(Publisher):
             self._reap()
         self._report_undelivered()
         self._outbox.close()
-        if self._broker is not None:
-            self._broker.stop()
 
     # ------------------------------------------------------------ state
 
@@ -306,6 +304,7 @@ class MqttPublisher(Publisher):
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         if reason.is_failure:
             log.warning("MQTT: the broker rejected message %d: %s", mid, reason)
+        self._work.set()  # room in the window: let the sender go on
 
     def _log_down(self, text: str) -> None:
         log.log(logging.DEBUG if self._down_logged else logging.WARNING, "MQTT: %s", text)
