@@ -43,7 +43,8 @@ def read_mono(path: Path, sample_rate: int) -> np.ndarray:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise ValueError(f"{path}: cannot read audio ({exc}); WAV, FLAC and OGG are supported") from exc
-    return Resampler(rate, sample_rate)(audio.mean(axis=1))
+    resampler = Resampler(rate, sample_rate)
+    return np.concatenate([resampler(audio.mean(axis=1)), resampler.flush()])
 
 
 def tag_file(path: Path, engine: Engine, events_cfg: EventsConfig, tags_cfg: TagsConfig) -> Collector:

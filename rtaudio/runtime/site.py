@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from contextlib import ExitStack
-from typing import Any
+from typing import Callable
 
 from rtaudio.config import SiteConfig
 from rtaudio.contract import ModelInfo, load_model_dir
@@ -23,6 +23,7 @@ from rtaudio.runtime.health import Health
 from rtaudio.runtime.pipeline import Pipeline, Stream, label_rules
 from rtaudio.runtime.publish.base import Publisher
 from rtaudio.runtime.sources import Source, create_source
+from rtaudio.runtime.sources.file import FileSource
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,10 @@ def run_site(config: SiteConfig, duration_s: float | None = None, install_signal
         pipeline = Pipeline(engine, info, streams, publishers, health, config.tags, config.window.max_batch, health_s)
         sources: list[Source] = []
         for sc, stream in zip((s for s in config.sources if s.enabled), streams):
-            sources.append(create_source(sc, info.sample_rate, pipeline.sink(stream), stream.health))
-            sources[-1].ready = _has_room(stream.buffer)
+            source = create_source(sc, info.sample_rate, pipeline.sink(stream), stream.health)
+            if isinstance(source, FileSource):  # a file can wait for the pipeline; live audio cannot
+                source.ready = _has_room(stream.buffer)
+            sources.append(source)
         for publisher in publishers:
             publisher.start()
         thread = threading.Thread(target=pipeline.run, args=(stop,), name="pipeline", daemon=True)
@@ -105,8 +108,8 @@ def run_site(config: SiteConfig, duration_s: float | None = None, install_signal
     return 0
 
 
-def _has_room(buffer: RingBuffer) -> Any:
-    """Backpressure for sources that can wait (files read faster than real time)."""
+def _has_room(buffer: RingBuffer) -> Callable[[], bool]:
+    """Backpressure for files read faster than real time."""
     return lambda: buffer.pending() < buffer.max_backlog
 
 
