@@ -35,7 +35,7 @@ def window_sizes(config: SiteConfig, info: ModelInfo) -> tuple[int, int]:
     return round(window_s * info.sample_rate), round(hop_s * info.sample_rate)
 
 
-def build_publishers(config: SiteConfig, health: Health, stack: ExitStack) -> list[Publisher]:
+def build_publishers(config: SiteConfig, model_id: str, health: Health, stack: ExitStack) -> list[Publisher]:
     """Console and MQTT publishers as configured (the embedded broker started first)."""
     from rtaudio.runtime.publish.console import ConsolePublisher
 
@@ -50,7 +50,7 @@ def build_publishers(config: SiteConfig, health: Health, stack: ExitStack) -> li
             broker = start_embedded_broker(mqtt.port)
             stack.callback(broker.stop)
             log.info("embedded MQTT broker on 127.0.0.1:%d (demo only; use a real broker in production)", mqtt.port)
-        publishers.append(MqttPublisher(mqtt, config.site, health))
+        publishers.append(MqttPublisher(mqtt, config.site, health, model_id))
     return publishers
 
 
@@ -70,7 +70,7 @@ def run_site(config: SiteConfig, duration_s: float | None = None, install_signal
         engine.open()
         stack.callback(engine.close)
         health.engine = engine.description
-        publishers = build_publishers(config, health, stack)
+        publishers = build_publishers(config, info.model_id, health, stack)
         rules = label_rules(info, config.events)
         streams: list[Stream] = []
         for sc in (s for s in config.sources if s.enabled):
