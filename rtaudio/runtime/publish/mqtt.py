@@ -106,7 +106,12 @@ class MqttPublisher(Publisher):
         if self._closed or not self._connected.is_set():
             self._dropped("health")
             return
-        payload = msgs.encode(msgs.health_payload(self.site, self.model_id, snapshot))
+        try:
+            payload = msgs.encode(msgs.health_payload(self.site, self.model_id, snapshot))
+        except (TypeError, ValueError) as exc:
+            log.error("MQTT: health message not sent: %s", exc)
+            self._dropped("health")
+            return
         with self._health_lock:
             replaced, self._health_payload = self._health_payload is not None, payload
         if replaced:
@@ -120,7 +125,7 @@ class MqttPublisher(Publisher):
         self._closed = True
         deadline = time.monotonic() + timeout
         if self._sender is not None:
-            while time.monotonic() < deadline and (len(self._outbox) or self._health_payload is not None):
+            while time.monotonic() < deadline and (len(self._outbox) or self._health_pending()):
                 self._work.set()
                 time.sleep(0.02)
             self._stop.set()
@@ -134,6 +139,9 @@ class MqttPublisher(Publisher):
         self._outbox.close()
 
     # ------------------------------------------------------------ state
+
+    def _health_pending(self) -> bool:
+        return self._health_payload is not None and self._connected.is_set()
 
     @property
     def connected(self) -> bool:
@@ -152,7 +160,7 @@ class MqttPublisher(Publisher):
             return
         try:
             payload = msgs.encode(build())
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             log.error("MQTT: %s message for %s not sent: %s", kind, source, exc)
             self._dropped(kind)
             return

@@ -70,7 +70,7 @@ class Outbox(ABC):
         """Queue a message; if that overflows the outbox, drop one per the policy and report it."""
         if kind not in self._index:
             raise ValueError(f"message kind {kind!r} is not allowed in the outbox; expected tags or events")
-        dropped: str | None = None
+        dropped = ""
         with self._lock:
             message = Message(self._next_seq, kind, topic, payload, qos, retain, source, captured)
             self._next_seq += 1
@@ -81,14 +81,18 @@ class Outbox(ABC):
         if dropped and self._on_drop:
             self._on_drop(dropped)
 
-    def _drop_one(self) -> str | None:
+    def _drop_one(self) -> str:
+        """Drop the oldest untaken tags message, else the oldest untaken event; return its kind.
+
+        The newest message is never taken yet, so there is always a candidate.
+        """
         for kind in ("tags", "events"):
             victim = next((seq for seq in self._index[kind] if seq > self._taken_upto), None)
             if victim is not None:
                 del self._index[kind][victim]
                 self._discard(victim)
                 return kind
-        return None  # everything is in flight; the window is smaller than the capacity, so rare
+        raise AssertionError("outbox over capacity with every message in flight")
 
     def take(self, limit: int) -> list[Message]:
         """Up to ``limit`` messages not handed out before, oldest first (sender thread)."""
@@ -187,7 +191,7 @@ class SqliteOutbox(Outbox):
             log.info("outbox %s: %d message(s) from a previous run will be delivered first", self.path, len(rows))
         while len(self) > self.capacity:  # the capacity may have shrunk since
             dropped = self._drop_one()
-            if dropped and self._on_drop:
+            if self._on_drop:
                 self._on_drop(dropped)
 
     def _add(self, message: Message) -> None:
