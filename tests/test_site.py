@@ -1,0 +1,109 @@
+"""The whole daemon: `rtaudio run` as a process, a real mosquitto, a real subscriber.
+
+The broker is stopped for 10 s in the middle of a run: every event must arrive afterwards,
+in order, with its original times.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import soundfile as sf
+
+from rtaudio.runtime.publish.messages import load_schema
+from tests.tinymodel import make_tiny_model, tone
+
+pytestmark = pytest.mark.integration
+SR = 16000
+CYCLE_S = 3.0  # the test recording: 1.5 s of 440 Hz, 1.5 s of silence, looped
+
+
+def ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture()
+def site(tmp_path: Path) -> Path:
+    make_tiny_model(tmp_path / "model")
+    sf.write(tmp_path / "bursts.wav", np.concatenate([tone(440, 1.5), np.zeros(int(1.5 * SR), np.float32)]), SR)
+    return tmp_path
+
+
+def start_run(site: Path, port: int, extra: str = "") -> subprocess.Popen[str]:
+    config = site / "site.yaml"
+    config.write_text(f"""\
+site: lab
+model: model
+sources:
+  - {{id: hall, type: file, path: bursts.wav, realtime: true, loop: true}}
+events: {{median_windows: 1}}
+mqtt: {{broker: 127.0.0.1, port: {port}, health_interval_s: 1, reconnect_max_s: 2, shutdown_flush_s: 10{extra}}}
+""")
+    return subprocess.Popen([sys.executable, "-m", "rtaudio", "run", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop_run(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    return out, err
+
+
+def test_topics_payloads_and_status(site: Path, mosquitto, make_subscriber) -> None:
+    sub = make_subscriber(mosquitto, "rtaudio/#")
+    proc = start_run(site, mosquitto.port)
+    try:
+        assert sub.wait_for(lambda: sub.on("rtaudio/lab/hall/events") and sub.on("rtaudio/lab/health"), timeout=30), proc.stderr
+    finally:
+        out, err = stop_run(proc)
+    status = [(m.payload.decode(), m.retain) for m in sub.on("rtaudio/lab/status")]
+    assert status[0][0] == "online" and status[-1][0] == "offline"
+    for topic, kind in (("rtaudio/lab/hall/tags", "tags"), ("rtaudio/lab/hall/events", "events"), ("rtaudio/lab/health", "health")):
+        for message in sub.on(topic):
+            jsonschema.validate(json.loads(message.payload), load_schema(kind))
+    tags = [json.loads(m.payload) for m in sub.on("rtaudio/lab/hall/tags")]
+    assert tags[0]["model"] == "tiny" and tags[0]["source"] == "hall"
+    assert any(t["labels"] and t["labels"][0]["label"] == "tone_440" for t in tags)
+    health = json.loads(sub.on("rtaudio/lab/health")[-1].payload)
+    assert health["sources"]["hall"]["windows_processed"] > 0
+    assert "tone_440" in out  # the console publisher prints too
+    late = make_subscriber(mosquitto, "rtaudio/lab/status")  # retained: a late subscriber sees the last word
+    assert late.wait_for(lambda: bool(late.messages)) and late.messages[-1].payload == b"offline"
+
+
+def test_broker_down_10s_loses_no_event(site: Path, make_mosquitto, make_subscriber) -> None:
+    broker = make_mosquitto(persistence=True)  # the subscriber's session survives the restart
+    sub = make_subscriber(broker, "rtaudio/lab/+/events", client_id="facility-bms", clean=False, qos=1)
+    proc = start_run(site, broker.port)
+    try:
+        assert sub.wait_for(lambda: len(sub.messages) >= 2, timeout=30)
+        broker.stop()
+        down_at = time.time()
+        time.sleep(10)
+        broker.start()
+        time.sleep(CYCLE_S * 2)
+    finally:
+        out, err = stop_run(proc)
+    time.sleep(3)  # let the last deliveries land
+    events = list({(e["event_id"], e["kind"]): e for e in (json.loads(m.payload) for m in sub.messages)}.values())  # QoS 1 may repeat
+    onsets = [e for e in events if e["kind"] == "onset"]
+    # Every burst of the looped recording gave one onset and one offset, in order, none missing.
+    assert [e["kind"] for e in events] == ["onset", "offset"] * (len(events) // 2) and len(events) % 2 == 0
+    assert [e["event_id"] for e in events[0::2]] == [e["event_id"] for e in events[1::2]]
+    starts = [ts(e["onset"]) for e in onsets]
+    gaps = np.diff(starts)
+    assert np.all(np.abs(gaps - CYCLE_S) < 0.6), gaps  # a lost event would show as a 6 s gap
+    during = [e for e in onsets if down_at < ts(e["onset"]) < down_at + 10]
+    assert len(during) >= 2  # events that happened while the broker was down arrived later, with their times
+    assert all(ts(e["published"]) > down_at + 9 for e in during)
+    assert starts[-1] > down_at + 10
