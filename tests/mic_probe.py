@@ -55,7 +55,7 @@ class Collector:
             self.samples_at_abort = self.total
             with microphone._registry_lock:  # the device dies under the source
                 for shared in microphone._streams.values():
-                    shared.abort()
+                    shared._stream.abort()
 
 
 def devices(spec: dict) -> dict:

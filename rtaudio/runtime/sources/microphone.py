@@ -183,10 +183,6 @@ class _SharedStream:
         for sub in self.subscriptions:
             sub.fail(reason)
 
-    def abort(self) -> None:
-        """Stop the device abruptly, as a failing device would (used by tests)."""
-        self._stream.abort()
-
     def close(self) -> None:
         """Stop and release the device; idempotent."""
         if self._closing:
@@ -284,6 +280,8 @@ class MicrophoneSource(Source):
                 sub, rate = _subscribe(self.config.device, self.config.sample_rate, self.config.channel, self.config.blocksize)
             except DeviceError as exc:
                 reason = str(exc)
+            except Exception as exc:  # PortAudio itself failing (e.g. re-initialising): retry, never die
+                reason = f"{type(exc).__name__}: {exc}"
             else:
                 self._sub = sub
                 try:
