@@ -88,7 +88,7 @@ def test_events_and_tag_floor_top_k_and_rate_limit(model: ModelDir) -> None:
     assert 100.5 <= onset.onset_time <= 101.0 and 103.5 <= offset.offset_time <= 105.0
 
 
-def test_run_loop_serves_live_writers_and_measures_latency(model: ModelDir) -> None:
+def test_run_loop_serves_live_writers(model: ModelDir) -> None:
     pipeline, streams, collector, health = build(model, n=2)
     stop = threading.Event()
     thread = threading.Thread(target=pipeline.run, args=(stop,), daemon=True)
@@ -105,7 +105,7 @@ def test_run_loop_serves_live_writers_and_measures_latency(model: ModelDir) -> N
     assert len(collector.results) == 8  # 4 windows per source
     snap = health.snapshot()
     assert snap["sources"]["s0"]["windows_processed"] == 4
-    assert snap["sources"]["s0"]["latency_ms"]["n"] == 4 and snap["real_time_factor"] > 0
+    assert snap["real_time_factor"] > 0 and snap["inference_ms"]["n"] >= 1
 
 
 def test_inference_error_does_not_stop_the_loop(model: ModelDir, tmp_path: Path) -> None:

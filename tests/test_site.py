@@ -75,7 +75,7 @@ def test_topics_payloads_and_status(site: Path, mosquitto, make_subscriber) -> N
     assert tags[0]["model"] == "tiny" and tags[0]["source"] == "hall"
     assert any(t["labels"] and t["labels"][0]["label"] == "tone_440" for t in tags)
     health = json.loads(sub.on("rtaudio/lab/health")[-1].payload)
-    assert health["sources"]["hall"]["windows_processed"] > 0
+    assert health["sources"]["hall"]["windows_processed"] > 0 and health["sources"]["hall"]["latency_ms"]["n"] > 0
     assert "tone_440" in out  # the console publisher prints too
     late = make_subscriber(mosquitto, "rtaudio/lab/status")  # retained: a late subscriber sees the last word
     assert late.wait_for(lambda: bool(late.messages)) and late.messages[-1].payload == b"offline"

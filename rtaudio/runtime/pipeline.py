@@ -119,7 +119,6 @@ class Pipeline:
             result = TagResult(stream.source_id, self.info.model_id, window.start_time, window.end_time, labels)
             for publisher in self.publishers:
                 publisher.tags(result)
-        stream.health.latency_ms.add((time.time() - window.end_time) * 1000)
 
     def finish(self) -> None:
         """Close open events (offsets at the last window seen) and publish them."""
