@@ -107,3 +107,65 @@ def test_broker_down_10s_loses_no_event(site: Path, make_mosquitto, make_subscri
     assert len(during) >= 2  # events that happened while the broker was down arrived later, with their times
     assert all(ts(e["published"]) > down_at + 9 for e in during)
     assert starts[-1] > down_at + 10
+
+
+def test_microphone_through_real_portaudio_to_mqtt(site: Path, tmp_path: Path, mosquitto, make_subscriber) -> None:
+    """`rtaudio devices` and `rtaudio run` on a file-backed ALSA capture device (real PortAudio)."""
+    from tests.test_source_microphone import file_device, write_pcm
+
+    env = file_device(tmp_path, write_pcm(tmp_path / "mic.raw", 48000, 3.0, 1000.0))
+    devices = subprocess.run([sys.executable, "-m", "rtaudio", "devices", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert devices.returncode == 0, devices.stderr
+    assert "filemic" in [d["name"] for d in json.loads(devices.stdout)]
+    config = site / "mic.yaml"
+    config.write_text(f"""\
+site: lab
+model: model
+sources:
+  - {{id: desk, type: microphone, device: filemic, sample_rate: 48000}}
+mqtt: {{broker: 127.0.0.1, port: {mosquitto.port}, health_interval_s: 1}}
+""")
+    sub = make_subscriber(mosquitto, "rtaudio/lab/#")
+    proc = subprocess.Popen([sys.executable, "-m", "rtaudio", "run", "--config", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def heard() -> bool:
+            tags = [json.loads(m.payload) for m in sub.on("rtaudio/lab/desk/tags")]
+            return any(t["labels"] and t["labels"][0]["label"] == "tone_1000" for t in tags) and bool(sub.on("rtaudio/lab/health"))
+        assert sub.wait_for(heard, timeout=30)
+    finally:
+        stop_run(proc)
+    health = json.loads(sub.on("rtaudio/lab/health")[-1].payload)["sources"]["desk"]
+    assert health["windows_processed"] > 0 and health["level_dbfs"] > -20  # a 0.3-amplitude tone is about -13 dBFS
+
+
+def test_rtp_stream_from_real_ffmpeg_to_mqtt(site: Path, mosquitto, make_subscriber) -> None:
+    from tests.conftest import free_port
+
+    rtp_port = free_port()
+    config = site / "rtp.yaml"
+    config.write_text(f"""\
+site: lab
+model: model
+sources:
+  - {{id: paging, type: rtp, bind: 127.0.0.1, port: {rtp_port}, payload: L16, sample_rate: 48000}}
+mqtt: {{broker: 127.0.0.1, port: {mosquitto.port}, health_interval_s: 1}}
+""")
+    sub = make_subscriber(mosquitto, "rtaudio/lab/#")
+    proc = subprocess.Popen([sys.executable, "-m", "rtaudio", "run", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sender = None
+    try:
+        time.sleep(2)  # let the receiver bind
+        sender = subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:duration=6",
+                                   "-ac", "1", "-c:a", "pcm_s16be", "-f", "rtp", f"rtp://127.0.0.1:{rtp_port}"])
+        def heard() -> bool:
+            events = [json.loads(m.payload) for m in sub.on("rtaudio/lab/paging/events")]
+            return any(e["label"] == "tone_1000" and e["kind"] == "onset" for e in events)
+        assert sub.wait_for(heard, timeout=30)
+    finally:
+        if sender is not None:
+            sender.wait(30)
+        stop_run(proc)
+    assert sub.wait_for(lambda: any(json.loads(m.payload)["kind"] == "offset" for m in sub.on("rtaudio/lab/paging/events")), timeout=5)
+    health = json.loads(sub.on("rtaudio/lab/health")[-1].payload)["sources"]["paging"]
+    assert health["packets_lost"] == 0 and health["windows_processed"] >= 8
