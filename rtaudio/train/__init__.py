@@ -1,0 +1,1 @@
+"""The training side: synthetic data, models and export (needs the ``train`` extras for torch)."""
