@@ -104,12 +104,12 @@ def doorbell(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
     notes = [f1, f1 / rng.choice([1.26, 1.19, 1.33])]
     gap = rng.uniform(0.35, 0.7)
     tau = rng.uniform(0.4, 1.0)
-    n = int(1.6 * tau * 3 * sr)
+    n = int(5 * tau * sr)  # ring down to -43 dB, then fade, so the clip never ends in a click
     strikes = []
     for f in notes:
         ratios, amps = [1.0, 2.76, 5.40, 8.93], [1.0, 0.45, 0.2, 0.08]
         taus = [tau / math.sqrt(i + 1) for i in range(4)]
-        strikes.append(decaying_partials(rng, sr, n, [f * r for r in ratios], amps, taus))
+        strikes.append(decaying_partials(rng, sr, n, [f * r for r in ratios], amps, taus) * envelope(n, sr, 0.001, 0.1))
     return place(int((gap + n / sr) * sr), [(0.0, strikes[0]), (gap, strikes[1])], sr)
 
 
