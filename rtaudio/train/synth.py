@@ -111,11 +111,15 @@ def make_scene(
     background: str | None = None,
     background_snr_db: tuple[float, float] = (0.0, 10.0),
     overlap_p: float = 0.15,
+    order: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, list[Event]]:
     """A scene of random ``labels`` events over ambience (and an optional sustained ``background``).
 
-    Returns float32 audio and ``[(label, onset_s, offset_s)]`` sorted by onset.
+    ``order`` scripts the scene instead: exactly those events, in that order, ``gap_s`` apart
+    (for demos). Returns float32 audio and ``[(label, onset_s, offset_s)]`` sorted by onset.
     """
+    if order is not None:
+        labels, overlap_p = list(order), 0.0
     bad = [lb for lb in [*labels, *([background] if background else [])] if lb not in GENERATORS]
     if bad or not labels:
         raise ValueError(f"labels {bad or list(labels)} not usable; allowed: {', '.join(LABELS)}")
@@ -137,9 +141,12 @@ def make_scene(
 
     if background is not None:
         add(background, synth_event(background, rng, sample_rate, duration_s=duration_s), 0.0, background_snr_db)
-    onset = rng.uniform(0.0, gap_s[1])
+    onset = rng.uniform(*gap_s) if order is not None else rng.uniform(0.0, gap_s[1])
+    script = iter(order) if order is not None else None
     while onset < duration_s - 0.3:
-        label = str(rng.choice(list(labels)))
+        label = next(script, None) if script is not None else str(rng.choice(list(labels)))
+        if label is None:
+            break
         end = add(label, synth_event(label, rng, sample_rate), onset, snr_db)
         if rng.random() < overlap_p:
             onset += max(0.2, rng.uniform(0.2, 0.8) * (end - onset))
