@@ -49,7 +49,6 @@ def build_publishers(config: SiteConfig, model_id: str, health: Health, stack: E
 
             broker = start_embedded_broker(mqtt.port)
             stack.callback(broker.stop)
-            log.info("embedded MQTT broker on 127.0.0.1:%d (demo only; use a real broker in production)", mqtt.port)
         publishers.append(MqttPublisher(mqtt, config.site, health, model_id))
     return publishers
 

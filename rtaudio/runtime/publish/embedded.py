@@ -38,7 +38,7 @@ class EmbeddedBroker:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(START_TIMEOUT_S)
             raise RuntimeError(f"cannot start the embedded MQTT broker on {HOST}:{self.port}: {exc}") from exc
-        log.info("embedded MQTT broker listening on %s:%d", HOST, self.port)
+        log.info("embedded MQTT broker listening on %s:%d (for demos; production uses a real broker)", HOST, self.port)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
