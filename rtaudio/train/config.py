@@ -1,0 +1,179 @@
+"""``train.yaml``: the data specs, the model, the schedule, augmentation and fine-tuning.
+
+Every model forbids unknown keys and bounds its fields; ``load_train_config`` reports all
+errors at once with their YAML paths. Labels are not configured: they come from the data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from rtaudio.model.config import ModelConfig
+
+
+class TrainConfigError(ValueError):
+    """Invalid ``train.yaml``; ``problems`` holds one line per error."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- data
+
+
+class SplitFractions(Strict):
+    val_fraction: float = Field(0.1, title="Validation share", ge=0, lt=1, description="For items without a split: share put in 'val' by a hash of their name.")
+    test_fraction: float = Field(0.1, title="Test share", ge=0, lt=1, description="For items without a split: share put in 'test' by a hash of their name.")
+
+    @model_validator(mode="after")
+    def _fit(self) -> SplitFractions:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction} leaves nothing to train on; keep it below 1")
+        return self
+
+
+class ManifestData(SplitFractions):
+    """A CSV with columns ``path``, ``labels`` (';'-separated), optional ``split`` and ``caption``."""
+
+    type: Literal["manifest"] = Field(title="Data type")
+    path: Path = Field(title="Manifest CSV", description="Audio paths inside it are relative to the CSV's folder.")
+
+
+class Fsd50kData(Strict):
+    """FSD50K as distributed: FSD50K.ground_truth/{dev,eval}.csv, FSD50K.{dev,eval}_audio/."""
+
+    type: Literal["fsd50k"] = Field(title="Data type")
+    root: Path = Field(title="FSD50K folder")
+
+
+class Esc50Data(Strict):
+    """ESC-50 as distributed: meta/esc50.csv and audio/; folds choose the splits."""
+
+    type: Literal["esc50"] = Field(title="Data type")
+    root: Path = Field(title="ESC-50 folder")
+    val_fold: int = Field(4, title="Validation fold", ge=1, le=5)
+    test_fold: int = Field(5, title="Test fold", ge=1, le=5)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Esc50Data:
+        if self.val_fold == self.test_fold:
+            raise ValueError(f"val_fold and test_fold are both {self.val_fold}; choose two different folds")
+        return self
+
+
+class SyntheticData(SplitFractions):
+    """Building scenes from ``rtaudio.train.synth``, cut into labelled windows (in memory, deterministic)."""
+
+    type: Literal["synthetic"] = Field(title="Data type")
+    scenes: int = Field(40, title="Scenes", ge=1, le=100000)
+    seed: int = Field(0, title="Seed", ge=0)
+    duration_s: float = Field(10.0, title="Scene length (s)", ge=1, le=60)
+    window_s: float = Field(1.0, title="Window cut from scenes (s)", gt=0, le=30)
+    hop_s: float = Field(0.5, title="Hop between windows (s)", gt=0, le=30)
+    sample_rate: int = Field(16000, title="Sample rate (Hz)", ge=8000, le=48000)
+    labels: list[str] | None = Field(None, title="Labels", description="A subset of the generator's labels; null for all.")
+    min_heard_s: float = Field(0.25, title="Shortest audible stretch that labels a window (s)", gt=0, le=10)
+
+
+DataConfig = Annotated[Union[ManifestData, Fsd50kData, Esc50Data, SyntheticData], Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- model, schedule, augmentation
+
+ModelSpec = create_model(
+    "ModelSpec",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="``ModelConfig`` without labels (they come from the data).",
+    **{name: (field.annotation, field) for name, field in ModelConfig.model_fields.items() if name != "labels"},
+)
+
+
+class StagedSchedule(Strict):
+    """Verma: stage 1 trains every stream with its own head; stage 2 trains the fusion."""
+
+    type: Literal["staged"] = Field(title="Schedule")
+    stream_epochs: int = Field(title="Stage-1 epochs", ge=0, description="The remaining epochs train the fusion.")
+    freeze_streams: bool = Field(True, title="Freeze streams in stage 2", description="false fine-tunes them with the fusion.")
+
+
+class JointSchedule(Strict):
+    """Everything at once: fused BCE + weighted per-stream BCE + aux losses."""
+
+    type: Literal["joint"] = Field(title="Schedule")
+    stream_loss_weight: float = Field(0.3, title="Per-stream BCE weight", ge=0, le=10)
+
+
+Schedule = Annotated[Union[StagedSchedule, JointSchedule], Field(discriminator="type")]
+
+
+class AugmentConfig(Strict):
+    """Waveform-domain augmentation applied per training batch."""
+
+    mixup_alpha: float = Field(0.0, title="Mixup alpha", ge=0, le=10, description="0 turns mixup off; targets mix with the same weight.")
+    time_masks: int = Field(1, title="Time masks per clip", ge=0, le=10)
+    time_mask_s: float = Field(0.1, title="Longest time mask (s)", ge=0, le=5)
+    gain_db: float = Field(6.0, title="Random gain range (+-dB)", ge=0, le=40)
+    noise_p: float = Field(0.3, title="Probability of added background noise", ge=0, le=1)
+    noise_snr_db: tuple[float, float] = Field((10.0, 30.0), title="Noise SNR range (dB)")
+    balanced: bool = Field(False, title="Class-balanced sampling", description="Draw clips with weights inverse to their labels' frequency.")
+
+
+class TrainConfig(Strict):
+    """The whole of ``train.yaml``."""
+
+    data: DataConfig | list[DataConfig] = Field(title="Data", description="One spec or a list; their clips are pooled.")
+    output: Path = Field(title="Output folder", description="Receives the engines dir (model.onnx, model.json, model.ckpt, model.pt) and checkpoints/.")
+    model: ModelSpec = Field(default_factory=ModelSpec, title="Model")  # type: ignore[valid-type]
+    schedule: Schedule = Field(default_factory=lambda: JointSchedule(type="joint"), title="Schedule")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, title="Augmentation")
+    epochs: int = Field(10, title="Epochs", ge=1, le=10000)
+    batch_size: int = Field(32, title="Batch size per process", ge=1, le=4096)
+    lr: float = Field(1e-3, title="Peak learning rate", gt=0, le=1)
+    weight_decay: float = Field(1e-4, title="AdamW weight decay", ge=0, le=1)
+    warmup_fraction: float = Field(0.05, title="Warm-up share of each stage", ge=0, lt=1)
+    seed: int = Field(0, title="Seed", ge=0)
+    workers: int = Field(0, title="Data loader workers", ge=0, le=64)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", title="Device")
+    aux_weights: dict[str, float] = Field(default_factory=dict, title="Aux loss weights", description="By '<stream>.<loss>', e.g. generative.kl: 0.1; unlisted aux losses weigh 1.")
+    init_from: Path | None = Field(None, title="Fine-tune from", description="A model dir with model.ckpt (e.g. engines/default): streams reused, heads rebuilt for this data's labels.")
+    resume: bool = Field(False, title="Resume", description="Continue from output/checkpoints/last.ckpt if it exists.")
+    model_id: str = Field("custom", title="Model id written to model.json", min_length=1)
+    version: str = Field("0.1.0", title="Model version written to model.json", min_length=1)
+
+    @model_validator(mode="after")
+    def _stages(self) -> TrainConfig:
+        if isinstance(self.schedule, StagedSchedule) and self.schedule.stream_epochs > self.epochs:
+            raise ValueError(f"schedule.stream_epochs {self.schedule.stream_epochs} exceeds epochs {self.epochs}")
+        if self.augment.noise_snr_db[0] > self.augment.noise_snr_db[1]:
+            raise ValueError(f"augment.noise_snr_db {list(self.augment.noise_snr_db)} must be [low, high]")
+        return self
+
+    @property
+    def data_specs(self) -> list[Any]:
+        return self.data if isinstance(self.data, list) else [self.data]
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read ``train.yaml``; relative paths in it are taken from the current directory, like the CLI's."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise TrainConfigError([f"{path}: {exc}"]) from exc
+    if not isinstance(raw, dict):
+        raise TrainConfigError([f"{path}: expected a mapping at the top level"])
+    try:
+        config = TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise TrainConfigError([f"{path}: {'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()]) from exc
+    return config
+
