@@ -106,6 +106,47 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import shlex
+
+    from rtaudio.contract import ContractError
+    from rtaudio.train.data import DataError
+    from rtaudio.train.evaluate import evaluate
+
+    out = args.out or args.model / "eval"
+    command = shlex.join(["rtaudio", "eval", "--model", str(args.model), "--data", str(args.data), "--split", args.split, "--out", str(out),
+                          *(a for c in args.compare for a in ("--compare", str(c)))])
+    try:
+        summary = evaluate(args.model, args.data, split=args.split, compare=args.compare, out=out, command=command)
+    except (ContractError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for row in summary["ablation"]:
+        print(f"{row['name']:<48} mAP {row['map']:.3f}  micro-F1 {row['micro_f1']:.3f}  macro-F1 {row['macro_f1']:.3f}")
+    print(f"report: {out / 'eval.md'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rtaudio.train.config import TrainConfigError, load_train_config
+    from rtaudio.train.loop import train
+
+    try:
+        config = load_train_config(args.config)
+    except TrainConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.resume:
+        config.resume = True
+    try:
+        train(config)
+    except (ValueError, FileNotFoundError) as exc:  # data and fine-tuning errors name what was wrong
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtaudio", description="Edge audio tagger: audio streams in, tags and events out over MQTT.")
     parser.add_argument("--version", action="version", version=f"rtaudio {__version__}")
@@ -127,9 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--floor", type=float, default=0.2, help="leave out labels scoring below this")
     tag.set_defaults(func=cmd_tag)
 
+    train = sub.add_parser("train", help="train a model from train.yaml (torchrun for several GPUs/nodes)")
+    train.add_argument("--config", "-c", type=Path, required=True, help="train.yaml")
+    train.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
+    train.set_defaults(func=cmd_train)
+
     devices = sub.add_parser("devices", help="list audio input devices")
     devices.add_argument("--json", action="store_true")
     devices.set_defaults(func=cmd_devices)
+
+    ev = sub.add_parser("eval", help="evaluate a model dir on a data split: metrics, ablation table, report")
+    ev.add_argument("--model", type=Path, required=True, help="model directory (model.onnx, model.json, model.ckpt)")
+    ev.add_argument("--data", type=Path, required=True, help="manifest CSV, or a YAML data spec (or a train.yaml)")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--out", type=Path, default=None, help="report folder (default: MODEL/eval)")
+    ev.add_argument("--compare", type=Path, action="append", default=[], metavar="DIR", help="another model dir for the same table (repeatable)")
+    ev.set_defaults(func=cmd_eval)
 
     config = sub.add_parser("config", help="check a site.yaml or print its JSON schema")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

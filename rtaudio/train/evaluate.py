@@ -1,0 +1,209 @@
+"""``rtaudio eval``: score a model directory on a data split and write the report.
+
+The headline numbers come from ``model.onnx`` through the runtime's ONNX Runtime engine, so
+they describe what the device runs. ``model.ckpt`` beside it gives the ablation: each
+stream through its own head. Clips longer than the window are scored like the runtime
+scores a stream: windows at the model's hop, the clip's score the maximum over windows.
+Thresholds are tuned per class on the ``val`` split and set against those in model.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+import torch
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from rtaudio.contract import ModelDir, load_model_dir
+from rtaudio.model.fused import CHECKPOINT_FILE, FusedTagger, load_checkpoint
+from rtaudio.runtime.engines.onnxruntime import OnnxRuntimeEngine
+from rtaudio.train import metrics
+from rtaudio.train.config import DataConfig, ManifestData
+from rtaudio.train.data import Clip, ClipDataset, DataError, fit_window, load_clips, read_audio
+from rtaudio.train.report import EvalResult, write_report
+
+BATCH = 32
+TUNE_SPLIT = "val"
+ScoreFn = Callable[[np.ndarray], dict[str, np.ndarray]]  # windows [B, N] -> named scores [B, C]
+
+_SPECS = TypeAdapter(DataConfig | list[DataConfig])
+
+
+def load_data_spec(path: str | Path) -> DataConfig | list[DataConfig]:
+    """A manifest CSV, or a YAML file holding a data spec, a list of them, or a train.yaml's ``data``."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return ManifestData(type="manifest", path=path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"{path}: cannot read the data spec ({exc})") from exc
+    if isinstance(raw, dict) and "data" in raw:
+        raw = raw["data"]
+    try:
+        return _SPECS.validate_python(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
+        raise DataError(f"{path}: not a data spec (type manifest, fsd50k, esc50 or synthetic): {problems}") from exc
+
+
+def describe(spec: DataConfig | Sequence[DataConfig]) -> str:
+    """A short human name for a data spec, for the report title."""
+    if isinstance(spec, (list, tuple)):
+        return " + ".join(describe(s) for s in spec)
+    if spec.type == "synthetic":
+        return f"synthetic ({spec.scenes} scenes, seed {spec.seed})"
+    return f"{spec.type} {getattr(spec, 'path', None) or spec.root}"
+
+
+def clip_windows(clip: Clip, sample_rate: int, window: int, hop: int) -> np.ndarray:
+    """``[n, window]``: a short clip padded, a long one cut at ``hop`` with the tail covered."""
+    if clip.audio is not None:
+        audio = clip.audio
+        if clip.sample_rate and clip.sample_rate != sample_rate:
+            audio = soxr.resample(audio, clip.sample_rate, sample_rate).astype(np.float32)
+    else:
+        audio = read_audio(clip.path, sample_rate)
+    if len(audio) <= window:
+        return fit_window(audio, window, random=False)[None]
+    starts = list(range(0, len(audio) - window + 1, hop))
+    if starts[-1] + window < len(audio):
+        starts.append(len(audio) - window)
+    return np.stack([audio[s : s + window] for s in starts])
+
+
+def _batches(clips: Sequence[Clip], sample_rate: int, window: int, hop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(windows [<=BATCH, window], clip index of each) across all clips."""
+    pending, owners = [], []
+    for i, clip in enumerate(clips):
+        for w in clip_windows(clip, sample_rate, window, hop):
+            pending.append(w)
+            owners.append(i)
+            if len(pending) == BATCH:
+                yield np.stack(pending).astype(np.float32), np.array(owners)
+                pending, owners = [], []
+    if pending:
+        yield np.stack(pending).astype(np.float32), np.array(owners)
+
+
+def score_clips(clips: Sequence[Clip], info: ModelDir, fn: ScoreFn) -> dict[str, np.ndarray]:
+    """Clip scores ``[clips, C]`` per output of ``fn``: the maximum over each clip's windows."""
+    meta = info.info
+    out: dict[str, np.ndarray] = {}
+    for batch, owners in _batches(clips, meta.sample_rate, meta.window_samples, meta.hop_samples):
+        for name, scores in fn(batch).items():
+            acc = out.setdefault(name, np.full((len(clips), scores.shape[1]), -np.inf))
+            np.maximum.at(acc, owners, scores)
+    return out
+
+
+def _onnx_fn(engine: OnnxRuntimeEngine) -> ScoreFn:
+    return lambda batch: {"onnx": engine.infer(batch)["scores"]}
+
+
+def _torch_fn(model: FusedTagger) -> ScoreFn:
+    def run(batch: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            out = model.run(torch.from_numpy(batch))
+        scores = {"torch": torch.sigmoid(out.logits).numpy()}
+        scores.update({f"stream:{name}": torch.sigmoid(v).numpy() for name, v in out.stream_logits.items()})
+        return scores
+
+    return run
+
+
+def _score_model(model_dir: ModelDir, splits: dict[str, list[Clip]], with_checkpoint: bool) -> dict[str, dict[str, np.ndarray]]:
+    """Per split, every score source of one model: ONNX, and PyTorch fused + streams when a checkpoint is there."""
+    fns: list[ScoreFn] = []
+    engine = OnnxRuntimeEngine(model_dir, providers=["CPUExecutionProvider"])
+    engine.open()
+    fns.append(_onnx_fn(engine))
+    ckpt = model_dir.path / CHECKPOINT_FILE
+    if with_checkpoint and ckpt.is_file():
+        model, _ = load_checkpoint(ckpt)
+        if list(model.config.labels) != list(model_dir.info.labels):
+            raise DataError(f"{ckpt}: labels {model.config.labels} differ from model.json's {model_dir.info.labels}; they come from different exports")
+        fns.append(_torch_fn(model.eval()))
+    try:
+        return {
+            split: score_clips(clips, model_dir, lambda b: {k: v for fn in fns for k, v in fn(b).items()}) if clips else {}
+            for split, clips in splits.items()
+        }
+    finally:
+        engine.close()
+
+
+def _row(name: str, y: np.ndarray, scores: np.ndarray, val_y: np.ndarray | None, val_scores: np.ndarray | None,
+         saved: np.ndarray) -> dict[str, Any]:
+    """One ablation row; thresholds tuned on this source's own validation scores when there are any."""
+    thresholds = metrics.tune_thresholds(val_y, val_scores) if val_scores is not None else saved
+    return {"name": name, **metrics.summarize(y, scores, thresholds).row()}
+
+
+def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig] | str | Path, split: str = "test",
+             compare: Sequence[str | Path] = (), out: str | Path | None = None, command: str | None = None) -> dict[str, Any]:
+    """Score ``model_dir`` (and ``compare`` models) on ``split``; write the report into ``out`` when given."""
+    if isinstance(data_spec, (str, Path)):
+        data_spec = load_data_spec(data_spec)
+    model = load_model_dir(model_dir)
+    labels = list(model.info.labels)
+    clips = load_clips(data_spec)
+    chosen = {s: [c for c in clips if c.split == s] for s in dict.fromkeys((split, TUNE_SPLIT))}
+    if not chosen[split]:
+        counts = {s: sum(c.split == s for c in clips) for s in ("train", "val", "test")}
+        raise DataError(f"{describe(data_spec)}: no clips in split {split!r}; the data has {counts}")
+    targets = {s: ClipDataset(c, labels, model.info.sample_rate, model.info.window_s, train=False).targets() for s, c in chosen.items() if c}
+    y = targets[split]
+    val_y = targets.get(TUNE_SPLIT)
+
+    scored = _score_model(model, chosen, with_checkpoint=True)
+    test, val = scored[split], scored[TUNE_SPLIT] or None
+    saved = np.asarray(model.info.thresholds)
+    tuned = metrics.tune_thresholds(val_y, val["onnx"]) if val else None
+    head = metrics.summarize(y, test["onnx"], saved)
+    at_tuned = metrics.summarize(y, test["onnx"], tuned) if tuned is not None else None
+
+    def vs(source: dict[str, np.ndarray] | None, key: str) -> np.ndarray | None:
+        return source[key] if source else None
+
+    fusion = model.info.extra.get("fusion", "fused")
+    ablation = [_row(f"{key.split(':', 1)[1]} alone", y, test[key], val_y, vs(val, key), saved) for key in test if key.startswith("stream:")]
+    ablation.append(_row(f"fused ({fusion}) — {model.info.model_id}", y, test["onnx"], val_y, vs(val, "onnx"), saved))
+    for other_path in compare:
+        other = load_model_dir(other_path)
+        if list(other.info.labels) != labels:
+            raise DataError(f"--compare {other_path}: its labels {other.info.labels} differ from {labels}; compare models trained on the same label set")
+        other_scores = _score_model(other, chosen, with_checkpoint=False)
+        ov = other_scores[TUNE_SPLIT] or None
+        ablation.append(_row(f"fused — {other.info.model_id} ({Path(other_path).name})", y, other_scores[split]["onnx"], val_y,
+                             vs(ov, "onnx"), np.asarray(other.info.thresholds)))
+
+    summary: dict[str, Any] = {
+        "command": command or f"evaluate({str(model_dir)!r}, split={split!r})",
+        "model": str(model_dir),
+        "model_id": model.info.model_id,
+        "data": describe(data_spec),
+        "split": split,
+        "clips": len(chosen[split]),
+        "engine": "onnxruntime",
+        "labels": labels,
+        "headline": {"thresholds": "model.json", **head.row()},
+        "tuned": {"tuned_on": TUNE_SPLIT if tuned is not None else None,
+                  "micro_f1": at_tuned.micro_f1 if at_tuned else None, "macro_f1": at_tuned.macro_f1 if at_tuned else None},
+        "onnx_vs_torch_max_abs": float(np.abs(test["onnx"] - test["torch"]).max()) if "torch" in test else None,
+        "excluded": [labels[i] for i in head.excluded],
+        "ablation": ablation,
+        "per_class": [
+            {"label": label, "positives": int(y[:, i].sum()), "ap": float(head.ap[i]), "f1": float(head.f1[i]),
+             "threshold_saved": float(saved[i]), "threshold_tuned": float(tuned[i]) if tuned is not None else None}
+            for i, label in enumerate(labels)
+        ],
+    }
+    if out is not None:
+        write_report(EvalResult(summary, labels, y, test["onnx"], saved), out)
+    return summary

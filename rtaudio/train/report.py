@@ -1,0 +1,119 @@
+"""The eval report: ``eval.json`` (everything), ``eval.md`` (for people) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtaudio.train import metrics, plots
+
+JSON_FILE = "eval.json"
+MARKDOWN_FILE = "eval.md"
+PLOTS = {"ap": "per_class_ap.png", "pr": "pr_worst.png", "cooccurrence": "cooccurrence.png"}
+
+
+@dataclass
+class EvalResult:
+    """What ``evaluate`` measured: a JSON-able summary plus the arrays the plots need."""
+
+    summary: dict[str, Any]
+    labels: list[str]
+    y_true: np.ndarray  # [clips, classes]
+    scores: np.ndarray  # [clips, classes], the headline (ONNX) scores
+    thresholds: np.ndarray  # [classes], the headline thresholds (model.json)
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN -> null, numpy -> Python, so eval.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """``eval.md``: headline, ablation table, per-class table, plots, and the command."""
+    head, tuned = summary["headline"], summary["tuned"]
+    tuned_note = f"tuned per class on the {tuned['tuned_on']} split" if tuned["tuned_on"] else "not tuned (no validation clips)"
+    lines = [
+        f"# Evaluation: {summary['model_id']} on {summary['data']} ({summary['split']} split, {summary['clips']} clips)",
+        "",
+        f"Produced by: `{summary['command']}`",
+        "",
+        f"## Headline ({summary['engine']}: the graph the device runs)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| mAP (macro) | {_num(head['map'])} |",
+        f"| micro-F1 at model.json thresholds | {_num(head['micro_f1'])} |",
+        f"| macro-F1 at model.json thresholds | {_num(head['macro_f1'])} |",
+        f"| micro-F1 at thresholds {tuned_note} | {_num(tuned['micro_f1'])} |",
+        f"| macro-F1 at thresholds {tuned_note} | {_num(tuned['macro_f1'])} |",
+        f"| max abs(ONNX − PyTorch) score | {_num(summary['onnx_vs_torch_max_abs'], 6)} |",
+        "",
+    ]
+    if summary["excluded"]:
+        lines += [f"Classes with no positive clip in this split (left out of mAP and macro-F1): {', '.join(summary['excluded'])}.", ""]
+    lines += [
+        "## Ablation",
+        "",
+        "Each stream through its own head, the fused model, and any compared model, on the same clips; "
+        "F1 at thresholds tuned per row on the validation split (model.json thresholds where there is none).",
+        "",
+        "| model | mAP | micro-F1 | macro-F1 |",
+        "|---|---|---|---|",
+        *(f"| {row['name']} | {_num(row['map'])} | {_num(row['micro_f1'])} | {_num(row['macro_f1'])} |" for row in summary["ablation"]),
+        "",
+        "## Per class",
+        "",
+        "| label | positives | AP | F1 | threshold (model.json) | threshold (tuned) |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {c['label']} | {c['positives']} | {_num(c['ap'])} | {_num(c['f1'])} | {_num(c['threshold_saved'], 2)} | {_num(c['threshold_tuned'], 2)} |"
+            for c in summary["per_class"]
+        ),
+        "",
+        "## Plots",
+        "",
+        f"![Per-class AP]({PLOTS['ap']})",
+        f"![PR curves of the worst classes]({PLOTS['pr']})",
+        f"![True vs predicted labels]({PLOTS['cooccurrence']})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(result: EvalResult, out_dir: str | Path) -> list[Path]:
+    """Write eval.json, eval.md and the plots into ``out_dir``; return the files written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = _json_safe(result.summary)
+    json_path = out / JSON_FILE
+    json_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    md_path = out / MARKDOWN_FILE
+    md_path.write_text(markdown(summary))
+    ap = metrics.per_class_ap(result.y_true, result.scores)
+    counts = metrics.cooccurrence(result.y_true, result.scores, result.thresholds)
+    return [
+        json_path,
+        md_path,
+        plots.ap_bars(result.labels, ap, out / PLOTS["ap"]),
+        plots.worst_pr_curves(result.labels, result.y_true, result.scores, ap, out / PLOTS["pr"]),
+        plots.cooccurrence_plot(result.labels, counts, out / PLOTS["cooccurrence"]),
+    ]
