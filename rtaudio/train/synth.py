@@ -14,9 +14,14 @@ from typing import Sequence
 import numpy as np
 
 from rtaudio.train import synth_sounds as sounds
-from rtaudio.train.synth_speech import speech, speech_backend
+from rtaudio.train.captions import caption_scene
+from rtaudio.train.synth_music import music, music_backend
+from rtaudio.train.synth_speech import baby_cry, speech, speech_backend
 
-__all__ = ["LABELS", "SUSTAINED", "synth_event", "make_scene", "room_reverb", "ambience", "audible_segments", "speech_backend"]
+__all__ = [
+    "LABELS", "SUSTAINED", "synth_event", "make_scene", "make_captioned_scene", "room_reverb", "ambience", "audible_segments",
+    "speech_backend", "music_backend",
+]
 
 Event = tuple[str, float, float]
 
@@ -31,9 +36,16 @@ GENERATORS: dict[str, sounds.Generator] = {
     "footsteps": sounds.footsteps,
     "water_running": sounds.water_running,
     "hvac_hum": sounds.hvac_hum,
+    "siren": sounds.siren,
+    "phone_ring": sounds.phone_ring,
+    "door_slam": sounds.door_slam,
+    "music": music,
+    "vacuum_cleaner": sounds.vacuum_cleaner,
+    "baby_cry": baby_cry,
+    "typing": sounds.typing,
 }
 LABELS: tuple[str, ...] = tuple(GENERATORS)
-SUSTAINED = frozenset({"water_running", "hvac_hum"})  # these honour ``duration_s``
+SUSTAINED = frozenset({"water_running", "hvac_hum", "vacuum_cleaner", "music"})  # these honour ``duration_s``
 FRAME_S = 0.02
 
 
@@ -156,3 +168,9 @@ def make_scene(
     if peak > 0.99:
         mix *= 0.99 / peak
     return mix.astype(np.float32), sorted(events, key=lambda e: (e[1], e[0]))
+
+
+def make_captioned_scene(rng: np.random.Generator, duration_s: float, **options: object) -> tuple[np.ndarray, list[Event], str]:
+    """``make_scene`` (same ``options``) plus a one-sentence caption of its timeline, drawn from the same ``rng``."""
+    audio, timeline = make_scene(rng, duration_s, **options)  # type: ignore[arg-type]
+    return audio, timeline, caption_scene(timeline, rng)

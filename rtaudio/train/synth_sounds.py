@@ -209,3 +209,108 @@ def hvac_hum(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
     blade = np.sin(2 * math.pi * rng.uniform(90, 250) * t) * (1 + 0.3 * np.sin(2 * math.pi * rng.uniform(0.3, 1.0) * t))
     mix = hum * rng.uniform(0.8, 1.5) + fan * rng.uniform(0.4, 1.0) + blade * rng.uniform(0.1, 0.4)
     return mix * envelope(n, sr, 0.3, 0.3)
+
+
+def siren(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
+    """An emergency siren outside: wail (slow sweep), yelp (fast sweep) or hi-lo, 600-1500 Hz, passing by."""
+    n = int(rng.uniform(2.5, 7.0) * sr)
+    t = times(n, sr)
+    lo, hi = rng.uniform(620, 800), rng.uniform(1150, 1430)
+    mode = str(rng.choice(["wail", "yelp", "hilo"]))
+    rate = {"wail": rng.uniform(0.2, 0.4), "yelp": rng.uniform(2.5, 4.0), "hilo": rng.uniform(0.8, 1.3)}[mode]
+    cycle = (rate * t + rng.uniform(0, 1)) % 1.0
+    if mode == "hilo":
+        sweep = (cycle < 0.5).astype(float)
+    else:  # rise then fall, the rise quicker on a mechanical wail
+        rise = rng.uniform(0.4, 0.6)
+        sweep = np.where(cycle < rise, cycle / rise, (1 - cycle) / (1 - rise))
+    doppler = 1 - 0.02 * np.tanh((t - rng.uniform(0.3, 0.7) * n / sr) / rng.uniform(0.5, 2.0))  # approaching, then receding
+    f = (lo + (hi - lo) * sweep) * doppler
+    phase = 2 * math.pi * np.cumsum(f) / sr
+    tone = sum(h**-1.5 * np.sin(h * phase) * (h * hi < 0.48 * sr) for h in range(1, 6))
+    distance = np.exp(-((t / (n / sr) - rng.uniform(0.3, 0.7)) ** 2) / rng.uniform(0.1, 0.5))
+    return tone * (0.3 + 0.7 * distance) * envelope(n, sr, 0.05, 0.3)
+
+
+# (name, tone pair Hz or None for an electronic trill, cadence of (on_s, off_s) per cycle)
+PHONE_CADENCES: tuple[tuple[str, tuple[float, float] | None, tuple[tuple[float, float], ...]], ...] = (
+    ("north-america", (440.0, 480.0), ((2.0, 4.0),)),
+    ("uk", (400.0, 450.0), ((0.4, 0.2), (0.4, 2.0))),
+    ("trill", None, ((1.0, 2.0),)),
+)
+
+
+def phone_ring(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
+    """A telephone: dual-tone rings on a national cadence, or a modern frequency-shift trill."""
+    _, tones, cadence = PHONE_CADENCES[int(rng.integers(len(PHONE_CADENCES)))]
+    stretch = rng.uniform(0.97, 1.03)
+    cycles = int(rng.integers(1, 3)) if cadence[0][0] > 1.5 else int(rng.integers(1, 4))
+    trill_hz, pair = rng.uniform(12, 25), (rng.uniform(900, 1400), rng.uniform(1.15, 1.4))
+    pieces, onset = [], 0.0
+    for _ in range(cycles):
+        for on, off in cadence:
+            m = int(on * stretch * sr)
+            t = times(m, sr)
+            if tones is not None:
+                burst = np.sin(2 * math.pi * tones[0] * t) + np.sin(2 * math.pi * tones[1] * t)
+            else:
+                f = pair[0] * np.where((trill_hz * t) % 1.0 < 0.5, 1.0, pair[1])
+                phase = 2 * math.pi * np.cumsum(f) / sr
+                burst = np.sin(phase) + 0.3 * np.sign(np.sin(phase))  # a piezo's buzzy square-ish edge
+            pieces.append((onset, burst * envelope(m, sr, 0.005, 0.005)))
+            onset += (on + off) * stretch
+    return place(int((onset - cadence[-1][1] * stretch) * sr), pieces, sr)
+
+
+def door_slam(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
+    """A door slamming: a low panel thud with a crack, then the latch and frame rattling."""
+    n = int(rng.uniform(0.6, 1.1) * sr)
+    t = times(n, sr)
+    body = decaying_partials(rng, sr, n, [rng.uniform(45, 90), rng.uniform(110, 220), rng.uniform(300, 600)], [1.0, 0.6, 0.25],
+                             [rng.uniform(0.08, 0.2), rng.uniform(0.04, 0.1), rng.uniform(0.02, 0.05)])
+    thump = shaped_noise(rng, n, sr, 30, rng.uniform(600, 1500), tilt_db_oct=-3.0) * np.exp(-t / rng.uniform(0.02, 0.05))
+    crack = shaped_noise(rng, n, sr, 800, 7000) * np.exp(-t / rng.uniform(0.003, 0.008)) * rng.uniform(0.3, 0.8)
+    rattles, at = [], rng.uniform(0.03, 0.08)
+    for _ in range(int(rng.integers(3, 9))):
+        m = int(0.03 * sr)
+        tick = decaying_partials(rng, sr, m, list(rng.uniform(1500, 5000, 2)), [0.3, 0.2], [0.004, 0.003])
+        rattles.append((at, tick * math.exp(-at / 0.15) * rng.uniform(0.5, 1.0)))
+        at += rng.uniform(0.015, 0.06)
+    return (body + thump + crack) * envelope(n, sr, 0.0005, 0.05) + place(n, rattles, sr)
+
+
+def vacuum_cleaner(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
+    """A vacuum cleaner: motor whine with harmonics (spinning up, dipping under load) over airflow noise."""
+    n = int((duration_s or rng.uniform(3.0, 8.0)) * sr)
+    t = times(n, sr)
+    spin_up = 1 - (1 - rng.uniform(0.3, 0.5)) * np.exp(-t / rng.uniform(0.2, 0.5))
+    load = 1 - 0.05 * np.clip(np.sin(2 * math.pi * rng.uniform(0.2, 0.6) * t + rng.uniform(0, 6.3)), 0, None) ** 2
+    f0 = rng.uniform(250, 550) * spin_up * load * (1 + 0.003 * shaped_noise(rng, n, sr, 0.5, 5))
+    phase = 2 * math.pi * np.cumsum(f0) / sr
+    whine_at = rng.uniform(1500, 4000)  # the impeller's blade-pass region
+    motor = sum((h**-1.0 + 1.5 * math.exp(-(((h * f0[-1] - whine_at) / 600) ** 2))) * np.sin(h * phase + rng.uniform(0, 6.3))
+                for h in range(1, int(0.45 * sr / f0.max()) + 1))
+    motor /= np.sqrt(np.mean(motor**2)) + 1e-12
+    air = shaped_noise(rng, n, sr, 80, 7500, tilt_db_oct=rng.uniform(-2.5, -0.5))
+    return (motor * rng.uniform(0.4, 0.9) + air * rng.uniform(0.6, 1.2) * spin_up) * envelope(n, sr, 0.05, 0.3)
+
+
+def typing(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
+    """Typing on a keyboard: key clicks at an irregular 5-10 per second, each with a bottom-out thud."""
+    rate = rng.uniform(5.0, 10.0)
+    total = rng.uniform(1.5, 4.0)
+    key_modes = [rng.uniform(1800, 4500), rng.uniform(500, 1200)]
+    m = int(0.05 * sr)
+    t = times(m, sr)
+    pieces, onset = [], 0.0
+    while onset < total:
+        space = rng.random() < 0.15  # the space bar: louder, lower
+        click = shaped_noise(rng, m, sr, 1500 if not space else 600, 8000) * np.exp(-t / rng.uniform(0.0015, 0.004))
+        body = decaying_partials(rng, sr, m, [f * rng.uniform(0.9, 1.1) * (0.7 if space else 1.0) for f in key_modes], [0.5, 0.4],
+                                 [rng.uniform(0.004, 0.01), rng.uniform(0.005, 0.012)])
+        thud_at = int(rng.uniform(0.006, 0.015) * sr)
+        thud = np.zeros(m)
+        thud[thud_at:] = shaped_noise(rng, m - thud_at, sr, 100, 1500) * np.exp(-t[: m - thud_at] / 0.006) * 0.5
+        pieces.append((onset, (click + body + thud) * rng.uniform(0.5, 1.0) * (1.4 if space else 1.0)))
+        onset += rng.lognormal(math.log(1 / rate), 0.3)
+    return place(int((onset + 0.05) * sr), pieces, sr)

@@ -1,4 +1,4 @@
-"""Speech for synthetic scenes: espeak-ng when it is installed, a formant babble otherwise.
+"""Human voices for synthetic scenes: speech (espeak-ng when installed, a formant babble otherwise) and a baby's cry.
 
 espeak-ng gives real words from varied voices; the babble (glottal harmonics through vowel
 formants, with fricative bursts and a falling pitch contour) keeps the training and test
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtaudio.train.synth_sounds import Rng, envelope, harmonic_voice, shaped_noise
+from rtaudio.train.synth_sounds import Rng, envelope, harmonic_voice, shaped_noise, times
 
 SENTENCES = (
     "Could you open the door please", "The meeting starts at ten in room four",
@@ -87,3 +87,26 @@ def speech(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
     if pick_espeak and speech_backend() == "espeak-ng":
         return espeak(rng, sr)
     return babble(rng, sr)
+
+
+def baby_cry(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
+    """An infant crying: 2-6 cries with rising-falling f0 (~350-550 Hz), voice breaks, gasps between."""
+    base = rng.uniform(330, 430)
+    formants = [(rng.uniform(900, 1300), 250.0), (rng.uniform(2400, 3200), 400.0), (rng.uniform(4000, 4800), 600.0)]
+    pieces: list[np.ndarray] = []
+    for _ in range(int(rng.integers(2, 7))):
+        m = int(rng.uniform(0.4, 1.3) * sr)
+        t = times(m, sr) / (m / sr)
+        peak_at = rng.uniform(0.3, 0.6)
+        contour = np.where(t < peak_at, t / peak_at, (1 - t) / (1 - peak_at))  # rise to a peak, then fall
+        f0 = base * (1 + rng.uniform(0.15, 0.35) * contour) * (1 + 0.02 * np.sin(2 * np.pi * rng.uniform(5, 9) * t * m / sr))
+        if rng.random() < 0.4:  # a voice break: a sudden jump up (hyperphonation) for a moment
+            a = int(rng.uniform(0.2, 0.7) * m)
+            f0[a : a + int(rng.uniform(0.05, 0.15) * sr)] *= rng.uniform(1.5, 1.9)
+        voice = harmonic_voice(f0, sr, formants, tilt_db_oct=-6.0)
+        voice /= np.sqrt(np.mean(voice**2)) + 1e-12
+        rough = shaped_noise(rng, m, sr, 1000, 6000) * rng.uniform(0.05, 0.25)
+        pieces.append((voice + rough) * envelope(m, sr, 0.04, 0.1) * rng.uniform(0.6, 1.0))
+        gasp = int(rng.uniform(0.15, 0.4) * sr)
+        pieces.append(shaped_noise(rng, gasp, sr, 1500, 5000) * np.hanning(gasp) * rng.uniform(0.02, 0.08))
+    return np.concatenate(pieces)
