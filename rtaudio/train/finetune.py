@@ -1,0 +1,70 @@
+"""Build the model to train: from scratch, or from a shipped model with the user's label set.
+
+Fine-tuning (``init_from``) keeps the source's architecture and reuses every weight whose
+shape fits (front-end, streams, fusion gate); the class-indexed heads are rebuilt for the new
+labels, with the rows of labels the source already knew copied over.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from rtaudio.model.config import ModelConfig
+from rtaudio.model.fused import CHECKPOINT_FILE, FusedTagger, load_checkpoint
+from rtaudio.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+CLASS_INDEXED = ("stream_heads.", "fusion.classifier.")
+
+
+def checkpoint_path(init_from: Path) -> Path:
+    """``init_from`` may be a model dir (with model.ckpt) or the checkpoint itself."""
+    path = init_from / CHECKPOINT_FILE if init_from.is_dir() else init_from
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from {init_from}: no {CHECKPOINT_FILE} there; a model dir written by `rtaudio train` has one")
+    return path
+
+
+def build_model(config: TrainConfig, labels: Sequence[str]) -> FusedTagger:
+    """A new ``FusedTagger`` for ``labels``, initialised from ``config.init_from`` when set."""
+    if config.init_from is None:
+        return FusedTagger(ModelConfig(labels=list(labels), **config.model.model_dump()))
+    source, _ = load_checkpoint(checkpoint_path(config.init_from))
+    arch = source.config.model_dump(exclude={"labels"})
+    asked = config.model.model_dump(include=config.model.model_fields_set)
+    conflicts = {k: (v, arch[k]) for k, v in asked.items() if k != "dropout" and v != arch[k]}
+    if conflicts:
+        details = "; ".join(f"{k}: {v!r} (source has {s!r})" for k, (v, s) in conflicts.items())
+        raise ValueError(f"init_from {config.init_from} fixes the architecture; model settings differ: {details}")
+    arch["dropout"] = asked.get("dropout", arch["dropout"])
+    model = FusedTagger(ModelConfig(labels=list(labels), **arch))
+    reused, new = transfer(source, model)
+    log.info("init_from %s: %d tensors reused, %d/%d labels new in the heads", config.init_from, reused, new, len(labels))
+    return model
+
+
+def transfer(source: FusedTagger, target: FusedTagger) -> tuple[int, int]:
+    """Copy ``source``'s weights into ``target``; returns (tensors copied whole, labels new to the heads)."""
+    old = {label: i for i, label in enumerate(source.config.labels)}
+    pairs = [(i, old[label]) for i, label in enumerate(target.config.labels) if label in old]
+    src, state, reused = source.state_dict(), target.state_dict(), 0
+    for key, value in state.items():
+        if key not in src:
+            continue
+        if key.startswith(CLASS_INDEXED):
+            if pairs:
+                rows, old_rows = zip(*pairs)
+                value[list(rows)] = src[key][list(old_rows)]
+            continue
+        if src[key].shape != value.shape:
+            raise ValueError(f"cannot reuse {key}: source shape {tuple(src[key].shape)} vs {tuple(value.shape)}")
+        value.copy_(src[key])
+        reused += 1
+    with torch.no_grad():
+        target.load_state_dict(state)
+    return reused, len(target.config.labels) - len(pairs)

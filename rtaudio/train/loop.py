@@ -1,0 +1,240 @@
+"""``rtaudio train``: data -> FusedTagger -> staged or joint training -> thresholds -> engines dir.
+
+One loop serves one process or a ``torchrun`` DDP group. Randomness is reseeded at every
+epoch from (seed, epoch, rank), so a run resumed from its last checkpoint continues exactly
+as the uninterrupted run would have (and same seed -> same weights on CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from rtaudio.model.fused import FusedTagger, save_checkpoint
+from rtaudio.train import ddp
+from rtaudio.train.augment import augment_batch
+from rtaudio.train.config import JointSchedule, StagedSchedule, TrainConfig
+from rtaudio.train.data import SPLITS, ClipDataset, DataError, EpochSampler, balanced_weights, label_set, load_clips
+from rtaudio.train.finetune import build_model
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def stage_plan(config: TrainConfig) -> list[str]:
+    """The stage of every epoch: 'streams' then 'fusion' (staged), or 'joint'."""
+    if isinstance(config.schedule, StagedSchedule):
+        first = config.schedule.stream_epochs
+        return ["streams"] * first + ["fusion"] * (config.epochs - first)
+    return ["joint"] * config.epochs
+
+
+def lr_factor(step: int, steps_per_epoch: int, plan: list[str], warmup: float) -> float:
+    """Linear warm-up then cosine decay, restarted at each stage (the fusion head starts fresh)."""
+    epoch = min(step // steps_per_epoch, len(plan) - 1)
+    first = plan.index(plan[epoch])
+    length = plan.count(plan[epoch]) * steps_per_epoch
+    p = (step - first * steps_per_epoch + 1) / length
+    if p < warmup:
+        return p / warmup
+    return max(0.01, 0.5 * (1 + math.cos(math.pi * min(1.0, (p - warmup) / (1 - warmup)))))
+
+
+class Objective(nn.Module):
+    """The training loss of one stage, as a module so DDP can wrap it (DDP syncs through ``forward``)."""
+
+    def __init__(self, model: FusedTagger, stage: str, config: TrainConfig):
+        super().__init__()
+        self.model, self.stage = model, stage
+        self.aux_weights = config.aux_weights
+        self.stream_weight = config.schedule.stream_loss_weight if isinstance(config.schedule, JointSchedule) else 1.0
+        self.frozen = stage == "fusion" and isinstance(config.schedule, StagedSchedule) and config.schedule.freeze_streams
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = self.model.run(x)
+        bce = nn.functional.binary_cross_entropy_with_logits
+        parts: dict[str, torch.Tensor] = {}
+        if self.stage in ("streams", "joint"):
+            parts["streams"] = self.stream_weight * sum(bce(logits, y) for logits in out.stream_logits.values())
+        if self.stage in ("fusion", "joint"):
+            parts["fused"] = bce(out.logits, y)
+        if not self.frozen:
+            parts.update({f"aux.{k}": self.aux_weights.get(k, 1.0) * v for k, v in out.aux.items()})
+        loss = sum(parts.values())
+        return loss, {k: v.detach() for k, v in parts.items()}
+
+
+def set_stage(model: FusedTagger, objective: Objective) -> None:
+    """Train mode; frozen streams (and front-end) get no gradients and keep their BatchNorm statistics."""
+    model.train()
+    for module in (model.frontend, model.streams):
+        module.requires_grad_(not objective.frozen)
+        if objective.frozen:
+            module.eval()
+
+
+def seed_all(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """Reseed every RNG for this epoch and rank; returns the augmentation generator."""
+    mixed = (seed * 1_000_003 + epoch * 1009 + rank) % 2**31
+    torch.manual_seed(mixed)
+    np.random.seed(mixed)
+    random.seed(mixed)
+    return torch.Generator().manual_seed(mixed + 1)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """Hash of the parameters (in name order), to compare ranks and runs."""
+    digest = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def predict(model: FusedTagger, dataset: ClipDataset, batch_size: int, device: torch.device) -> np.ndarray:
+    """Eval-mode scores for every clip of ``dataset``, ``[clips, classes]``."""
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for x, _ in DataLoader(dataset, batch_size=batch_size):
+            scores.append(torch.sigmoid(model.run(x.to(device)).logits).cpu().numpy())
+    return np.concatenate(scores) if scores else np.zeros((0, len(dataset.labels)), np.float32)
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
+
+
+def train(config: TrainConfig) -> Path | None:
+    """Train as configured; returns the exported model dir on rank 0 (None on the others)."""
+    dist = ddp.setup(config.device)
+    try:
+        return _train(config, dist)
+    finally:
+        ddp.teardown(dist)
+
+
+def _datasets(config: TrainConfig) -> tuple[list[str], dict[str, list]]:
+    """The data's labels and its clips by split."""
+    clips = load_clips(config.data_specs)
+    by_split = {s: [c for c in clips if c.split == s] for s in SPLITS}
+    if not by_split["train"]:
+        raise DataError(f"no clips in the 'train' split (of {len(clips)}); check the split column or fractions")
+    labels = label_set(clips)
+    if not labels:
+        raise DataError("the data has no labels at all; a manifest's labels column holds ';'-separated names")
+    return labels, by_split
+
+
+def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
+    seed_all(config.seed, -1, 0)  # model initialisation: identical on every rank
+    labels, by_split = _datasets(config)
+    model = build_model(config, labels).to(dist.device)
+    unknown_aux = sorted(k for k in config.aux_weights if k.split(".")[0] not in model.config.streams)
+    if unknown_aux:
+        raise ValueError(f"aux_weights {unknown_aux} name no stream of this model ({', '.join(model.config.streams)}); keys are '<stream>.<loss>'")
+    mc = model.config
+    train_set = ClipDataset(by_split["train"], labels, mc.sample_rate, mc.window_s, train=True)
+    val_set = ClipDataset(by_split["val"], labels, mc.sample_rate, mc.window_s, train=False)
+    weights = balanced_weights(train_set.targets()) if config.augment.balanced else None
+    sampler = EpochSampler(len(train_set), config.seed, dist.rank, dist.world, weights)
+    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers)
+    plan, steps = stage_plan(config), len(loader)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, steps, plan, config.warmup_fraction))
+    start = _resume(config, model, optimiser, scheduler) if config.resume else 0
+    log.info("rank %d/%d on %s: %d train / %d val clips, %d labels, streams %s, %s schedule, epochs %d-%d",
+             dist.rank, dist.world, dist.device, len(train_set), len(val_set), len(labels), ",".join(mc.streams),
+             config.schedule.type, start + 1, config.epochs)
+    wrapped: dict[str, nn.Module] = {}
+    with _progress(dist.main) as progress:
+        task = progress.add_task("training", total=(config.epochs - start) * steps, loss=float("nan"), lr=config.lr)
+        for epoch in range(start, config.epochs):
+            objective = Objective(model, plan[epoch], config)
+            set_stage(model, objective)
+            if plan[epoch] not in wrapped:  # DDP registers the trainable parameters when built
+                wrapped[plan[epoch]] = DistributedDataParallel(objective, find_unused_parameters=True) if dist.enabled else objective
+            step_fn, gen = wrapped[plan[epoch]], seed_all(config.seed, epoch, dist.rank)
+            sampler.set_epoch(epoch)
+            total, count = 0.0, 0
+            progress.update(task, description=f"epoch {epoch + 1}/{config.epochs} {plan[epoch]}")
+            for x, y in loader:
+                x, y = augment_batch(x, y, config.augment, gen, mc.sample_rate)
+                loss, _ = step_fn(x.to(dist.device), y.to(dist.device))
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                scheduler.step()
+                total, count = total + float(loss.detach()) * len(x), count + len(x)
+                progress.update(task, advance=1, loss=total / count, lr=scheduler.get_last_lr()[0])
+            log.info("epoch %d/%d (%s): loss %.4f", epoch + 1, config.epochs, plan[epoch], total / max(count, 1))
+            if dist.main:
+                _save(config, model, optimiser, scheduler, epoch)
+            dist.barrier()
+    log.info("rank %d weights sha256 %s", dist.rank, weights_sha256(model))
+    if not dist.main:
+        return None
+    return _finish(config, model, val_set, len(train_set), dist.device)
+
+
+def _save(config: TrainConfig, model: FusedTagger, optimiser: torch.optim.Optimizer, scheduler: Any, epoch: int) -> None:
+    path = config.output / LAST_CHECKPOINT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_checkpoint(model, tmp, optimiser=optimiser.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
+                    seed=config.seed, train_config=config.model_dump(mode="json"))
+    tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
+
+
+def _resume(config: TrainConfig, model: FusedTagger, optimiser: torch.optim.Optimizer, scheduler: Any) -> int:
+    """Load the last checkpoint if there is one; returns the first epoch still to run."""
+    path = config.output / LAST_CHECKPOINT
+    if not path.is_file():
+        log.info("resume: no %s yet, starting from epoch 1", path)
+        return 0
+    data = torch.load(str(path), map_location="cpu", weights_only=False)
+    if data["config"]["labels"] != list(model.config.labels):
+        raise ValueError(f"resume: {path} was trained on other labels ({data['config']['labels']}); use a new output folder")
+    model.load_state_dict(data["state_dict"])
+    optimiser.load_state_dict(data["optimiser"])
+    scheduler.load_state_dict(data["scheduler"])
+    log.info("resume: %s, continuing after epoch %d", path, data["epoch"] + 1)
+    return data["epoch"] + 1
+
+
+def _finish(config: TrainConfig, model: FusedTagger, val_set: ClipDataset, n_train: int, device: torch.device) -> Path:
+    """F1-optimal thresholds on validation, then export the engines dir."""
+    from rtaudio.train.export import export_model
+    from rtaudio.train.metrics import DEFAULT_THRESHOLD, mean_ap, tune_thresholds
+
+    extra: dict[str, Any] = {"training": {"clips": {"train": n_train, "val": len(val_set)}, "epochs": config.epochs,
+                                          "schedule": config.schedule.type, "seed": config.seed, "torch": torch.__version__,
+                                          "init_from": str(config.init_from) if config.init_from else None}}
+    if len(val_set):
+        y, scores = val_set.targets(), predict(model, val_set, config.batch_size, device)
+        thresholds = tune_thresholds(y, scores).tolist()
+        val_map, _ = mean_ap(y, scores)
+        extra["training"]["val_mAP"] = None if math.isnan(val_map) else round(val_map, 4)
+        log.info("validation mAP %.3f; thresholds tuned per class (F1-optimal)", val_map)
+    else:
+        thresholds = [DEFAULT_THRESHOLD] * len(model.config.labels)
+        log.warning("no validation clips: thresholds left at %.2f", DEFAULT_THRESHOLD)
+    out = export_model(model, config.output, thresholds, config.model_id, config.version, extra).path
+    log.info("wrote %s (model.onnx, model.json, model.ckpt, model.pt)", out)
+    return out
