@@ -1,0 +1,194 @@
+"""The learned streams (neuralogram, generative VAE, discrete codes) and the residual VQ.
+
+Shapes, training-only aux losses, ONNX parity per stream (ORT vs eager within 1e-4), and the
+quantiser's maths: matmul + argmin equals brute force, EMA k-means lowers the error.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from rtaudio.model.common import EMBED_DIM, FrontEnd, Stream
+from rtaudio.model.config import ModelConfig
+from rtaudio.model.rvq import ResidualVQ, nearest_code
+from rtaudio.model.streams.codes import CodePretext, CodesStream
+from rtaudio.model.streams.generative import GenerativeStream
+from rtaudio.model.streams.neuralogram import NeuralogramStream
+
+LEARNED = ("neuralogram", "generative", "codes")
+AUX = {"neuralogram": set(), "generative": {"recon", "kl"}, "codes": {"mlm", "contrastive", "commitment"}}
+CONFIG = ModelConfig(labels=["a", "b"])
+
+
+def clips(batch: int, seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Tones over noise, different per clip."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(round(seconds * CONFIG.sample_rate)) / CONFIG.sample_rate
+    freqs = 200 + 3000 * torch.rand(batch, 1, generator=g)
+    return 0.3 * torch.sin(2 * math.pi * freqs * t) + 0.05 * torch.randn(batch, t.numel(), generator=g)
+
+
+class StreamGraph(nn.Module):
+    """Front-end + one stream, as it would sit in the exported model."""
+
+    def __init__(self, stream: Stream):
+        super().__init__()
+        self.frontend, self.stream = FrontEnd(), stream
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.stream(self.frontend(waveform))
+        return out.frames, out.pooled
+
+
+def make(name: str) -> Stream:
+    torch.manual_seed(0)
+    return Stream.registry[name](CONFIG)
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_shapes_and_training_only_aux_losses(name: str) -> None:
+    stream, features = make(name), FrontEnd()(clips(3))
+    frames_in = features.logmel.shape[-1]
+    expected_frames = {"neuralogram": frames_in, "codes": frames_in, "generative": (frames_in - 8) // 4 + 1}[name]
+    out = stream.train()(features)
+    assert out.frames.shape == (3, expected_frames, EMBED_DIM) and out.pooled.shape == (3, EMBED_DIM)
+    assert set(out.aux) == AUX[name]
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in out.aux.values())
+    (out.pooled.square().mean() + sum(out.aux.values(), torch.tensor(0.0))).backward()
+    assert all(p.grad is not None for p in stream.parameters())  # straight-through reaches the codes' projection
+    stream.eval()
+    with torch.no_grad():
+        first, second = stream(features), stream(features)
+    assert first.aux == {}
+    assert torch.equal(first.pooled, second.pooled)  # no sampling, no masking at inference
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_stream_exports_and_matches_onnx_runtime(name: str) -> None:
+    graph = StreamGraph(make(name))
+    with torch.no_grad():
+        graph.train()(clips(4, seed=1))  # one training pass: codebooks seeded from data, BN statistics moved
+    graph.eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(graph, (clips(1),), buffer, opset_version=17, dynamo=False, input_names=["waveform"],
+                      output_names=["frames", "pooled"], dynamic_axes={"waveform": {0: "batch"}, "frames": {0: "batch"}, "pooled": {0: "batch"}})
+    proto = onnx.load_from_string(buffer.getvalue())
+    ops = {node.op_type for node in proto.graph.node}
+    assert not ops & {"STFT", "DFT", "RandomNormal", "RandomNormalLike", "RandomUniformLike"}
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = clips(batch, seed=2)
+        with torch.no_grad():
+            frames, pooled = graph(x)
+        got_frames, got_pooled = session.run(None, {"waveform": x.numpy()})
+        np.testing.assert_allclose(got_frames, frames.numpy(), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(got_pooled, pooled.numpy(), atol=1e-4, rtol=1e-4)
+    if name == "codes":
+        assert "ArgMin" in ops
+    training_only = {"generative": ("decoder", "logvar"), "codes": ("pretext",)}.get(name, ())
+    weights = [p.detach().numpy() for n, p in graph.stream.named_parameters() if n.startswith(training_only)]
+    if training_only:
+        assert weights
+    initializers = [onnx.numpy_helper.to_array(t) for t in proto.graph.initializer]
+    for w in weights:  # not in the graph under any name, as is or transposed
+        assert not any(a.shape in (w.shape, w.T.shape) and (np.array_equal(a, w) or np.array_equal(a, w.T)) for a in initializers)
+
+
+def test_neuralogram_starts_as_a_mel_spaced_filterbank() -> None:
+    stream = NeuralogramStream(CONFIG)
+    t = torch.arange(CONFIG.sample_rate) / CONFIG.sample_rate
+
+    def loudest(freq: float) -> int:
+        with torch.no_grad():
+            return int(stream.neuralogram(torch.sin(2 * math.pi * freq * t)[None])[0].mean(-1).argmax())
+
+    peaks = [loudest(f) for f in (300.0, 1000.0, 4000.0)]
+    assert peaks == sorted(peaks) and len(set(peaks)) == 3
+    # mel spacing: 500 Hz low down spans several times as many filters as 500 Hz high up
+    assert loudest(1000.0) - loudest(500.0) >= 3 * (loudest(7500.0) - loudest(7000.0))
+
+
+def test_generative_kl_and_recon_respond_to_the_posterior() -> None:
+    stream = GenerativeStream(CONFIG).train()
+    features = FrontEnd()(clips(2))
+    with torch.no_grad():
+        nn.init.zeros_(stream.mu.weight), nn.init.zeros_(stream.mu.bias)
+        nn.init.zeros_(stream.logvar.weight), nn.init.zeros_(stream.logvar.bias)
+        prior = stream(features).aux  # q = N(0, 1): KL is exactly zero
+        stream.mu.bias.fill_(2.0)
+        shifted = stream(features).aux
+    assert float(prior["kl"]) == pytest.approx(0.0, abs=1e-7)
+    assert float(shifted["kl"]) == pytest.approx(2.0, rel=1e-5)  # 0.5 * mu^2 per dimension
+
+
+def test_nearest_code_matmul_equals_brute_force() -> None:
+    g = torch.Generator().manual_seed(3)
+    x, codebook = torch.randn(5, 40, 16, generator=g), torch.randn(64, 16, generator=g)
+    brute = ((x[..., None, :] - codebook) ** 2).sum(-1).argmin(-1)
+    assert torch.equal(nearest_code(x, codebook), brute)
+
+
+def test_rvq_codes_in_range_and_residual_refines() -> None:
+    rvq = ResidualVQ(16, codebooks=3, size=32).train()
+    x = torch.randn(4, 50, 16)
+    rvq(x)  # seeds the codebooks from x
+    rvq.eval()
+    codes, quantized = rvq(x)
+    assert codes.shape == (4, 50, 3) and codes.dtype == torch.int64
+    assert int(codes.min()) >= 0 and int(codes.max()) < 32
+    vectors = [rvq.codebook[k][codes[..., k]] for k in range(3)]
+    assert torch.allclose(quantized, sum(vectors), atol=1e-6)
+    errors = [float(((x - sum(vectors[: k + 1])) ** 2).mean()) for k in range(3)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_rvq_ema_moves_codebooks_toward_the_data() -> None:
+    torch.manual_seed(4)
+    centres = torch.randn(8, 16) * 3
+    x = (centres[torch.randint(8, (512,))] + 0.3 * torch.randn(512, 16))[None]
+    rvq = ResidualVQ(16, codebooks=2, size=16, decay=0.8).train()
+
+    def error() -> float:
+        rvq.eval()
+        with torch.no_grad():
+            err = float(((x - rvq(x)[1]) ** 2).mean())
+        rvq.train()
+        return err
+
+    rvq(x)
+    before = error()
+    for _ in range(10):
+        rvq(x)
+    after = error()
+    assert after < 0.7 * before
+    frozen = rvq.codebook.clone()
+    rvq.eval()(x)
+    assert torch.equal(rvq.codebook, frozen)  # no updates at inference
+
+
+def test_multi_positive_contrastive_prefers_agreeing_views() -> None:
+    torch.manual_seed(5)
+    pretext = CodePretext(codebooks=3, size=8, mask_ratio=0.25, temperature=0.1)
+    clip_vectors = torch.randn(4, EMBED_DIM) * 3
+    agree = clip_vectors.repeat(3, 1)  # view-major: the same vector in each of the 3 views of a clip
+    disagree = torch.randn(12, EMBED_DIM) * 3
+    assert float(pretext._multi_positive_nce(agree, 4)) < float(pretext._multi_positive_nce(disagree, 4))
+
+
+def test_constructor_errors_name_the_option() -> None:
+    with pytest.raises(ValueError, match="codebooks >= 2"):
+        CodesStream(CONFIG, codebooks=1)
+    with pytest.raises(ValueError, match="mask_ratio"):
+        CodesStream(CONFIG, mask_ratio=0.0)
+    with pytest.raises(ValueError, match="stride"):
+        GenerativeStream(CONFIG, patch=4, stride=8)
+    with pytest.raises(ValueError, match="decay"):
+        ResidualVQ(8, decay=1.0)
