@@ -1,8 +1,9 @@
 """Synthetic building soundscapes for training and demos (numpy only, deterministic by seed).
 
-``synth_event`` renders one labelled sound (generators in ``synth_sounds``/``synth_speech``)
-in a random room; ``make_scene`` lays events over room ambience at a chosen SNR and returns
-the audio with its timeline. Timeline entries are the AUDIBLE stretches of each event (a
+``synth_event`` renders one labelled sound (generators in ``synth_sounds``, ``synth_speech``
+and ``synth_music``) in a random room; ``make_scene`` lays events over room ambience at a
+chosen SNR and returns the audio with its timeline; ``make_captioned_scene`` adds a
+one-sentence caption (``captions``). Timeline entries are the AUDIBLE stretches of each event (a
 silence longer than ``split_gap_s`` splits an event, e.g. the pause of a smoke alarm's T3
 cycle), so 1 s windows can be labelled from them directly.
 """

@@ -135,7 +135,8 @@ def render_fluidsynth(score: Score, sr: int) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         mid, wav = Path(tmp) / "score.mid", Path(tmp) / "music.wav"
         mid.write_bytes(midi_bytes(score))
-        cmd = ["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "1.0", "-O", "float", "-T", "wav", "-F", str(wav), "-r", str(rate), str(font), str(mid)]
+        settings = ["-R", "0", "-C", "0", "-g", "1.0", "-o", "synth.dynamic-sample-loading=1"]  # load only the samples played
+        cmd = ["fluidsynth", "-ni", "-q", *settings, "-O", "float", "-T", "wav", "-F", str(wav), "-r", str(rate), str(font), str(mid)]
         subprocess.run(cmd, check=True, capture_output=True, timeout=60)
         audio, got = sf.read(wav, dtype="float64", always_2d=True)
     return resample(audio.mean(axis=1), got, sr)

@@ -289,7 +289,7 @@ def vacuum_cleaner(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
     phase = 2 * math.pi * np.cumsum(f0) / sr
     whine_at = rng.uniform(1500, 4000)  # the impeller's blade-pass region
     motor = sum((h**-1.0 + 1.5 * math.exp(-(((h * f0[-1] - whine_at) / 600) ** 2))) * np.sin(h * phase + rng.uniform(0, 6.3))
-                for h in range(1, int(0.45 * sr / f0.max()) + 1))
+                for h in range(1, min(17, int(0.45 * sr / f0.max()) + 1)))
     motor /= np.sqrt(np.mean(motor**2)) + 1e-12
     air = shaped_noise(rng, n, sr, 80, 7500, tilt_db_oct=rng.uniform(-2.5, -0.5))
     return (motor * rng.uniform(0.4, 0.9) + air * rng.uniform(0.6, 1.2) * spin_up) * envelope(n, sr, 0.05, 0.3)
