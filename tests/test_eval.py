@@ -21,7 +21,7 @@ from rtaudio.model.fused import CHECKPOINT_FILE, FusedTagger, save_checkpoint
 from rtaudio.train.config import SyntheticData
 from rtaudio.train.data import Clip, ClipDataset, DataError, load_clips
 from rtaudio.train.evaluate import clip_windows, evaluate, load_data_spec
-from rtaudio.train.report import PLOTS, EvalResult, markdown, write_report
+from rtaudio.train.report import PLOTS, EvalResult, cooccurrence_rows, markdown, write_report
 
 LABELS = ["high", "low"]
 RATE = 16000
@@ -98,6 +98,7 @@ def test_cli_eval_writes_the_report(setup: dict[str, Path], capsys: pytest.Captu
 def test_headline_matches_onnxruntime_and_sklearn(setup: dict[str, Path]) -> None:
     """Independent check of label order, resampling and pooling on clips no longer than the window."""
     summary = evaluate(setup["model"], setup["csv"], split="val")
+    assert summary["tuned"]["tuned_on"] == "val (the same clips: optimistic)"
     clips = [c for c in load_clips(load_data_spec(setup["csv"])) if c.split == "val"]
     data = ClipDataset(clips, LABELS, RATE, WINDOW_S, train=False)
     batch = np.stack([data[i][0].numpy() for i in range(len(data))])
@@ -147,7 +148,7 @@ def test_report_with_a_class_without_positives(tmp_path: Path) -> None:
         "engine": "onnxruntime", "headline": {"map": 1.0, "micro_f1": 0.8, "macro_f1": 0.75}, "onnx_vs_torch_max_abs": None,
         "tuned": {"tuned_on": None, "micro_f1": None, "macro_f1": None}, "excluded": ["c"],
         "ablation": [{"name": "fused", "map": 1.0, "micro_f1": 0.8, "macro_f1": float("nan")}],
-        "per_class": [{"label": lb, "positives": int(y[:, i].sum()), "ap": [1.0, 1.0, float("nan")][i], "f1": 0.5,
+        "per_class": [{"label": lb, "positives": int(y[:, i].sum()), "ap": [1.0, 1.0, float("nan")][i], "f1": 0.5, "f1_tuned": None,
                        "threshold_saved": 0.5, "threshold_tuned": None} for i, lb in enumerate(labels)],
     }
     files = write_report(EvalResult(summary, labels, y, scores, np.full(3, 0.5)), tmp_path)
@@ -157,3 +158,15 @@ def test_report_with_a_class_without_positives(tmp_path: Path) -> None:
     assert "| fused | 1.000 | 0.800 | – |" in text
     assert "left out of mAP and macro-F1): c." in text
     assert "not tuned (no validation clips)" in text
+    assert "| c | 0 | – | 0.500 | – | 0.50 | – |" in text
+    assert "– (no model.ckpt)" in text
+
+
+def test_cooccurrence_rows_add_background_false_alarms() -> None:
+    y = np.array([[1, 0], [0, 0], [0, 0]])
+    scores = np.array([[0.9, 0.7], [0.6, 0.1], [0.8, 0.9]])
+    rows, counts = cooccurrence_rows(EvalResult({}, ["a", "b"], y, scores, np.array([0.5, 0.5])))
+    assert rows == ["a", "b", "(no label)"]
+    np.testing.assert_array_equal(counts, [[1, 1], [0, 0], [2, 1]])
+    rows, _ = cooccurrence_rows(EvalResult({}, ["a", "b"], y[:1], scores[:1], np.array([0.5, 0.5])))
+    assert rows == ["a", "b"]

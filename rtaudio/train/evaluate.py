@@ -119,16 +119,15 @@ def _torch_fn(model: FusedTagger) -> ScoreFn:
 
 def _score_model(model_dir: ModelDir, splits: dict[str, list[Clip]], with_checkpoint: bool) -> dict[str, dict[str, np.ndarray]]:
     """Per split, every score source of one model: ONNX, and PyTorch fused + streams when a checkpoint is there."""
-    fns: list[ScoreFn] = []
     engine = OnnxRuntimeEngine(model_dir, providers=["CPUExecutionProvider"])
-    engine.open()
-    fns.append(_onnx_fn(engine))
+    fns: list[ScoreFn] = [_onnx_fn(engine)]
     ckpt = model_dir.path / CHECKPOINT_FILE
     if with_checkpoint and ckpt.is_file():
         model, _ = load_checkpoint(ckpt)
         if list(model.config.labels) != list(model_dir.info.labels):
             raise DataError(f"{ckpt}: labels {model.config.labels} differ from model.json's {model_dir.info.labels}; they come from different exports")
         fns.append(_torch_fn(model.eval()))
+    engine.open()
     try:
         return {
             split: score_clips(clips, model_dir, lambda b: {k: v for fn in fns for k, v in fn(b).items()}) if clips else {}
@@ -168,20 +167,17 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
     head = metrics.summarize(y, test["onnx"], saved)
     at_tuned = metrics.summarize(y, test["onnx"], tuned) if tuned is not None else None
 
-    def vs(source: dict[str, np.ndarray] | None, key: str) -> np.ndarray | None:
-        return source[key] if source else None
-
-    fusion = model.info.extra.get("fusion", "fused")
-    ablation = [_row(f"{key.split(':', 1)[1]} alone", y, test[key], val_y, vs(val, key), saved) for key in test if key.startswith("stream:")]
-    ablation.append(_row(f"fused ({fusion}) — {model.info.model_id}", y, test["onnx"], val_y, vs(val, "onnx"), saved))
+    fusion = model.info.extra.get("fusion")
+    ablation = [_row(f"{key.split(':', 1)[1]} alone", y, test[key], val_y, val[key] if val else None, saved) for key in test if key.startswith("stream:")]
+    ablation.append(_row(f"fused ({fusion}) — {model.info.model_id}" if fusion else f"model — {model.info.model_id}", y, test["onnx"], val_y, val["onnx"] if val else None, saved))
     for other_path in compare:
         other = load_model_dir(other_path)
         if list(other.info.labels) != labels:
             raise DataError(f"--compare {other_path}: its labels {other.info.labels} differ from {labels}; compare models trained on the same label set")
         other_scores = _score_model(other, chosen, with_checkpoint=False)
-        ov = other_scores[TUNE_SPLIT] or None
+        other_val = other_scores[TUNE_SPLIT]
         ablation.append(_row(f"fused — {other.info.model_id} ({Path(other_path).name})", y, other_scores[split]["onnx"], val_y,
-                             vs(ov, "onnx"), np.asarray(other.info.thresholds)))
+                             other_val["onnx"] if other_val else None, np.asarray(other.info.thresholds)))
 
     summary: dict[str, Any] = {
         "command": command or f"evaluate({str(model_dir)!r}, split={split!r})",
@@ -193,13 +189,14 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
         "engine": "onnxruntime",
         "labels": labels,
         "headline": {"thresholds": "model.json", **head.row()},
-        "tuned": {"tuned_on": TUNE_SPLIT if tuned is not None else None,
+        "tuned": {"tuned_on": (TUNE_SPLIT if split != TUNE_SPLIT else f"{TUNE_SPLIT} (the same clips: optimistic)") if tuned is not None else None,
                   "micro_f1": at_tuned.micro_f1 if at_tuned else None, "macro_f1": at_tuned.macro_f1 if at_tuned else None},
         "onnx_vs_torch_max_abs": float(np.abs(test["onnx"] - test["torch"]).max()) if "torch" in test else None,
         "excluded": [labels[i] for i in head.excluded],
         "ablation": ablation,
         "per_class": [
             {"label": label, "positives": int(y[:, i].sum()), "ap": float(head.ap[i]), "f1": float(head.f1[i]),
+             "f1_tuned": float(at_tuned.f1[i]) if at_tuned else None,
              "threshold_saved": float(saved[i]), "threshold_tuned": float(tuned[i]) if tuned is not None else None}
             for i, label in enumerate(labels)
         ],

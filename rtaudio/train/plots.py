@@ -54,17 +54,17 @@ def worst_pr_curves(labels: list[str], y_true: np.ndarray, scores: np.ndarray, a
     return _save(fig, path)
 
 
-def cooccurrence_plot(labels: list[str], counts: np.ndarray, path: Path) -> Path:
+def cooccurrence_plot(rows: list[str], labels: list[str], counts: np.ndarray, path: Path) -> Path:
     """Clips with true label (row) that were tagged with label (column) at the thresholds."""
-    size = 0.45 * len(labels) + 2
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    size = 0.45 * len(rows) + 2
+    fig, ax = plt.subplots(figsize=(0.45 * len(labels) + 3, size))
     image = ax.imshow(counts, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
     ax.set_title("True vs predicted label counts")
-    if len(labels) <= 20:
+    if len(labels) <= 20:  # numbers stay legible
         peak = counts.max() or 1
         for (i, j), value in np.ndenumerate(counts):
             if value:

@@ -32,6 +32,10 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _sci(value: float | None) -> str:
+    return "– (no model.ckpt)" if value is None else f"{value:.1e}"
+
+
 def _json_safe(value: Any) -> Any:
     """NaN -> null, numpy -> Python, so eval.json is strict JSON."""
     if isinstance(value, dict):
@@ -65,7 +69,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"| macro-F1 at model.json thresholds | {_num(head['macro_f1'])} |",
         f"| micro-F1 at thresholds {tuned_note} | {_num(tuned['micro_f1'])} |",
         f"| macro-F1 at thresholds {tuned_note} | {_num(tuned['macro_f1'])} |",
-        f"| max abs(ONNX − PyTorch) score | {_num(summary['onnx_vs_torch_max_abs'], 6)} |",
+        f"| max abs(ONNX − PyTorch) score | {_sci(summary['onnx_vs_torch_max_abs'])} |",
         "",
     ]
     if summary["excluded"]:
@@ -82,10 +86,11 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         "## Per class",
         "",
-        "| label | positives | AP | F1 | threshold (model.json) | threshold (tuned) |",
-        "|---|---|---|---|---|---|",
+        "| label | positives | AP | F1 (model.json) | F1 (tuned) | threshold (model.json) | threshold (tuned) |",
+        "|---|---|---|---|---|---|---|",
         *(
-            f"| {c['label']} | {c['positives']} | {_num(c['ap'])} | {_num(c['f1'])} | {_num(c['threshold_saved'], 2)} | {_num(c['threshold_tuned'], 2)} |"
+            f"| {c['label']} | {c['positives']} | {_num(c['ap'])} | {_num(c['f1'])} | {_num(c['f1_tuned'])} "
+            f"| {_num(c['threshold_saved'], 2)} | {_num(c['threshold_tuned'], 2)} |"
             for c in summary["per_class"]
         ),
         "",
@@ -99,6 +104,18 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cooccurrence_rows(result: EvalResult) -> tuple[list[str], np.ndarray]:
+    """Row names and counts for the co-occurrence plot: a row per label, plus ``(no label)``
+    for tags given to clips without labels (false alarms on background), when there are any."""
+    counts = metrics.cooccurrence(result.y_true, result.scores, result.thresholds)
+    rows = list(result.labels)
+    unlabelled = result.y_true.sum(axis=1) == 0
+    if unlabelled.any():
+        counts = np.vstack([counts, (result.scores[unlabelled] >= result.thresholds).sum(axis=0)])
+        rows.append("(no label)")
+    return rows, counts
+
+
 def write_report(result: EvalResult, out_dir: str | Path) -> list[Path]:
     """Write eval.json, eval.md and the plots into ``out_dir``; return the files written."""
     out = Path(out_dir)
@@ -109,11 +126,11 @@ def write_report(result: EvalResult, out_dir: str | Path) -> list[Path]:
     md_path = out / MARKDOWN_FILE
     md_path.write_text(markdown(summary))
     ap = metrics.per_class_ap(result.y_true, result.scores)
-    counts = metrics.cooccurrence(result.y_true, result.scores, result.thresholds)
+    rows, counts = cooccurrence_rows(result)
     return [
         json_path,
         md_path,
         plots.ap_bars(result.labels, ap, out / PLOTS["ap"]),
         plots.worst_pr_curves(result.labels, result.y_true, result.scores, ap, out / PLOTS["pr"]),
-        plots.cooccurrence_plot(result.labels, counts, out / PLOTS["cooccurrence"]),
+        plots.cooccurrence_plot(rows, result.labels, counts, out / PLOTS["cooccurrence"]),
     ]
