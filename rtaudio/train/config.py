@@ -174,6 +174,18 @@ def load_train_config(path: str | Path) -> TrainConfig:
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        raise TrainConfigError([f"{path}: {'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()]) from exc
+        raise TrainConfigError([f"{path}: {where}: {msg}" for where, msg in _problems(exc, raw)]) from exc
     return config
+
+
+def _problems(exc: ValidationError, raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """(YAML path, message) per error, without pydantic's union bookkeeping in the path."""
+    out = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        if loc and loc[0] == "data" and any(part.startswith("list[") for part in loc) != isinstance(raw.get("data"), list):
+            continue  # the error of the union branch (one spec / a list) the file did not use
+        where = ".".join(part for part in loc if "[" not in part and "(" not in part) or "(root)"
+        out.append((where, error["msg"]))
+    return out
 

@@ -168,8 +168,8 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
         for epoch in range(start, config.epochs):
             objective = Objective(model, plan[epoch], config)
             set_stage(model, objective)
-            if plan[epoch] not in wrapped:  # DDP registers the trainable parameters when built
-                wrapped[plan[epoch]] = DistributedDataParallel(objective, find_unused_parameters=True) if dist.enabled else objective
+            if plan[epoch] not in wrapped:  # DDP registers the trainable parameters when built; staged leaves some unused
+                wrapped[plan[epoch]] = DistributedDataParallel(objective, find_unused_parameters=plan[epoch] != "joint") if dist.enabled else objective
             step_fn, gen = wrapped[plan[epoch]], seed_all(config.seed, epoch, dist.rank)
             sampler.set_epoch(epoch)
             total, count = 0.0, 0
