@@ -151,6 +151,10 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
         data_spec = load_data_spec(data_spec)
     model = load_model_dir(model_dir)
     labels = list(model.info.labels)
+    others = [(path, load_model_dir(path)) for path in compare]
+    for path, other in others:  # checked before any scoring
+        if list(other.info.labels) != labels:
+            raise DataError(f"--compare {path}: its labels {other.info.labels} differ from {labels}; compare models trained on the same label set")
     clips = load_clips(data_spec)
     chosen = {s: [c for c in clips if c.split == s] for s in dict.fromkeys((split, TUNE_SPLIT))}
     if not chosen[split]:
@@ -170,10 +174,7 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
     fusion = model.info.extra.get("fusion")
     ablation = [_row(f"{key.split(':', 1)[1]} alone", y, test[key], val_y, val[key] if val else None, saved) for key in test if key.startswith("stream:")]
     ablation.append(_row(f"fused ({fusion}) — {model.info.model_id}" if fusion else f"model — {model.info.model_id}", y, test["onnx"], val_y, val["onnx"] if val else None, saved))
-    for other_path in compare:
-        other = load_model_dir(other_path)
-        if list(other.info.labels) != labels:
-            raise DataError(f"--compare {other_path}: its labels {other.info.labels} differ from {labels}; compare models trained on the same label set")
+    for other_path, other in others:
         other_scores = _score_model(other, chosen, with_checkpoint=False)
         other_val = other_scores[TUNE_SPLIT]
         ablation.append(_row(f"fused — {other.info.model_id} ({Path(other_path).name})", y, other_scores[split]["onnx"], val_y,
