@@ -173,17 +173,21 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
             step_fn, gen = wrapped[plan[epoch]], seed_all(config.seed, epoch, dist.rank)
             sampler.set_epoch(epoch)
             total, count = 0.0, 0
+            sums: dict[str, float] = {}
             progress.update(task, description=f"epoch {epoch + 1}/{config.epochs} {plan[epoch]}")
             for x, y in loader:
                 x, y = augment_batch(x, y, config.augment, gen, mc.sample_rate)
-                loss, _ = step_fn(x.to(dist.device), y.to(dist.device))
+                loss, parts = step_fn(x.to(dist.device), y.to(dist.device))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
                 scheduler.step()
                 total, count = total + float(loss.detach()) * len(x), count + len(x)
+                for key, value in parts.items():
+                    sums[key] = sums.get(key, 0.0) + float(value) * len(x)
                 progress.update(task, advance=1, loss=total / count, lr=scheduler.get_last_lr()[0])
-            log.info("epoch %d/%d (%s): loss %.4f", epoch + 1, config.epochs, plan[epoch], total / max(count, 1))
+            detail = ", ".join(f"{key} {value / max(count, 1):.4f}" for key, value in sorted(sums.items()))
+            log.info("epoch %d/%d (%s): loss %.4f (%s)", epoch + 1, config.epochs, plan[epoch], total / max(count, 1), detail)
             if dist.main:
                 _save(config, model, optimiser, scheduler, epoch)
             dist.barrier()
