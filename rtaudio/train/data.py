@@ -124,7 +124,7 @@ def _synthetic(spec: SyntheticData) -> list[Clip]:
         for start in range(0, len(audio) - win + 1, hop):
             t0 = start / spec.sample_rate
             heard = window_labels(timeline, t0, t0 + spec.window_s, spec.min_heard_s)
-            clips.append(Clip(None, heard, split, audio=audio[start : start + win].copy(), sample_rate=spec.sample_rate))
+            clips.append(Clip(None, heard, split, audio=audio[start : start + win], sample_rate=spec.sample_rate))  # views share the scene
     return clips
 
 
