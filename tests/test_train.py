@@ -179,8 +179,8 @@ def test_train_config_errors(tmp_path: Path) -> None:
         load_train_config(tmp_path / "t.yaml")
     text = "\n".join(err.value.problems)
     assert "data:" in text and "model.labels" in text and "epochs" in text
-    with pytest.raises(ValueError, match="stream_epochs 3 exceeds epochs 2"):
-        TrainConfig.model_validate({"data": {"type": "synthetic"}, "output": "x", "epochs": 2, "schedule": {"type": "staged", "stream_epochs": 3}})
+    with pytest.raises(ValueError, match="stream_epochs 2 leaves none of the 2 epochs to train the fusion"):
+        TrainConfig.model_validate({"data": {"type": "synthetic"}, "output": "x", "epochs": 2, "schedule": {"type": "staged", "stream_epochs": 2}})
     assert main(["train", "--config", str(tmp_path / "t.yaml")]) == 2
 
 

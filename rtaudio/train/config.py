@@ -101,7 +101,7 @@ class StagedSchedule(Strict):
     """Verma: stage 1 trains every stream with its own head; stage 2 trains the fusion."""
 
     type: Literal["staged"] = Field(title="Schedule")
-    stream_epochs: int = Field(title="Stage-1 epochs", ge=0, description="The remaining epochs train the fusion.")
+    stream_epochs: int = Field(title="Stage-1 epochs", ge=0, description="The remaining epochs (at least one) train the fusion.")
     freeze_streams: bool = Field(True, title="Freeze streams in stage 2", description="false fine-tunes them with the fusion.")
 
 
@@ -151,8 +151,9 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _stages(self) -> TrainConfig:
-        if isinstance(self.schedule, StagedSchedule) and self.schedule.stream_epochs > self.epochs:
-            raise ValueError(f"schedule.stream_epochs {self.schedule.stream_epochs} exceeds epochs {self.epochs}")
+        if isinstance(self.schedule, StagedSchedule) and self.schedule.stream_epochs >= self.epochs:
+            raise ValueError(f"schedule.stream_epochs {self.schedule.stream_epochs} leaves none of the {self.epochs} epochs to train the fusion; "
+                             "keep it below epochs")
         if self.augment.noise_snr_db[0] > self.augment.noise_snr_db[1]:
             raise ValueError(f"augment.noise_snr_db {list(self.augment.noise_snr_db)} must be [low, high]")
         return self
