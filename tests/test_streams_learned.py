@@ -1,17 +1,14 @@
 """The learned streams (neuralogram, generative VAE, discrete codes) and the residual VQ.
 
-Shapes, training-only aux losses, ONNX parity per stream (ORT vs eager within 1e-4), and the
-quantiser's maths: matmul + argmin equals brute force, EMA k-means lowers the error.
+Shapes, training-only aux losses, and the quantiser's maths: matmul + argmin equals brute force,
+EMA k-means lowers the error. ONNX parity (each stream's slice of the embedding) and the absence
+of the training-only parts from the graph are checked on the whole model in test_fused_model.py.
 """
 
 from __future__ import annotations
 
-import io
 import math
 
-import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
@@ -36,18 +33,6 @@ def clips(batch: int, seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
     return 0.3 * torch.sin(2 * math.pi * freqs * t) + 0.05 * torch.randn(batch, t.numel(), generator=g)
 
 
-class StreamGraph(nn.Module):
-    """Front-end + one stream, as it would sit in the exported model."""
-
-    def __init__(self, stream: Stream):
-        super().__init__()
-        self.frontend, self.stream = FrontEnd(), stream
-
-    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.stream(self.frontend(waveform))
-        return out.frames, out.pooled
-
-
 def make(name: str) -> Stream:
     torch.manual_seed(0)
     return Stream.registry[name](CONFIG)
@@ -55,11 +40,11 @@ def make(name: str) -> Stream:
 
 @pytest.mark.parametrize("name", LEARNED)
 def test_shapes_and_training_only_aux_losses(name: str) -> None:
-    stream, features = make(name), FrontEnd()(clips(3))
+    stream, features = make(name), FrontEnd()(clips(2))
     frames_in = features.logmel.shape[-1]
     expected_frames = {"neuralogram": frames_in, "codes": frames_in, "generative": (frames_in - 8) // 4 + 1}[name]
     out = stream.train()(features)
-    assert out.frames.shape == (3, expected_frames, EMBED_DIM) and out.pooled.shape == (3, EMBED_DIM)
+    assert out.frames.shape == (2, expected_frames, EMBED_DIM) and out.pooled.shape == (2, EMBED_DIM)
     assert set(out.aux) == AUX[name]
     assert all(v.ndim == 0 and torch.isfinite(v) for v in out.aux.values())
     (out.pooled.square().mean() + sum(out.aux.values(), torch.tensor(0.0))).backward()
@@ -69,37 +54,6 @@ def test_shapes_and_training_only_aux_losses(name: str) -> None:
         first, second = stream(features), stream(features)
     assert first.aux == {}
     assert torch.equal(first.pooled, second.pooled)  # no sampling, no masking at inference
-
-
-@pytest.mark.parametrize("name", LEARNED)
-def test_stream_exports_and_matches_onnx_runtime(name: str) -> None:
-    graph = StreamGraph(make(name))
-    with torch.no_grad():
-        graph.train()(clips(4, seed=1))  # one training pass: codebooks seeded from data, BN statistics moved
-    graph.eval()
-    buffer = io.BytesIO()
-    torch.onnx.export(graph, (clips(1),), buffer, opset_version=17, dynamo=False, input_names=["waveform"],
-                      output_names=["frames", "pooled"], dynamic_axes={"waveform": {0: "batch"}, "frames": {0: "batch"}, "pooled": {0: "batch"}})
-    proto = onnx.load_from_string(buffer.getvalue())
-    ops = {node.op_type for node in proto.graph.node}
-    assert not ops & {"STFT", "DFT", "RandomNormal", "RandomNormalLike", "RandomUniformLike"}
-    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        x = clips(batch, seed=2)
-        with torch.no_grad():
-            frames, pooled = graph(x)
-        got_frames, got_pooled = session.run(None, {"waveform": x.numpy()})
-        np.testing.assert_allclose(got_frames, frames.numpy(), atol=1e-4, rtol=1e-4)
-        np.testing.assert_allclose(got_pooled, pooled.numpy(), atol=1e-4, rtol=1e-4)
-    if name == "codes":
-        assert "ArgMin" in ops
-    training_only = {"generative": ("decoder", "logvar"), "codes": ("pretext",)}.get(name, ())
-    weights = [p.detach().numpy() for n, p in graph.stream.named_parameters() if n.startswith(training_only)]
-    if training_only:
-        assert weights
-    initializers = [onnx.numpy_helper.to_array(t) for t in proto.graph.initializer]
-    for w in weights:  # not in the graph under any name, as is or transposed
-        assert not any(a.shape in (w.shape, w.T.shape) and (np.array_equal(a, w) or np.array_equal(a, w.T)) for a in initializers)
 
 
 def test_neuralogram_starts_as_a_mel_spaced_filterbank() -> None:
@@ -120,8 +74,9 @@ def test_generative_kl_and_recon_respond_to_the_posterior() -> None:
     stream = GenerativeStream(CONFIG).train()
     features = FrontEnd()(clips(2))
     with torch.no_grad():
-        nn.init.zeros_(stream.mu.weight), nn.init.zeros_(stream.mu.bias)
-        nn.init.zeros_(stream.logvar.weight), nn.init.zeros_(stream.logvar.bias)
+        for head in (stream.mu, stream.logvar):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
         prior = stream(features).aux  # q = N(0, 1): KL is exactly zero
         stream.mu.bias.fill_(2.0)
         shifted = stream(features).aux

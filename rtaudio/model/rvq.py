@@ -26,16 +26,15 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 
 def _sample_rows(x: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` random rows of ``x``, all different where ``x`` has enough distinct rows.
+    """Up to ``count`` random rows of ``x``, all different.
 
     Duplicate codes waste the codebook and tie exactly in the argmin (the exported graph may
-    then break the tie differently); residuals of frames that seeded the previous codebook are
-    all zero, so rows are made unique first.
+    then break the tie differently). Residuals of the frames that seeded the previous codebook
+    are all zero, so rows are made unique first; when fewer remain than asked for, the rest of
+    the codes stay where they are until dead-code re-seeding finds them data.
     """
     rows = torch.unique(x, dim=0)
-    if rows.shape[0] >= count:
-        return rows[torch.randperm(rows.shape[0], device=x.device)[:count]]
-    return rows[torch.randint(rows.shape[0], (count,), device=x.device)]
+    return rows[torch.randperm(rows.shape[0], device=x.device)[:count]]
 
 
 def _distributed() -> bool:
@@ -95,27 +94,31 @@ class ResidualVQ(nn.Module):
             residual = residual - self.codebook[k][code]
 
     def _initialize(self, flat: torch.Tensor) -> None:
-        """Seed each codebook with random frames of its residual (k-means++-free, cheap, data-scaled)."""
+        """Seed each codebook with distinct random frames of its residual, so codes start on the data."""
         residual, per_code = flat, max(flat.shape[0] / self.size, 1.0)
         for k in range(self.codebooks):
-            self.codebook[k].copy_(_sample_rows(residual, self.size))
-            self._broadcast(k)
+            seeds = _sample_rows(residual, self.size)
+            self.codebook[k, : len(seeds)] = seeds
             self.cluster_size[k].fill_(per_code)
             self.embed_sum[k].copy_(self.codebook[k] * per_code)
+            self._broadcast(k)
             residual = residual - self.codebook[k][nearest_code(residual, self.codebook[k])]
         self.initialized.fill_(True)
 
     def _reseed_dead(self, k: int, residual: torch.Tensor, per_code: float) -> None:
         """Move codes whose EMA count fell below ``dead_threshold`` onto random frames."""
-        dead = self.cluster_size[k] < self.dead_threshold
-        if not bool(dead.any()):
+        dead = (self.cluster_size[k] < self.dead_threshold).nonzero().flatten()
+        if len(dead) == 0:
             return
-        picks = _sample_rows(residual, self.size)
-        self.codebook[k].copy_(torch.where(dead[:, None], picks, self.codebook[k]))
+        picks = _sample_rows(residual, len(dead))
+        dead = dead[: len(picks)]
+        self.codebook[k, dead] = picks
+        self.cluster_size[k, dead] = per_code
+        self.embed_sum[k, dead] = picks * per_code
         self._broadcast(k)
-        self.cluster_size[k].copy_(torch.where(dead, torch.full_like(self.cluster_size[k], per_code), self.cluster_size[k]))
-        self.embed_sum[k].copy_(torch.where(dead[:, None], self.codebook[k] * per_code, self.embed_sum[k]))
 
     def _broadcast(self, k: int) -> None:
+        """Rank 0's random choices win, so every replica keeps the same codebook ``k``."""
         if _distributed():
-            dist.broadcast(self.codebook[k], src=0)
+            for buffer in (self.codebook, self.cluster_size, self.embed_sum):
+                dist.broadcast(buffer[k], src=0)
