@@ -8,9 +8,12 @@ of the training-only parts from the graph are checked on the whole model in test
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
 from rtaudio.model.common import EMBED_DIM, FrontEnd, Stream
@@ -127,6 +130,26 @@ def test_rvq_ema_moves_codebooks_toward_the_data() -> None:
     frozen = rvq.codebook.clone()
     rvq.eval()(x)
     assert torch.equal(rvq.codebook, frozen)  # no updates at inference
+
+
+def _rvq_rank(rank: int, directory: str) -> None:
+    """One gloo rank: EMA steps on data only this rank sees (rank 0 near +4, rank 1 near -4)."""
+    dist.init_process_group("gloo", init_method=f"file://{directory}/rendezvous", rank=rank, world_size=2)
+    torch.manual_seed(rank)  # different random seeding per rank: only the sync makes them agree
+    rvq = ResidualVQ(8, codebooks=2, size=8, decay=0.5).train()
+    for _ in range(3):
+        rvq((4.0 - 8.0 * rank + torch.randn(1, 64, 8)))
+    torch.save({k: v.clone() for k, v in rvq.state_dict().items()}, f"{directory}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_rvq_keeps_ranks_identical_under_gloo(tmp_path: Path) -> None:
+    mp.spawn(_rvq_rank, args=(str(tmp_path),), nprocs=2)
+    first, second = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    signs = first["codebook"][0].mean(-1).sign()
+    assert {float(v) for v in signs} == {1.0, -1.0}  # codes for both ranks' data
+    assert float(first["cluster_size"][0].sum()) == pytest.approx(128.0, rel=1e-4)  # counts summed over ranks
 
 
 def test_multi_positive_contrastive_prefers_agreeing_views() -> None:

@@ -95,7 +95,10 @@ class ResidualVQ(nn.Module):
 
     def _initialize(self, flat: torch.Tensor) -> None:
         """Seed each codebook with distinct random frames of its residual, so codes start on the data."""
-        residual, per_code = flat, max(flat.shape[0] / self.size, 1.0)
+        frames = torch.tensor(float(flat.shape[0]), device=flat.device)
+        if _distributed():
+            dist.all_reduce(frames)
+        residual, per_code = flat, max(float(frames) / self.size, 1.0)
         for k in range(self.codebooks):
             seeds = _sample_rows(residual, self.size)
             self.codebook[k, : len(seeds)] = seeds
