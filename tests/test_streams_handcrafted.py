@@ -56,6 +56,14 @@ def test_silence_gives_finite_outputs_and_gradients(stream: str) -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.streams[stream].parameters())
 
 
+@pytest.mark.parametrize("stream", ["pitch", "timbre"])
+@pytest.mark.parametrize("sample_rate", [8000, 48000])
+def test_streams_build_at_other_sample_rates(stream: str, sample_rate: int) -> None:
+    cfg = ModelConfig(labels=LABELS, streams=[stream], sample_rate=sample_rate, n_fft=1024, stft_hop=sample_rate // 100, layers=1, heads=2)
+    scores, _ = FusedTagger(cfg).eval()(0.1 * torch.randn(2, sample_rate))
+    assert scores.shape == (2, len(LABELS)) and torch.isfinite(scores).all()
+
+
 def export(model: torch.nn.Module, samples: int) -> bytes:
     buffer = io.BytesIO()
     torch.onnx.export(model, (torch.zeros(1, samples),), buffer, input_names=["waveform"], output_names=["scores", "embedding"],

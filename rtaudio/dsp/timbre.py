@@ -43,6 +43,11 @@ def contrast_bands(sample_rate: int, n_fft: int, fmin: float = 200.0, n_bands: i
     return bands
 
 
+def octave_bands_below_nyquist(sample_rate: int, fmin: float = 200.0, most: int = 6) -> int:
+    """How many contrast octaves above ``fmin`` start below Nyquist (librosa's limit), at most ``most``."""
+    return max(1, min(most, int(np.floor(np.log2(sample_rate / 2 / fmin) - 1e-9)) + 1))
+
+
 def power_to_db(x: torch.Tensor) -> torch.Tensor:
     """``librosa.power_to_db(x, top_db=80)`` with the clamp taken per example (dims 1..)."""
     db = 10.0 * torch.log10(torch.clamp(x, min=AMIN))

@@ -6,14 +6,14 @@ import torch
 from torch import nn
 
 from rtaudio.dsp.mfcc import MFCC
-from rtaudio.dsp.timbre import AMIN, SpectralDescriptors
+from rtaudio.dsp.timbre import AMIN, SpectralDescriptors, octave_bands_below_nyquist
 from rtaudio.model.common import Features, Stream, StreamOutput, TemporalEncoder
 from rtaudio.model.config import ModelConfig
 
 
 class TimbreStream(Stream):
     """``mfcc`` MFCCs, centroid/bandwidth/rolloff (as fractions of Nyquist), log10 flatness and the
-    octave contrasts, normalised per feature (BatchNorm), averaged over ``pool`` frames, then the
+    octave contrasts (as many as fit below Nyquist), normalised per feature (BatchNorm), averaged over ``pool`` frames, then the
     shared 64-d temporal encoder."""
 
     name = "timbre"
@@ -21,7 +21,8 @@ class TimbreStream(Stream):
     def __init__(self, config: ModelConfig, mfcc: int = 20, pool: int = 2):
         super().__init__()
         self.mfcc = MFCC(config.n_mels, mfcc)
-        self.descriptors = SpectralDescriptors(config.sample_rate, config.n_fft)
+        bands = octave_bands_below_nyquist(config.sample_rate)  # 6 at 16 kHz, 5 at 8 kHz
+        self.descriptors = SpectralDescriptors(config.sample_rate, config.n_fft, n_bands=bands)
         self.nyquist = config.sample_rate / 2
         width = mfcc + 4 + len(self.descriptors.bands)
         self.norm = nn.BatchNorm1d(width)
