@@ -31,10 +31,10 @@ def rss_bytes() -> int:
 
 
 class Collector:
-    """A sink that keeps the first ``need`` samples and counts the rest."""
+    """A sink that keeps the first ``need`` samples (the last ``need`` with ``keep_last``) and counts the rest."""
 
-    def __init__(self, need: int, delay: float, abort_after: int | None):
-        self.need, self.delay, self.abort_after = need, delay, abort_after
+    def __init__(self, need: int, delay: float, abort_after: int | None, keep_last: bool = False):
+        self.need, self.delay, self.abort_after, self.keep_last = need, delay, abort_after, keep_last
         self.samples_at_abort: int | None = None
         self.chunks: list[np.ndarray] = []
         self.times: list[float] = []
@@ -43,9 +43,11 @@ class Collector:
         self.streams = 0  # most shared streams open at once, seen while emitting
 
     def __call__(self, samples: np.ndarray, capture_time: float) -> None:
-        if self.total < self.need:
+        if self.total < self.need or self.keep_last:
             self.chunks.append(samples.copy())
             self.times.append(capture_time)
+        while self.keep_last and sum(c.size for c in self.chunks[1:]) >= self.need:
+            del self.chunks[0], self.times[0]
         self.total += samples.size
         self.counters.append(self.total)
         self.streams = max(self.streams, len(microphone._streams))
@@ -78,7 +80,7 @@ def run(spec: dict) -> dict:
     need = spec.get("need", 16000)
     sources, sinks = [], []
     for config in spec["sources"]:
-        sink = Collector(need, spec.get("sink_delay", 0.0), spec.get("abort_after"))
+        sink = Collector(need, spec.get("sink_delay", 0.0), spec.get("abort_after"), spec.get("keep_last", False))
         sources.append(microphone.MicrophoneSource(adapter.validate_python({"type": "microphone", **config}), spec.get("model_rate", 16000), sink))
         sinks.append(sink)
     if "create_file" in spec:
