@@ -16,7 +16,6 @@ from rtaudio.runtime.events import Event, EventTracker, TagResult
 from rtaudio.runtime.health import Health
 from rtaudio.runtime.pipeline import Pipeline, Stream, label_rules
 from rtaudio.runtime.publish.base import Publisher
-from rtaudio.runtime.sources.base import Resampler
 
 ENGINES = {"auto": AutoEngine(type="auto"), "onnxruntime": OrtConfig(type="onnxruntime"), "torch": TorchConfig(type="torch")}
 
@@ -38,13 +37,14 @@ class Collector(Publisher):
 def read_mono(path: Path, sample_rate: int) -> np.ndarray:
     """A whole audio file as mono float32 at ``sample_rate``; ValueError naming the file if unreadable."""
     import soundfile as sf
+    import soxr
 
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise ValueError(f"{path}: cannot read audio ({exc}); WAV, FLAC and OGG are supported") from exc
-    resampler = Resampler(rate, sample_rate)
-    return np.concatenate([resampler(audio.mean(axis=1)), resampler.flush()])
+    mono = audio.mean(axis=1)
+    return mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate).astype(np.float32)
 
 
 def tag_file(path: Path, engine: Engine, events_cfg: EventsConfig, tags_cfg: TagsConfig) -> Collector:

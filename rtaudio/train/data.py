@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import soundfile as sf
 import soxr
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from rtaudio.runtime.offline import read_mono
 from rtaudio.train.config import DataConfig, Esc50Data, Fsd50kData, ManifestData, SplitFractions, SyntheticData
 
 SPLITS = ("train", "val", "test")
@@ -146,11 +146,9 @@ def label_set(clips: Iterable[Clip]) -> list[str]:
 def read_audio(path: Path, sample_rate: int) -> np.ndarray:
     """A file as float32 mono at ``sample_rate`` (channels averaged, resampled with soxr)."""
     try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise DataError(f"{path}: cannot read audio ({exc})") from exc
-    mono = audio.mean(axis=1)
-    return mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate).astype(np.float32)
+        return read_mono(path, sample_rate)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def fit_window(audio: np.ndarray, samples: int, random: bool) -> np.ndarray:
