@@ -45,6 +45,9 @@ class LogMel(nn.Module):
         self.register_buffer("fb", torch.from_numpy(fb), persistent=False)
         self.eps = eps
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        power = self.stft(waveform)
+    def from_power(self, power: torch.Tensor) -> torch.Tensor:
+        """Log-mel of an already computed power spectrogram (shared STFT)."""
         return torch.log(torch.matmul(self.fb, power) + self.eps)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.from_power(self.stft(waveform))

@@ -39,8 +39,7 @@ class FrontEnd(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> Features:
         power = self.logmel.stft(waveform)
-        logmel = torch.log(torch.matmul(self.logmel.fb, power) + self.logmel.eps)
-        return Features(waveform, power, logmel)
+        return Features(waveform, power, self.logmel.from_power(power))
 
 
 @dataclass
