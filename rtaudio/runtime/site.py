@@ -71,8 +71,9 @@ def run_site(config: SiteConfig, duration_s: float | None = None, install_signal
         health.engine = engine.description
         publishers = build_publishers(config, info.model_id, health, stack)
         rules = label_rules(info, config.events)
+        enabled = [s for s in config.sources if s.enabled]
         streams: list[Stream] = []
-        for sc in (s for s in config.sources if s.enabled):
+        for sc in enabled:
             buffer = RingBuffer(info.sample_rate, window, hop, config.window.max_backlog)
             tracker = EventTracker(sc.id, info.model_id, info.labels, rules, config.events.median_windows)
             streams.append(Stream(sc.id, buffer, tracker, health.source(sc.id)))
@@ -80,7 +81,7 @@ def run_site(config: SiteConfig, duration_s: float | None = None, install_signal
         health_s = config.mqtt.health_interval_s if config.mqtt else 10.0
         pipeline = Pipeline(engine, info, streams, publishers, health, config.tags, config.window.max_batch, health_s)
         sources: list[Source] = []
-        for sc, stream in zip((s for s in config.sources if s.enabled), streams):
+        for sc, stream in zip(enabled, streams):
             source = create_source(sc, info.sample_rate, pipeline.sink(stream), stream.health)
             if isinstance(source, FileSource):  # a file can wait for the pipeline; live audio cannot
                 source.ready = _has_room(stream.buffer)
