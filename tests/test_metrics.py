@@ -61,28 +61,38 @@ def test_perfect_scores() -> None:
     assert summary.excluded == []
 
 
-def test_ties_follow_sklearn_and_threshold_reproduces_the_optimum() -> None:
+def test_ties_follow_sklearn_and_threshold_sits_mid_gap() -> None:
     y = np.array([[1], [0], [1], [0], [1]])
-    s = np.array([[0.5], [0.5], [0.5], [0.2], [0.9]])
+    s = np.array([[0.5], [0.5], [0.5], [0.3], [0.9]])
     assert metrics.per_class_ap(y, s)[0] == pytest.approx(average_precision_score(y[:, 0], s[:, 0]))
-    t = metrics.tune_thresholds(y, s)
-    # candidates: >=0.9 -> F1 0.5; >=0.5 -> P 3/4 R 1 -> F1 6/7; >=0.2 -> P 3/5 -> F1 0.75
-    assert t[0] == 0.5
+    t = metrics.tune_thresholds(y, s, min_positives=1)
+    # tag {0.9}: F1 0.5; tag {0.9, 0.5 x3}: P 3/4 R 1 -> F1 6/7; tag all: P 3/5 -> F1 0.75
+    assert t[0] == pytest.approx(0.4)  # midway between the lowest tagged (0.5) and the highest untagged (0.3)
     assert metrics.f1_at(y, s, t)[0] == pytest.approx(6 / 7)
 
 
 def test_tuned_thresholds_beat_any_fixed_threshold(random_case: tuple[np.ndarray, np.ndarray]) -> None:
     y, s = random_case
-    tuned = metrics.f1_at(y, s, metrics.tune_thresholds(y, s))[2]
+    f1 = metrics.f1_at(y, s, metrics.tune_thresholds(y, s, bounds=(0.0, 1.0)))[2]
     for fixed in np.linspace(0.05, 0.95, 19):
-        assert (tuned >= metrics.f1_at(y, s, np.full(6, fixed))[2] - 1e-12).all()
+        assert (f1 >= metrics.f1_at(y, s, np.full(6, fixed))[2] - 1e-12).all()
 
 
 def test_equal_f1_prefers_the_higher_threshold() -> None:
     y = np.array([[1], [0], [0], [1]])
-    s = np.array([[0.9], [0.8], [0.7], [0.6]])
-    # >=0.9: P 1, R 1/2 -> F1 2/3; >=0.6: P 1/2, R 1 -> F1 2/3: a tie, fewer false alarms wins
-    assert metrics.tune_thresholds(y, s)[0] == 0.9
+    s = np.array([[0.7], [0.6], [0.5], [0.4]])
+    # tag {0.7}: P 1, R 1/2 -> F1 2/3; tag all four: P 1/2, R 1 -> F1 2/3: a tie, fewer false alarms wins
+    assert metrics.tune_thresholds(y, s, min_positives=1)[0] == pytest.approx(0.65)
+
+
+def test_thresholds_stay_in_bounds_and_need_enough_positives() -> None:
+    y = np.array([[1, 1]] * 3 + [[0, 0]] * 20 + [[1, 0]] * 3)
+    s = np.concatenate([np.full((3, 2), 0.05), np.full((20, 2), 0.01), np.full((3, 2), 0.06)])
+    t = metrics.tune_thresholds(y, s)
+    assert t[0] == 0.2  # its optimum (about 0.03) lies below the bounds
+    assert t[1] == 0.5  # 3 positives are too few to tune on
+    with pytest.raises(ValueError, match="bounds"):
+        metrics.tune_thresholds(y, s, bounds=(0.6, 0.9))
 
 
 def test_pr_curve_and_cooccurrence() -> None:

@@ -179,12 +179,33 @@ def test_train_config_errors(tmp_path: Path) -> None:
         load_train_config(tmp_path / "t.yaml")
     text = "\n".join(err.value.problems)
     assert "data:" in text and "model.labels" in text and "epochs" in text
-    with pytest.raises(ValueError, match="stream_epochs 2 leaves none of the 2 epochs to train the fusion"):
+    with pytest.raises(ValueError, match="stream_epochs = 2 leaves none of the 2 epochs to train the fusion"):
         TrainConfig.model_validate({"data": {"type": "synthetic"}, "output": "x", "epochs": 2, "schedule": {"type": "staged", "stream_epochs": 2}})
+    with pytest.raises(ValueError, match="stream_epochs = 3 leaves none of the 3 epochs"):
+        TrainConfig.model_validate({"data": {"type": "synthetic"}, "output": "x", "epochs": 3,
+                                    "schedule": {"type": "staged", "pretrain_epochs": 1, "stream_epochs": 2}})
     assert main(["train", "--config", str(tmp_path / "t.yaml")]) == 2
 
 
 # ---------------------------------------------------------------- training
+
+
+def test_pretrain_stage_trains_only_the_self_supervised_streams(tmp_path: Path) -> None:
+    config = TrainConfig.model_validate({**tiny_config(tmp_path, tmp_path / "m.csv", epochs=4),
+                                         "model": {"streams": ["e2e", "generative"], "layers": 1, "n_mels": 32},
+                                         "schedule": {"type": "staged", "pretrain_epochs": 1, "stream_epochs": 2}})
+    assert loop.stage_plan(config) == ["pretrain", "streams", "streams", "fusion"]
+    model = build_model(config, ["a", "b"])
+    objective = loop.Objective(model, "pretrain", config)
+    loop.set_stage(model, objective)
+    loss, parts = objective(0.1 * torch.randn(3, 8000), torch.ones(3, 2))
+    loss.backward()
+    assert set(parts) == {"aux.generative.recon", "aux.generative.kl"}  # no label is used
+    assert all(p.grad is None for p in model.streams["e2e"].parameters())
+    assert any(p.grad is not None for p in model.streams["generative"].parameters())
+    only_e2e = TrainConfig.model_validate({**config.model_dump(), "model": {"streams": ["e2e"], "n_mels": 32}})
+    with pytest.raises(ValueError, match="none of the streams \\['e2e'\\] has a self-supervised loss"):
+        loop.Objective(build_model(only_e2e, ["a"]), "pretrain", only_e2e)
 
 
 @pytest.fixture(scope="module")

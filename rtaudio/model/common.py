@@ -83,11 +83,14 @@ class TemporalEncoder(nn.Module):
 class Stream(nn.Module):
     """One representation of the audio ending in 64-d embeddings; subclasses register by ``name``.
 
-    ``kind`` says whether the stream is generative or discriminative (used by gated fusion).
+    ``kind`` says whether the stream is generative or discriminative (used by gated fusion);
+    ``self_supervised`` streams have label-free losses of their own (``aux``) that a pretraining
+    stage can train before any labels are used.
     """
 
     name: ClassVar[str]
     kind: ClassVar[str] = "discriminative"
+    self_supervised: ClassVar[bool] = False
     registry: ClassVar[dict[str, type[Stream]]] = {}
 
     def __init_subclass__(cls, **kwargs: object) -> None:

@@ -98,9 +98,14 @@ ModelSpec = create_model(
 
 
 class StagedSchedule(Strict):
-    """Verma: stage 1 trains every stream with its own head; stage 2 trains the fusion."""
+    """Verma: stage 1 trains every stream with its own head; stage 2 trains the fusion.
+
+    Optional stage 0 (AudioFormer-style pretraining): the self-supervised streams (VAE,
+    masked codes) train on their own label-free losses first.
+    """
 
     type: Literal["staged"] = Field(title="Schedule")
+    pretrain_epochs: int = Field(0, title="Stage-0 epochs", ge=0, description="Self-supervised pretraining of the generative and codes streams before stage 1 (labels unused).")
     stream_epochs: int = Field(title="Stage-1 epochs", ge=0, description="The remaining epochs (at least one) train the fusion.")
     freeze_streams: bool = Field(True, title="Freeze streams in stage 2", description="false fine-tunes them with the fusion.")
 
@@ -151,9 +156,11 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _stages(self) -> TrainConfig:
-        if isinstance(self.schedule, StagedSchedule) and self.schedule.stream_epochs >= self.epochs:
-            raise ValueError(f"schedule.stream_epochs {self.schedule.stream_epochs} leaves none of the {self.epochs} epochs to train the fusion; "
-                             "keep it below epochs")
+        if isinstance(self.schedule, StagedSchedule):
+            before = self.schedule.pretrain_epochs + self.schedule.stream_epochs
+            if before >= self.epochs:
+                raise ValueError(f"schedule.pretrain_epochs + stream_epochs = {before} leaves none of the {self.epochs} epochs "
+                                 "to train the fusion; keep the sum below epochs")
         if self.augment.noise_snr_db[0] > self.augment.noise_snr_db[1]:
             raise ValueError(f"augment.noise_snr_db {list(self.augment.noise_snr_db)} must be [low, high]")
         return self

@@ -33,10 +33,10 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 def stage_plan(config: TrainConfig) -> list[str]:
-    """The stage of every epoch: 'streams' then 'fusion' (staged), or 'joint'."""
+    """The stage of every epoch: ['pretrain'], 'streams' then 'fusion' (staged), or 'joint'."""
     if isinstance(config.schedule, StagedSchedule):
-        first = config.schedule.stream_epochs
-        return ["streams"] * first + ["fusion"] * (config.epochs - first)
+        pre, first = config.schedule.pretrain_epochs, config.schedule.stream_epochs
+        return ["pretrain"] * pre + ["streams"] * first + ["fusion"] * (config.epochs - pre - first)
     return ["joint"] * config.epochs
 
 
@@ -60,9 +60,13 @@ class Objective(nn.Module):
         self.aux_weights = config.aux_weights
         self.stream_weight = config.schedule.stream_loss_weight if isinstance(config.schedule, JointSchedule) else 1.0
         self.frozen = stage == "fusion" and isinstance(config.schedule, StagedSchedule) and config.schedule.freeze_streams
+        self.only = [name for name, s in model.streams.items() if s.self_supervised] if stage == "pretrain" else None
+        if self.only == []:
+            raise ValueError(f"schedule.pretrain_epochs: none of the streams {list(model.streams)} has a self-supervised loss "
+                             "(generative, codes do)")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = self.model.run(x)
+        out = self.model.run(x, self.only)
         bce = nn.functional.binary_cross_entropy_with_logits
         parts: dict[str, torch.Tensor] = {}
         if self.stage in ("streams", "joint"):

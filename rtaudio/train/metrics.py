@@ -16,6 +16,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 DEFAULT_THRESHOLD = 0.5
+THRESHOLD_BOUNDS = (0.2, 0.8)  # tuned thresholds stay where scores mean something (see tune_thresholds)
+MIN_POSITIVES = 5  # fewer validation positives than this: the class keeps the default threshold
 
 
 @dataclass
@@ -89,21 +91,30 @@ def f1_at(y_true: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | list[
     return micro, macro, per
 
 
-def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, default: float = DEFAULT_THRESHOLD) -> np.ndarray:
+def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, default: float = DEFAULT_THRESHOLD,
+                    bounds: tuple[float, float] = THRESHOLD_BOUNDS, min_positives: int = MIN_POSITIVES) -> np.ndarray:
     """Per-class F1-optimal thresholds (tune on validation, apply to test).
 
-    The threshold is the lowest score of the clips tagged at the optimum, so ``>=`` reproduces
-    it; on F1 ties the higher threshold wins (fewer false alarms). Classes without positives
-    keep ``default``.
+    Made to carry over from a small validation split to a building: candidates are the
+    midpoints between consecutive distinct scores (never a score itself, so the threshold sits
+    in the middle of the gap rather than on one clip's score); on F1 ties the higher one wins
+    (fewer false alarms); the optimum is then clipped into ``bounds``, because an optimum at
+    0.02 or 0.98 on a few hundred clips does not carry over. Classes with fewer than
+    ``min_positives`` positive clips keep ``default``.
     """
     y, s = _check(y_true, scores)
+    low, high = bounds
+    if not 0.0 <= low <= default <= high <= 1.0:
+        raise ValueError(f"threshold bounds {bounds} must satisfy 0 <= low <= default ({default}) <= high <= 1")
     out = np.full(y.shape[1], default, dtype=np.float64)
-    for c in np.flatnonzero(y.sum(axis=0) > 0):
-        precision, recall, thr = precision_recall_curve(y[:, c], s[:, c])
-        p, r = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
-        f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
-        best = np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]  # thresholds ascend: last = highest
-        out[c] = float(np.clip(thr[best], 0.0, 1.0))
+    for c in np.flatnonzero(y.sum(axis=0) >= max(min_positives, 1)):
+        distinct = np.unique(s[:, c])
+        candidates = np.concatenate([[distinct[0]], (distinct[:-1] + distinct[1:]) / 2])  # the first tags every clip
+        tagged = s[:, c][None, :] >= candidates[:, None]  # [candidates, clips]
+        tp = (tagged & (y[:, c] == 1)).sum(axis=1)
+        f1 = 2 * tp / np.maximum(tagged.sum(axis=1) + y[:, c].sum(), 1)
+        best = candidates[np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]]  # ascending: last = highest
+        out[c] = float(np.clip(best, low, high))
     return out
 
 

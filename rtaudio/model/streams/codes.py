@@ -1,13 +1,16 @@
 """(f) Codes stream (AudioFormer without a downloaded codec): log-mel frames -> residual VQ -> K code
 sequences -> summed code embeddings -> Transformer.
 
-Frame features (normalised log-mel projected to 64-d) are quantised by ``ResidualVQ``; its
-codebooks learn by EMA k-means, the projection by the straight-through estimator (the quantised
-vector joins the code embeddings) plus the commitment loss. While training the stream also
-returns AudioFormer's pretraining objectives: masked-code prediction (about 25% of frames
-replaced by a mask token, each codebook's code predicted there) and multi-positive contrastive
-learning across the K single-codebook views of a clip. At inference codes are deterministic and
-nothing is masked; the pretraining heads are not in the exported graph.
+The tokenizer is fixed by the data, not by the tagging loss: log-mel frames, standardised per
+band (running statistics, no affine) and averaged over ``pool`` frames, are quantised by
+``ResidualVQ``, whose codebooks learn by EMA k-means alone. AudioFormer takes its codes from a
+frozen neural codec for the same reason: if the losses could move the features under the
+quantiser, masked-code prediction is solved trivially by collapsing every frame onto one code.
+While training the stream also returns AudioFormer's pretraining objectives: masked-code
+prediction (about 25% of frames replaced by a mask token, each codebook's code predicted there)
+and multi-positive contrastive learning across the K single-codebook views of a clip. At
+inference codes are deterministic and nothing is masked; the pretraining heads are not in the
+exported graph.
 """
 
 from __future__ import annotations
@@ -56,38 +59,34 @@ class CodePretext(nn.Module):
 
 class CodesStream(Stream):
     name = "codes"
+    self_supervised = True
 
     def __init__(self, config: ModelConfig, codebooks: int = 3, codebook_size: int = 128, mask_ratio: float = 0.25,
-                 temperature: float = 0.1, decay: float = 0.99):
+                 temperature: float = 0.1, decay: float = 0.99, pool: int = 2):
         super().__init__()
         if codebooks < 2:
             raise ValueError(f"codes stream needs codebooks >= 2 for its contrastive views (got {codebooks})")
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"codes stream mask_ratio must be in (0, 1) (got {mask_ratio})")
         self.codebooks, self.size = codebooks, codebook_size
-        self.norm = nn.BatchNorm1d(config.n_mels)
-        self.features = nn.Linear(config.n_mels, EMBED_DIM)
-        self.quantizer = ResidualVQ(EMBED_DIM, codebooks, codebook_size, decay=decay)
+        self.norm = nn.BatchNorm1d(config.n_mels, affine=False)
+        self.pool = nn.AvgPool1d(pool) if pool > 1 else nn.Identity()
+        self.quantizer = ResidualVQ(config.n_mels, codebooks, codebook_size, decay=decay)
         self.embed = nn.Embedding(codebooks * codebook_size, EMBED_DIM)  # codebook k's codes at rows k*S..
         self.register_buffer("offsets", torch.arange(codebooks) * codebook_size, persistent=False)
         self.encoder = TemporalEncoder(EMBED_DIM, config.layers, config.heads, dropout=config.dropout)
         self.pretext = CodePretext(codebooks, codebook_size, mask_ratio, temperature)
 
-    def codes(self, features: Features) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Frame features ``[B, T, D]``, codes ``[B, T, K]`` and the quantised frames ``[B, T, D]``."""
-        x = self.features(self.norm(features.logmel).transpose(1, 2))
-        codes, quantized = self.quantizer(x)
-        return x, codes, quantized
+    def codes(self, features: Features) -> torch.Tensor:
+        """The window as ``[B, T/pool, K]`` codes (no gradient reaches the tokenizer)."""
+        x = self.pool(self.norm(features.logmel.detach())).transpose(1, 2)
+        return self.quantizer(x)[0]
 
     def forward(self, features: Features) -> StreamOutput:
-        x, codes, quantized = self.codes(features)
+        codes = self.codes(features)
         per_codebook = self.embed(codes + self.offsets)  # [B, T, K, D]
-        if not self.training:
-            frames, pooled = self.encoder(per_codebook.sum(2) + quantized)
-            return StreamOutput(frames, pooled)
-        straight_through = x + (quantized - x).detach()
-        tokens = per_codebook.sum(2) + straight_through
+        tokens = per_codebook.sum(2)
         frames, pooled = self.encoder(tokens)
-        aux = self.pretext(tokens, per_codebook.permute(2, 0, 1, 3), codes, self.encoder)
-        aux["commitment"] = nn.functional.mse_loss(x, quantized.detach())
-        return StreamOutput(frames, pooled, aux)
+        if not self.training:
+            return StreamOutput(frames, pooled)
+        return StreamOutput(frames, pooled, self.pretext(tokens, per_codebook.permute(2, 0, 1, 3), codes, self.encoder))

@@ -20,6 +20,7 @@ from rtaudio.model.config import ModelConfig
 class GenerativeStream(Stream):
     name = "generative"
     kind = "generative"
+    self_supervised = True
 
     def __init__(self, config: ModelConfig, patch: int = 8, stride: int = 4, hidden: int = 128, latent: int = 32):
         super().__init__()

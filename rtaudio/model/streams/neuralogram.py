@@ -3,7 +3,7 @@
 The filters start as mel-spaced Gabor quadrature pairs (cos and sin under a Gaussian), so at
 initialisation the stream sees a smooth mel-like spectrogram, and training reshapes them freely.
 The conv's stride is the STFT hop and its padding centres each frame like the STFT, so frames
-line up with the other streams'. Energy per band is the sum of squares over the pair (pooling
+line up with the other streams' (then averaged over ``pool`` frames, like the e2e stem's stride). Energy per band is the sum of squares over the pair (pooling
 the quadrature pair gives a shift-invariant envelope without a stride-1 conv).
 """
 
@@ -36,7 +36,7 @@ def gabor_filters(filters: int, kernel: int, sample_rate: int, fmin: float = 50.
 class NeuralogramStream(Stream):
     name = "neuralogram"
 
-    def __init__(self, config: ModelConfig, filters: int = 64, kernel: int = 400, eps: float = 1e-6):
+    def __init__(self, config: ModelConfig, filters: int = 64, kernel: int = 400, eps: float = 1e-6, pool: int = 2):
         super().__init__()
         if kernel < 2 or filters < 1:
             raise ValueError(f"neuralogram needs filters >= 1 and kernel >= 2 samples (got {filters}, {kernel})")
@@ -45,6 +45,7 @@ class NeuralogramStream(Stream):
         self.filterbank = nn.Conv1d(1, 2 * filters, kernel, stride=config.stft_hop, bias=False)
         self.filterbank.weight.data.copy_(gabor_filters(filters, kernel, config.sample_rate))
         self.norm = nn.BatchNorm1d(filters)
+        self.pool = nn.AvgPool1d(pool) if pool > 1 else nn.Identity()
         self.encoder = TemporalEncoder(filters, config.layers, config.heads, dropout=config.dropout)
 
     def neuralogram(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -54,6 +55,6 @@ class NeuralogramStream(Stream):
         return torch.log(energy + self.eps)
 
     def forward(self, features: Features) -> StreamOutput:
-        x = self.norm(self.neuralogram(features.waveform))
+        x = self.pool(self.norm(self.neuralogram(features.waveform)))
         frames, pooled = self.encoder(x.transpose(1, 2))
         return StreamOutput(frames, pooled)
