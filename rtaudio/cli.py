@@ -147,6 +147,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from rtaudio.contract import ContractError
+    from rtaudio.export.build import BuildError, build_engine
+    from rtaudio.export.calibration import CalibrationError
+    from rtaudio.runtime.engines.nvidia import CudaError, NvidiaUnavailable
+
+    try:
+        plan = build_engine(args.model_dir, args.precision, args.max_batch, args.workspace_mb,
+                            args.calibration, args.timing_cache, args.out)
+    except NvidiaUnavailable as exc:
+        print(f"error: build-engine needs TensorRT and an NVIDIA GPU: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ContractError, CalibrationError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (BuildError, CudaError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"plan: {plan}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtaudio", description="Edge audio tagger: audio streams in, tags and events out over MQTT.")
     parser.add_argument("--version", action="version", version=f"rtaudio {__version__}")
@@ -184,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=None, help="report folder (default: MODEL/eval)")
     ev.add_argument("--compare", type=Path, action="append", default=[], metavar="DIR", help="another model dir for the same table (repeatable)")
     ev.set_defaults(func=cmd_eval)
+
+    be = sub.add_parser("build-engine", help="build this GPU's TensorRT plan for a model dir (needs TensorRT and a GPU)")
+    be.add_argument("model_dir", type=Path, help="engines/NAME/ with model.onnx and model.json")
+    be.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    be.add_argument("--max-batch", type=int, default=32, help="largest batch the plan serves (default 32)")
+    be.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT workspace limit in MB (default 1024)")
+    be.add_argument("--calibration", type=Path, default=None, metavar="DIR", help="audio files for int8 calibration")
+    be.add_argument("--timing-cache", type=Path, default=None, metavar="PATH", help="timing cache file (default: per GPU, beside the plan)")
+    be.add_argument("--out", type=Path, default=None, metavar="DIR", help="plan directory (default: the model dir)")
+    be.set_defaults(func=cmd_build_engine)
 
     config = sub.add_parser("config", help="check a site.yaml or print its JSON schema")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -113,7 +113,23 @@ class TorchEngine(EngineBase):
     device: Literal["cpu", "cuda", "auto"] = Field("auto", title="Torch device")
 
 
-EngineConfig = Annotated[Union[AutoEngine, OnnxRuntimeEngine, TorchEngine], Field(discriminator="type")]
+class TensorRtEngine(EngineBase):
+    type: Literal["tensorrt"] = Field(title="Engine type", description="A TensorRT plan for this GPU (Jetson, NVIDIA GPUs); built from model.onnx on first start when missing, reused after.")
+    precision: Literal["fp32", "fp16", "int8"] = Field("fp16", title="Plan precision", description="fp16 suits Jetson; int8 needs calibration audio. The exporter's FP16-unsafe nodes stay fp32.")
+    max_batch: int = Field(32, title="Largest batch in the plan", ge=1, le=1024, description="The plan serves batches 1..max_batch; larger ones are split. Match window.max_batch.")
+    workspace_mb: int = Field(1024, title="Builder workspace (MB)", ge=16, le=65536, description="Scratch memory TensorRT may use while building and running; lower it on small Jetsons.")
+    plan_dir: Path | None = Field(None, title="Plan directory", description="Where plans, their sidecars and caches live; null uses the model directory. Relative to the config file.")
+    calibration: Path | None = Field(None, title="INT8 calibration audio", description="Folder of WAV/FLAC/OGG files cut into model windows; required for int8. Relative to the config file.")
+    timing_cache: Path | None = Field(None, title="Timing cache file", description="Layer timings reused across builds; null keeps a per-GPU cache in the plan directory.")
+
+    @model_validator(mode="after")
+    def _int8_needs_audio(self) -> TensorRtEngine:
+        if self.precision == "int8" and self.calibration is None:
+            raise ValueError("precision int8 needs calibration: a folder of audio files to calibrate on; or use fp16 or fp32")
+        return self
+
+
+EngineConfig = Annotated[Union[AutoEngine, TensorRtEngine, OnnxRuntimeEngine, TorchEngine], Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- processing
@@ -403,6 +419,8 @@ def load_site_config(path: str | Path, check_model: bool = True) -> SiteConfig:
                 problems.append(f"{path}: sources[{index}].path: {source.path} does not exist")
     if config.mqtt and config.mqtt.outbox_dir is not None:
         config.mqtt.outbox_dir = _resolve(base, config.mqtt.outbox_dir)
+    if isinstance(config.engine, TensorRtEngine):
+        problems += _resolve_tensorrt_paths(config.engine, base, path)
     if check_model:
         try:
             labels = load_model_dir(config.model).info.labels
@@ -414,6 +432,17 @@ def load_site_config(path: str | Path, check_model: bool = True) -> SiteConfig:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _resolve_tensorrt_paths(engine: TensorRtEngine, base: Path, origin: Path) -> list[str]:
+    """Make the TensorRT paths absolute; report a calibration folder that does not exist."""
+    for field in ("plan_dir", "calibration", "timing_cache"):
+        value = getattr(engine, field)
+        if value is not None:
+            setattr(engine, field, _resolve(base, value))
+    if engine.calibration is not None and not engine.calibration.is_dir():
+        return [f"{origin}: engine.calibration: {engine.calibration} is not a directory; expected a folder of audio files"]
+    return []
 
 
 def _resolve(base: Path, value: Path) -> Path:

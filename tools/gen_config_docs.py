@@ -23,6 +23,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("sources[] type: ffmpeg", cfg.FfmpegSource),
     ("sources[] type: file", cfg.FileSource),
     ("engine type: auto", cfg.AutoEngine),
+    ("engine type: tensorrt", cfg.TensorRtEngine),
     ("engine type: onnxruntime", cfg.OnnxRuntimeEngine),
     ("engine type: torch", cfg.TorchEngine),
     ("window", cfg.WindowConfig),

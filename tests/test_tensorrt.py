@@ -1,0 +1,328 @@
+"""TensorRT plans and backend: naming, sidecar checks, calibration data, config, selection, CLI, builder and engine.
+
+Tests marked "fake" run rtaudio's builder and engine against ``tests/fake_tensorrt.py``
+(stand-ins for tensorrt and cuda-python that record calls and run the graph with ONNX
+Runtime): unit tests of rtaudio's side of the boundary. The tests at the end use the real
+TensorRT on a real GPU and skip, saying why, where either is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import soundfile as sf
+
+from rtaudio.config import AutoEngine, ConfigError, load_site_config, validate_site
+from rtaudio.config import TensorRtEngine as TrtConfig
+from rtaudio.contract import ModelDir, load_model_dir, write_model_dir
+from rtaudio.export.calibration import CalibrationError, calibration_batches, calibration_windows
+from rtaudio.export.plan import PlanError, PlanKey, read_checked_plan, sanitise, sidecar_path, write_plan
+from rtaudio.runtime.engines import EngineError, OnnxRuntimeEngine, TensorRtEngine, create_engine, nvidia
+from tests import fake_tensorrt
+from tests.tinymodel import make_tiny_model, tone, white_noise
+
+SR = 16000
+
+
+def real_tensorrt() -> str | None:
+    """None when TensorRT, cuda-python and a GPU are all here; otherwise why not."""
+    try:
+        nvidia.tensorrt_and_gpu()
+    except (nvidia.NvidiaUnavailable, nvidia.CudaError) as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> ModelDir:
+    return make_tiny_model(tmp_path_factory.mktemp("m") / "tiny")
+
+
+def key_for(model: ModelDir, gpu: str = "NVIDIA Jetson AGX Orin (64GB)", trt: str = "10.3.0") -> PlanKey:
+    return PlanKey.for_model(model.info, gpu, "8.7", trt, "fp16", 32)
+
+
+def signals() -> np.ndarray:
+    return np.stack([tone(440), tone(1000), white_noise(), np.zeros(SR, np.float32)])
+
+
+# ---------------------------------------------------------------- plan names and sidecars
+
+
+def test_plan_name_encodes_model_gpu_trt_precision_and_batch(model: ModelDir) -> None:
+    key = key_for(model)
+    sha = model.info.onnx_sha256[:12]
+    assert key.filename == f"tiny.{sha}.NVIDIA-Jetson-AGX-Orin-64GB-sm87.trt10.3.0.fp16.b32.plan"
+    assert key.timing_cache_name == "NVIDIA-Jetson-AGX-Orin-64GB-sm87.trt10.3.0.timing-cache"
+    assert key.calibration_cache_name == f"tiny.{sha}.trt10.3.0.int8-cache"
+    assert sanitise("a/b c..d") == "a-b-c..d" and sanitise("///") == "unnamed"
+    with pytest.raises(ValueError, match="precision 'bf16' is not allowed; expected one of fp32, fp16, int8"):
+        PlanKey.for_model(model.info, "gpu", "8.7", "10.3.0", "bf16", 32)  # type: ignore[arg-type]
+
+
+def test_sidecar_sha_refuses_a_tampered_plan(model: ModelDir, tmp_path: Path) -> None:
+    key = key_for(model)
+    plan = tmp_path / key.filename
+    digest = write_plan(plan, b"plan-bytes" * 100, key, {"workspace_mb": 1024})
+    assert read_checked_plan(plan, key) == b"plan-bytes" * 100
+    assert json.loads(sidecar_path(plan).read_text())["plan_sha256"] == digest
+    data = bytearray(plan.read_bytes())
+    data[5] ^= 0xFF
+    plan.write_bytes(bytes(data))
+    with pytest.raises(PlanError) as err:
+        read_checked_plan(plan, key)
+    assert digest in str(err.value) and "does not match" in str(err.value) and "rtaudio build-engine" in str(err.value)
+    sidecar_path(plan).unlink()
+    with pytest.raises(PlanError, match="sidecar .* is missing or unreadable"):
+        read_checked_plan(plan, key)
+
+
+def test_plan_for_another_gpu_or_tensorrt_is_refused(model: ModelDir, tmp_path: Path) -> None:
+    orin, thor = key_for(model), key_for(model, gpu="NVIDIA Thor", trt="10.7.0")
+    plan = tmp_path / orin.filename
+    write_plan(plan, b"x", orin, {})
+    with pytest.raises(PlanError, match=f"named for another model, device or build; this device and model need {thor.filename}"):
+        read_checked_plan(plan, thor)
+    renamed = tmp_path / thor.filename  # copied under this device's name: the sidecar still tells
+    renamed.write_bytes(plan.read_bytes())
+    sidecar_path(renamed).write_text(sidecar_path(plan).read_text())
+    with pytest.raises(PlanError) as err:
+        read_checked_plan(renamed, thor)
+    assert "gpu: plan 'NVIDIA Jetson AGX Orin (64GB)', here 'NVIDIA Thor'" in str(err.value)
+    assert "tensorrt: plan '10.3.0', here '10.7.0'" in str(err.value)
+
+
+# ---------------------------------------------------------------- calibration data
+
+
+def test_calibration_windows_and_batches_from_a_folder(model: ModelDir, tmp_path: Path) -> None:
+    folder = tmp_path / "calib"
+    (folder / "sub").mkdir(parents=True)
+    sf.write(folder / "a.wav", tone(440, 1.3), SR)  # 1 window
+    import soxr
+
+    wide = soxr.resample(white_noise(2.5), SR, 44100)
+    sf.write(folder / "sub" / "b.flac", np.stack([wide, wide], axis=1), 44100)  # stereo 44.1 kHz: 2 windows
+    sf.write(folder / "c.ogg", tone(1000, 0.2), SR)  # shorter than a window: padded to 1
+    (folder / "notes.txt").write_text("not audio")
+    windows = calibration_windows(folder, model.info)
+    assert windows.shape == (4, SR) and windows.dtype == np.float32
+    np.testing.assert_allclose(windows[0], tone(440, 1.3)[:SR], atol=1e-4)  # 16-bit WAV
+    assert not windows[1, SR // 5 + 10:].any()  # files in sorted order: a.wav, c.ogg (zero-padded), sub/b.flac
+    batches = calibration_batches(windows, 2)
+    assert [b.shape for b in batches] == [(2, SR), (2, SR)] and all(b.flags.c_contiguous for b in batches)
+    assert calibration_windows(folder, model.info, max_windows=3).shape == (3, SR)
+    with pytest.raises(CalibrationError, match="4 calibration windows cannot fill one batch of 8"):
+        calibration_batches(windows, 8)
+
+
+def test_calibration_folder_errors(model: ModelDir, tmp_path: Path) -> None:
+    with pytest.raises(CalibrationError, match="does not exist or is not a directory"):
+        calibration_windows(tmp_path / "nope", model.info)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CalibrationError, match=r"holds no audio files; expected \.wav, \.flac, \.ogg"):
+        calibration_windows(tmp_path / "empty", model.info)
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_validation_errors(model: ModelDir) -> None:
+    base = {"site": "s", "model": str(model.path), "sources": [{"id": "a", "type": "file", "path": "x.wav"}]}
+    with pytest.raises(ConfigError) as err:
+        validate_site({**base, "engine": {"type": "tensorrt", "precision": "int8"}})
+    assert "engine: precision int8 needs calibration: a folder of audio files" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        validate_site({**base, "engine": {"type": "tensorrt", "precision": "bf16", "max_batch": 0, "plans": "x"}})
+    text = str(err.value)
+    assert "engine.precision: 'bf16' is not allowed; expected one of 'fp32', 'fp16', 'int8'" in text
+    assert "engine.max_batch: 0: Input should be greater than or equal to 1" in text
+    assert "engine.plans: unknown key; allowed keys: type, precision, max_batch, workspace_mb, plan_dir, calibration, timing_cache" in text
+    assert validate_site({**base, "engine": "tensorrt"}).engine == TrtConfig(type="tensorrt")
+
+
+def test_config_resolves_tensorrt_paths_and_checks_calibration(model: ModelDir, tmp_path: Path) -> None:
+    sf.write(tmp_path / "x.wav", tone(440), SR)
+    site = tmp_path / "site.yaml"
+    site.write_text(f"site: s\nmodel: {model.path}\nsources: [{{id: a, type: file, path: x.wav}}]\n"
+                    "engine: {type: tensorrt, precision: int8, calibration: calib, plan_dir: plans}\n")
+    with pytest.raises(ConfigError, match=f"engine.calibration: {tmp_path / 'calib'} is not a directory"):
+        load_site_config(site)
+    (tmp_path / "calib").mkdir()
+    engine = load_site_config(site).engine
+    assert isinstance(engine, TrtConfig) and engine.plan_dir == tmp_path / "plans" and engine.calibration == tmp_path / "calib"
+
+
+# ---------------------------------------------------------------- selection and CLI on this machine
+
+
+def test_auto_without_tensorrt_chooses_onnxruntime_and_says_why(model: ModelDir, caplog: pytest.LogCaptureFixture) -> None:
+    why = real_tensorrt()
+    if why is None:
+        pytest.skip("TensorRT and a GPU are present here: auto rightly chooses tensorrt")
+    caplog.set_level(logging.INFO)
+    assert isinstance(create_engine(AutoEngine(type="auto"), model), OnnxRuntimeEngine)
+    assert "engine auto: chose onnxruntime" in caplog.text and f"skipped tensorrt: {why}" in caplog.text
+    with pytest.raises(EngineError) as err:
+        create_engine(TrtConfig(type="tensorrt"), model)
+    assert str(err.value) == f"engine tensorrt is not usable: {why}"
+
+
+def test_build_engine_cli_exits_2_with_the_reason(model: ModelDir) -> None:
+    why = real_tensorrt()
+    if why is None:
+        pytest.skip("TensorRT and a GPU are present here: build-engine would build")
+    result = subprocess.run([sys.executable, "-m", "rtaudio", "build-engine", str(model.path), "--precision", "fp32"],
+                            check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"error: build-engine needs TensorRT and an NVIDIA GPU: {why}" in result.stderr
+
+
+def test_available_names_what_is_missing(model: ModelDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake: TensorRT present, no GPU, then cuda-python missing."""
+    fake_tensorrt.install(monkeypatch, gpus=0)
+    ok, why = TensorRtEngine.available(model)
+    assert not ok and "no usable CUDA GPU (cudaGetDeviceCount failed: cudaErrorNoDevice)" in why
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    ok, why = TensorRtEngine.available(model)
+    assert not ok and why.startswith("cuda-python is not importable")
+
+
+# ---------------------------------------------------------------- builder and engine against the fakes
+
+
+@pytest.fixture
+def named_model(model: ModelDir, tmp_path: Path) -> ModelDir:
+    """The tiny model with named nodes and an exporter-style FP16-unsafe list (its ReduceSumSquare and Log nodes)."""
+    graph = onnx.load(str(model.onnx_path))
+    for i, node in enumerate(graph.graph.node):
+        node.name = f"/{node.op_type}_{i}"
+    unsafe = [n.name for n in graph.graph.node if n.op_type in ("ReduceSumSquare", "Log")] + ["/folded_away"]
+    info = model.info.model_dump(exclude={"onnx_sha256", "extra"})
+    return write_model_dir(tmp_path / "named", graph.SerializeToString(), extra={"fp16": {"fp32_nodes": unsafe}}, **info)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_trt_logger() -> None:
+    yield
+    nvidia.trt_logger.cache_clear()  # never leave a fake module's logger cached
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_builder_call_sequence(named_model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               caplog: pytest.LogCaptureFixture, version: str) -> None:
+    """Fake: explicit batch flag per version, workspace, profile, FP16 with unsafe nodes pinned, timing cache, sidecar."""
+    from rtaudio.export.build import build_engine
+
+    trt, _ = fake_tensorrt.install(monkeypatch, version)
+    caplog.set_level(logging.INFO)
+    plan = build_engine(named_model.path, "fp16", max_batch=16, workspace_mb=256, out_dir=tmp_path / "plans")
+    builder = fake_tensorrt.Builder.last
+    assert builder is not None and builder.network is not None and builder.config is not None
+    config, network = builder.config, builder.network
+    assert network.flags == (1 if version.startswith("8.") else 0)
+    assert config.pools == {"WORKSPACE": 256 << 20}
+    assert config.profiles[0].shapes == {"waveform": ((1, SR), (16, SR), (16, SR))}
+    assert config.flags == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
+    pinned = [layer for layer in network.layers if layer.precision == trt.float32]
+    assert len(pinned) == 5  # two ReduceSumSquare nodes as two layers each, one Log; never the int64 shape layer
+    assert all(layer.output_types == {0: trt.float32} for layer in pinned)
+    assert "pinned 5 layers from 3 FP16-unsafe ONNX nodes to FP32" in caplog.text and "/folded_away" in caplog.text
+    key = PlanKey.for_model(named_model.info, "Fake GPU 8GB", "8.7", version, "fp16", 16)
+    assert plan == tmp_path / "plans" / key.filename
+    sidecar = json.loads(sidecar_path(plan).read_text())
+    assert sidecar["build"]["workspace_mb"] == 256 and sidecar["build"]["fp32_pinned_layers"] == 5
+    read_checked_plan(plan, key)
+    timing = tmp_path / "plans" / key.timing_cache_name
+    assert timing.read_bytes() == b"+"
+    build_engine(named_model.path, "fp16", max_batch=16, workspace_mb=256, out_dir=tmp_path / "plans")
+    assert builder.config is not fake_tensorrt.Builder.last.config  # a second build...
+    assert fake_tensorrt.Builder.last.config.timing_cache.data == b"+"  # ...starts from the saved timing cache
+    assert timing.read_bytes() == b"++"
+
+
+def test_builder_int8_uses_calibration_cache_and_fixed_profile(named_model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake: INT8 with FP16 fallback, a fixed-shape calibration profile, scales read from the existing cache."""
+    from rtaudio.export.build import build_engine
+
+    fake_tensorrt.install(monkeypatch)
+    with pytest.raises(ValueError, match="int8 needs calibration audio"):
+        build_engine(named_model.path, "int8", out_dir=tmp_path)
+    key = PlanKey.for_model(named_model.info, "Fake GPU 8GB", "8.7", "10.3.0", "int8", 32)
+    (tmp_path / key.calibration_cache_name).write_bytes(b"TRT-calibration")
+    build_engine(named_model.path, "int8", out_dir=tmp_path)
+    config = fake_tensorrt.Builder.last.config
+    assert {"INT8", "FP16"} <= config.flags
+    assert config.calibration_profile.shapes == {"waveform": ((8, SR), (8, SR), (8, SR))}
+    assert config.int8_calibrator.read_calibration_cache() == b"TRT-calibration"
+    assert config.int8_calibrator.get_batch(["waveform"]) is None  # no audio given: TensorRT uses the cache
+
+
+def test_engine_builds_on_first_start_then_reuses_and_matches_onnxruntime(
+        model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Fake: first start builds (with a progress line), buffers are allocated once, big batches split, outputs match ORT."""
+    _, cudart = fake_tensorrt.install(monkeypatch)
+    caplog.set_level(logging.INFO)
+    plans = tmp_path / "plans"
+    engine = create_engine(TrtConfig(type="tensorrt", precision="fp32", max_batch=3, plan_dir=plans), model)
+    with engine:
+        assert "building TensorRT fp32 plan for" in caplog.text and "(first start, takes minutes)" in caplog.text
+        allocated = cudart.allocations
+        assert allocated == 6  # device + pinned buffer for the input and both outputs
+        batch = np.concatenate([signals(), signals()[:3]])  # 7 windows: runs of 3, 3 and 1
+        got = engine.infer(batch)
+        again = engine.infer(batch[:2])
+        assert cudart.allocations == allocated
+        context = engine._context
+        assert context.runs == 4 and context.shape_calls == [(3, SR), (1, SR), (2, SR)]
+    assert not cudart.blocks  # close() freed everything
+    with OnnxRuntimeEngine(model, ["CPUExecutionProvider"]) as ort_engine:
+        want = ort_engine.infer(batch)
+    for name in ("scores", "embedding"):
+        np.testing.assert_allclose(got[name], want[name], atol=1e-6)
+    np.testing.assert_allclose(again["scores"], want["scores"][:2], atol=1e-6)
+    caplog.clear()
+    with create_engine(TrtConfig(type="tensorrt", precision="fp32", max_batch=3, plan_dir=plans), model) as engine:
+        assert "building" not in caplog.text and engine.description.endswith(".fp32.b3.plan")
+    plan = engine.plan_path
+    plan.write_bytes(plan.read_bytes() + b" ")
+    with pytest.raises(EngineError, match="does not match .* recorded in"):
+        create_engine(TrtConfig(type="tensorrt", precision="fp32", max_batch=3, plan_dir=plans), model).open()
+
+
+# ---------------------------------------------------------------- real TensorRT on a real GPU
+
+REAL = real_tensorrt()
+needs_gpu = pytest.mark.skipif(REAL is not None, reason=f"needs TensorRT and a CUDA GPU: {REAL}")
+# Tolerances on scores against ONNX Runtime (CPU, fp32), stated per precision:
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.15}
+
+
+@needs_gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_real_plan_matches_onnxruntime(model: ModelDir, tmp_path: Path, precision: str) -> None:
+    """Real TensorRT: build the tiny model's plan, run it, compare with ONNX Runtime within the stated tolerance."""
+    calibration = None
+    if precision == "int8":
+        calibration = tmp_path / "calib"
+        calibration.mkdir()
+        for i, hz in enumerate((440, 1000, 300, 2000)):
+            sf.write(calibration / f"t{i}.wav", tone(hz, 4.0), SR)
+        sf.write(calibration / "noise.wav", white_noise(8.0), SR)
+    plans = tmp_path / "plans"
+    config = TrtConfig(type="tensorrt", precision=precision, max_batch=8, plan_dir=plans, calibration=calibration)
+    batch = np.concatenate([signals()] * 3)  # 12 windows: split into 8 + 4
+    with create_engine(config, model) as engine:
+        got = engine.infer(batch)
+    with OnnxRuntimeEngine(model, ["CPUExecutionProvider"]) as ort_engine:
+        want = ort_engine.infer(batch)
+    np.testing.assert_allclose(got["scores"], want["scores"], atol=TOLERANCE[precision])
+    assert list(got["scores"].argmax(axis=1)[:3]) == [0, 1, 2]
+    assert load_model_dir(model.path).info.onnx_sha256[:12] in engine.plan_path.name
