@@ -169,6 +169,44 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from rtaudio.doctor import print_report, report_json, run_doctor
+
+    checks = run_doctor(args.config)
+    report = report_json(checks)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(checks)
+    return 0 if report["ok"] else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from rtaudio.bench.report import print_report, write_json
+    from rtaudio.bench.suite import run_bench
+    from rtaudio.contract import ContractError
+    from rtaudio.runtime.engines import EngineError
+
+    options = {"--model": args.model, "--max-batch": args.max_batch, "--seconds": args.seconds, "--audio": args.audio,
+               "--capacity-engine": args.capacity_engine, "--max-streams": args.max_streams, "--backlog": args.backlog}
+    flags = [f for f, on in (("--skip-capacity", args.skip_capacity), ("--skip-yardsticks", args.skip_yardsticks)) if on]
+    command = shlex.join(["rtaudio", "bench", *(a for k, v in options.items() if v is not None for a in (k, str(v))),
+                          *(["--backends", *args.backends] if args.backends else []), *flags])
+    try:
+        result = run_bench(args.model, args.backends, args.max_batch, args.seconds, args.audio, args.capacity_engine,
+                           args.max_streams, args.backlog, args.skip_capacity, args.skip_yardsticks, command)
+    except (ContractError, EngineError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print_report(result)
+    if args.json is not None:
+        write_json(result, args.json)
+        print(f"JSON: {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtaudio", description="Edge audio tagger: audio streams in, tags and events out over MQTT.")
     parser.add_argument("--version", action="version", version=f"rtaudio {__version__}")
@@ -216,6 +254,26 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--timing-cache", type=Path, default=None, metavar="PATH", help="timing cache file (default: per GPU, beside the plan)")
     be.add_argument("--out", type=Path, default=None, metavar="DIR", help="plan directory (default: the model dir)")
     be.set_defaults(func=cmd_build_engine)
+
+    doctor = sub.add_parser("doctor", help="what is present and usable here (GPU, TensorRT, ONNX Runtime, audio, broker), and why not")
+    doctor.add_argument("--config", "-c", type=Path, default=None, help="also check what this site.yaml needs: model, engine, broker, devices")
+    doctor.add_argument("--json", action="store_true", help="the report as JSON")
+    doctor.set_defaults(func=cmd_doctor)
+
+    bench = sub.add_parser("bench", help="engine speed per backend and batch, stream capacity, yardstick ratios")
+    bench.add_argument("--model", type=Path, default=Path("engines/default"), help="model directory (default: engines/default)")
+    bench.add_argument("--backends", nargs="+", default=None, metavar="NAME",
+                       help="engines to time, e.g. onnxruntime, onnxruntime-cpu, torch-cuda, tensorrt (default: every usable one)")
+    bench.add_argument("--max-batch", type=int, default=32, help="largest batch timed, and the pipeline's in the capacity search (default 32)")
+    bench.add_argument("--seconds", type=float, default=2.0, help="time per measurement: each batch size, each capacity trial (default 2)")
+    bench.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+    bench.add_argument("--skip-capacity", action="store_true", help="leave out the capacity search")
+    bench.add_argument("--skip-yardsticks", action="store_true", help="leave out the yardstick models (they need torch)")
+    bench.add_argument("--audio", type=Path, default=None, help="file the capacity streams play (default: synthetic noise and a tone)")
+    bench.add_argument("--capacity-engine", default="auto", help="engine of the capacity search, as in site.yaml (default auto)")
+    bench.add_argument("--max-streams", type=int, default=256, help="stop the capacity search here (at most 256)")
+    bench.add_argument("--backlog", type=int, default=2, help="windows a source may hold before dropping, in the capacity search (default 2)")
+    bench.set_defaults(func=cmd_bench)
 
     config = sub.add_parser("config", help="check a site.yaml or print its JSON schema")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from contextlib import ExitStack
-from typing import Callable
+from typing import Callable, Sequence
 
 from rtaudio.config import SiteConfig
 from rtaudio.contract import ModelInfo, load_model_dir
@@ -53,13 +53,18 @@ def build_publishers(config: SiteConfig, model_id: str, health: Health, stack: E
     return publishers
 
 
-def run_site(config: SiteConfig, duration_s: float | None = None, install_signals: bool = True) -> int:
-    """Run until signalled (or ``duration_s``, or every finite source has ended); return the exit code."""
+def run_site(config: SiteConfig, duration_s: float | None = None, install_signals: bool = True,
+             health: Health | None = None, extra_publishers: Sequence[Publisher] = ()) -> int:
+    """Run until signalled (or ``duration_s``, or every finite source has ended); return the exit code.
+
+    ``health`` (filled in place) and ``extra_publishers`` let a caller such as ``rtaudio bench``
+    run the whole site and read its counters afterwards.
+    """
     model = load_model_dir(config.model)
     info = model.info
     window, hop = window_sizes(config, info)
     engine = create_engine(config.engine, model)
-    health = Health()
+    health = health if health is not None else Health()
     stop = threading.Event()
     if install_signals:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -69,7 +74,7 @@ def run_site(config: SiteConfig, duration_s: float | None = None, install_signal
         engine.open()
         stack.callback(engine.close)
         health.engine = engine.description
-        publishers = build_publishers(config, info.model_id, health, stack)
+        publishers = build_publishers(config, info.model_id, health, stack) + list(extra_publishers)
         rules = label_rules(info, config.events)
         enabled = [s for s in config.sources if s.enabled]
         streams: list[Stream] = []

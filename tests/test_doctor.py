@@ -1,0 +1,98 @@
+"""``rtaudio doctor`` on this machine: real ONNX Runtime, PortAudio, ffmpeg, a real mosquitto."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import soundfile as sf
+
+from rtaudio.cli import main
+from rtaudio.doctor import Check, config_checks, gpu_names, report_json, run_doctor
+from tests.conftest import free_port
+from tests.tinymodel import make_tiny_model, tone
+
+
+def by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+def site(tmp_path: Path, mqtt: str, sources: str = "") -> Path:
+    """A site.yaml with the tiny model, one file source and the given mqtt block."""
+    make_tiny_model(tmp_path / "model")
+    sf.write(tmp_path / "clip.wav", tone(440, 1.0), 16000)
+    path = tmp_path / "site.yaml"
+    path.write_text(f"site: doc\nmodel: model\nengine: onnxruntime\n{mqtt}\nsources:\n"
+                    f"  - {{id: clip, type: file, path: clip.wav}}\n{sources}")
+    return path
+
+
+def test_machine_report_names_what_is_missing_and_why() -> None:
+    checks = by_name(run_doctor())
+    ort = checks["onnxruntime"]
+    assert ort.status == "ok" and "CPUExecutionProvider" in ort.detail
+    assert checks["python"].ok and checks["paho-mqtt"].required
+    assert not checks["torch"].required and "not needed by the runtime" in checks["torch"].detail
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        trt = checks["tensorrt"]
+        assert trt.status == "missing" and "not installed" in trt.detail and "JetPack" in trt.fix
+    if not gpu_names():
+        assert checks["gpu"].status == "missing" and "nvidia-smi" in checks["gpu"].detail and checks["gpu"].fix
+        assert checks["cuda"].status == "missing" and "libcuda" in checks["cuda"].detail
+    assert report_json(list(checks.values()))["ok"]  # nothing the bare runtime needs is missing here
+
+
+def test_broker_check_connects_to_a_real_mosquitto(tmp_path: Path, mosquitto, capsys) -> None:
+    path = site(tmp_path, f"mqtt: {{broker: 127.0.0.1, port: {mosquitto.port}, protocol: '5'}}")
+    checks = by_name(config_checks(path))
+    assert checks["config"].ok and checks["model"].ok
+    assert checks["engine"].ok and "onnxruntime" in checks["engine"].detail
+    assert checks["broker"].ok, checks["broker"].detail
+    assert f"127.0.0.1:{mosquitto.port}" in checks["broker"].detail and "CONNECT accepted" in checks["broker"].detail
+    assert main(["doctor", "--config", str(path)]) == 0
+    assert "everything required is usable" in capsys.readouterr().out
+
+
+def test_broker_check_fails_on_a_closed_port_naming_host_and_port(tmp_path: Path, capsys) -> None:
+    port = free_port()  # nothing listens there
+    path = site(tmp_path, f"mqtt: {{broker: 127.0.0.1, port: {port}}}")
+    broker = by_name(config_checks(path))["broker"]
+    assert broker.status == "error" and broker.required
+    assert f"127.0.0.1:{port}" in broker.detail and "not reachable" in broker.detail
+    assert main(["doctor", "--config", str(path)]) == 1
+    assert "not usable (required, marked !): broker" in capsys.readouterr().out
+
+
+def test_broker_check_reports_refused_credentials(tmp_path: Path, make_mosquitto) -> None:
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "rtaudio", "s3cret"], check=True)
+    broker = make_mosquitto(anonymous=False, settings=[f"password_file {passwords}"])
+    good = site(tmp_path / "good", f"mqtt: {{broker: 127.0.0.1, port: {broker.port}, username: rtaudio, password: s3cret}}")
+    bad = site(tmp_path / "bad", f"mqtt: {{broker: 127.0.0.1, port: {broker.port}, username: rtaudio, password: wrong}}")
+    assert by_name(config_checks(good))["broker"].ok
+    refused = by_name(config_checks(bad))["broker"]
+    assert refused.status == "error" and "refused" in refused.detail and "password" in refused.fix
+
+
+def test_config_problems_and_a_missing_microphone_are_required_failures(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("site: doc\nsources: []\n")
+    config = by_name(config_checks(broken))["config"]
+    assert config.status == "error" and config.required and "model" in config.detail
+
+    path = site(tmp_path, "mqtt: null", "  - {id: lobby, type: microphone, device: 'No Such Microphone'}\n")
+    mic = by_name(config_checks(path))["microphone lobby"]
+    assert mic.status == "error" and mic.required and "No Such Microphone" in mic.detail
+
+
+def test_json_report_parses(capsys) -> None:
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    names = [c["name"] for c in report["checks"]]
+    assert {"python", "gpu", "cuda", "tensorrt", "onnxruntime", "torch", "portaudio", "ffmpeg"} <= set(names)
+    assert all(c["status"] in ("ok", "missing", "error") for c in report["checks"])
+    assert all(isinstance(c["detail"], str) and c["detail"] for c in report["checks"])
