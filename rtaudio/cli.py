@@ -147,6 +147,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from rtaudio.export.onnx import ExportError, export_checkpoint
+    from rtaudio.export.trt_ops import check_model
+
+    try:
+        model_dir = export_checkpoint(args.checkpoint, args.out, args.id, args.version, args.window_s, opset=args.opset,
+                                      simplify=not args.no_simplify, allow_unsupported=args.allow_unsupported)
+    except (FileNotFoundError, ValueError) as exc:  # no or unusable checkpoint, or a window the model refuses
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    info, extra = model_dir.info, model_dir.info.extra
+    parity, fp16 = extra["export"]["parity"], extra["fp16"]
+    print(f"exported {model_dir.path}: {info.model_id} {info.version}, {len(info.labels)} labels, window {info.window_s} s, "
+          f"outputs scores [batch, {len(info.labels)}] + embedding [batch, {info.embedding_dim}]")
+    print(f"parity vs PyTorch ({parity['windows']} windows, batch {' and '.join(map(str, parity['batches']))}): "
+          f"scores {parity['scores_max_abs_diff']:.2e}, embedding {parity['embedding_max_abs_diff']:.2e}")
+    print(f"FP16 safety: {len(fp16['fp32_nodes'])} node(s) stay FP32 (largest |x| {fp16['max_abs']:.3g} at {fp16['max_abs_node']})")
+    print(check_model(model_dir.onnx_path).format())
+    return 0
+
+
 def cmd_build_engine(args: argparse.Namespace) -> int:
     from rtaudio.contract import ContractError
     from rtaudio.export.build import BuildError, build_engine
@@ -244,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=None, help="report folder (default: MODEL/eval)")
     ev.add_argument("--compare", type=Path, action="append", default=[], metavar="DIR", help="another model dir for the same table (repeatable)")
     ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("export", help="checkpoint -> engines/NAME/: simplified ONNX with metadata, parity, TensorRT op check, FP16 list")
+    ex.add_argument("checkpoint", type=Path, help="model.ckpt, or a training checkpoint (runs/NAME/checkpoints/last.ckpt)")
+    ex.add_argument("--out", "-o", type=Path, required=True, help="model directory to write (engines/NAME/)")
+    ex.add_argument("--id", default=None, help="model id (default: the checkpoint's training config, else the directory name)")
+    ex.add_argument("--version", default=None, help="model version (default: the checkpoint's training config, else 0.1.0)")
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: the newest TensorRT 8.6 parses)")
+    ex.add_argument("--window-s", type=float, default=None, help="export at another window length (default: the model's)")
+    ex.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+    ex.add_argument("--allow-unsupported", action="store_true", help="write the model even if TensorRT's parser would refuse a node")
+    ex.set_defaults(func=cmd_export)
 
     be = sub.add_parser("build-engine", help="build this GPU's TensorRT plan for a model dir (needs TensorRT and a GPU)")
     be.add_argument("model_dir", type=Path, help="engines/NAME/ with model.onnx and model.json")
