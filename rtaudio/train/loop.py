@@ -228,7 +228,7 @@ def _resume(config: TrainConfig, model: FusedTagger, optimiser: torch.optim.Opti
 
 def _finish(config: TrainConfig, model: FusedTagger, val_set: ClipDataset, n_train: int, device: torch.device) -> Path:
     """F1-optimal thresholds on validation, then export the engines dir."""
-    from rtaudio.train.export import export_model
+    from rtaudio.export.onnx import export_model
     from rtaudio.train.metrics import DEFAULT_THRESHOLD, mean_ap, tune_thresholds
 
     extra: dict[str, Any] = {"training": {"clips": {"train": n_train, "val": len(val_set)}, "epochs": config.epochs,
