@@ -1,0 +1,172 @@
+"""The caption decoder in ONNX (opset 17), in the two forms the runtime could run, and their timing.
+
+(a) KV cache: ``caption_cross.onnx`` maps memory to every layer's cross-attention K/V once per
+    clip; ``caption_step.onnx`` takes one token and the past self-attention K/V and returns the
+    logits and the cache one step longer.
+(b) Fixed length: ``caption_full.onnx`` takes the whole ``[B, max_len]`` token buffer and the
+    memory and returns logits at every position under a causal mask; greedy decoding calls it
+    once per token and reads position t. Static shapes, no cache, everything recomputed.
+
+The greedy loops here use only numpy and ONNX Runtime (what the runtime has); ``time_greedy``
+measures both forms (docs/captions.md has the numbers and the choice).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtaudio.model.caption import BOS_ID, EOS_ID, NEG_INF, PAD_ID, CaptionDecoder, strip
+
+OPSET = 17
+CROSS_FILE, STEP_FILE, FULL_FILE = "caption_cross.onnx", "caption_step.onnx", "caption_full.onnx"
+
+
+def _export(module: Any, args: tuple, inputs: list[str], outputs: list[str], axes: dict[str, dict[int, str]]) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(module, args, buffer, input_names=inputs, output_names=outputs, dynamic_axes=axes,
+                          opset_version=OPSET, dynamo=False)
+    return buffer.getvalue()
+
+
+def export_caption_onnx(decoder: CaptionDecoder, out_dir: str | Path, memory_len: int = 64) -> dict[str, Path]:
+    """Write the three graphs of both forms into ``out_dir``; returns form-file name -> path."""
+    import torch
+    from torch import nn
+
+    was_training = decoder.training
+    decoder.eval()
+    batch, past = 2, 3  # traced with a non-empty cache so its length stays a dynamic axis
+    head_dim = decoder.dim // decoder.heads
+    memory = torch.randn(batch, memory_len, decoder.dim)
+    cross_k, cross_v = decoder.cross_keys_values(memory)
+    cache = torch.randn(len(decoder.layers), batch, decoder.heads, past, head_dim)
+
+    class Wrap(nn.Module):  # the decoder as a registered child, so its weights export as initializers
+        def __init__(self, method: str):
+            super().__init__()
+            self.decoder, self.method = decoder, method
+            self.eval()  # the exporter restores the wrapper's mode afterwards, and with it the decoder's
+
+        def forward(self, *args: torch.Tensor) -> Any:
+            return getattr(self.decoder, self.method)(*args)
+
+    kv_axes = {1: "batch", 3: "memory"}
+    graphs = {
+        CROSS_FILE: _export(Wrap("cross_keys_values"), (memory,), ["memory"], ["cross_k", "cross_v"],
+                            {"memory": {0: "batch", 1: "memory"}, "cross_k": kv_axes, "cross_v": kv_axes}),
+        STEP_FILE: _export(Wrap("step"), (torch.full((batch, 1), BOS_ID), cache, cache.clone(), cross_k, cross_v),
+                           ["token", "past_k", "past_v", "cross_k", "cross_v"], ["logits", "present_k", "present_v"],
+                           {"token": {0: "batch"}, "past_k": {1: "batch", 3: "past"}, "past_v": {1: "batch", 3: "past"},
+                            "cross_k": kv_axes, "cross_v": kv_axes, "logits": {0: "batch"},
+                            "present_k": {1: "batch", 3: "present"}, "present_v": {1: "batch", 3: "present"}}),
+        FULL_FILE: _export(Wrap("forward"), (torch.full((batch, decoder.max_len), PAD_ID), memory), ["tokens", "memory"], ["logits"],
+                           {"tokens": {0: "batch"}, "memory": {0: "batch", 1: "memory"}, "logits": {0: "batch"}}),
+    }
+    decoder.train(was_training)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, data in graphs.items():
+        (out_dir / name).write_bytes(data)
+        paths[name] = out_dir / name
+    return paths
+
+
+def _session(path: Path, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _next_token(logits: np.ndarray) -> np.ndarray:
+    logits = logits.copy()
+    logits[:, [PAD_ID, BOS_ID]] = NEG_INF  # as CaptionDecoder.greedy
+    return logits.argmax(-1)
+
+
+@dataclass
+class GreedyResult:
+    tokens: list[list[int]]  # per clip, without <bos>/<eos>
+    generated: np.ndarray  # [B, steps]: every id generated, past <eos> too
+    logits: np.ndarray  # [B, steps, vocab]: the raw logits each step (for parity checks)
+
+
+class CachedGreedy:
+    """Greedy decoding through caption_cross.onnx + caption_step.onnx (form a)."""
+
+    def __init__(self, model_dir: str | Path, threads: int | None = None):
+        self.cross, self.step = _session(Path(model_dir) / CROSS_FILE, threads), _session(Path(model_dir) / STEP_FILE, threads)
+        shape = self.step.get_inputs()[1].shape  # [layers, batch, heads, past, head_dim]
+        self.layers, self.heads, self.head_dim = shape[0], shape[2], shape[4]
+
+    def __call__(self, memory: np.ndarray, max_tokens: int, stop_at_eos: bool = True) -> GreedyResult:
+        batch = memory.shape[0]
+        cross_k, cross_v = self.cross.run(None, {"memory": memory.astype(np.float32)})
+        past_k = past_v = np.zeros((self.layers, batch, self.heads, 0, self.head_dim), np.float32)
+        token = np.full((batch, 1), BOS_ID, np.int64)
+        steps, done = [], np.zeros(batch, bool)
+        out = np.zeros((batch, 0), np.int64)
+        for _ in range(max_tokens):
+            logits, past_k, past_v = self.step.run(None, {"token": token, "past_k": past_k, "past_v": past_v,
+                                                          "cross_k": cross_k, "cross_v": cross_v})
+            steps.append(logits)
+            token = _next_token(logits)[:, None]
+            out = np.concatenate([out, token], axis=1)
+            done |= token[:, 0] == EOS_ID
+            if stop_at_eos and done.all():
+                break
+        return GreedyResult([strip(row) for row in out.tolist()], out, np.stack(steps, axis=1))
+
+
+class FixedLengthGreedy:
+    """Greedy decoding through caption_full.onnx, the whole token buffer every step (form b)."""
+
+    def __init__(self, model_dir: str | Path, threads: int | None = None):
+        self.full = _session(Path(model_dir) / FULL_FILE, threads)
+        self.max_len = int(self.full.get_inputs()[0].shape[1])
+
+    def __call__(self, memory: np.ndarray, max_tokens: int, stop_at_eos: bool = True) -> GreedyResult:
+        batch = memory.shape[0]
+        if max_tokens >= self.max_len:
+            raise ValueError(f"fixed-length decode holds {self.max_len - 1} tokens after <bos>, asked for {max_tokens}")
+        memory = memory.astype(np.float32)
+        tokens = np.full((batch, self.max_len), PAD_ID, np.int64)
+        tokens[:, 0] = BOS_ID
+        steps, done = [], np.zeros(batch, bool)
+        for t in range(max_tokens):
+            (logits,) = self.full.run(None, {"tokens": tokens, "memory": memory})
+            steps.append(logits[:, t])
+            tokens[:, t + 1] = _next_token(logits[:, t])
+            done |= tokens[:, t + 1] == EOS_ID
+            if stop_at_eos and done.all():
+                break
+        generated = tokens[:, 1:len(steps) + 1]
+        return GreedyResult([strip(row) for row in generated.tolist()], generated, np.stack(steps, axis=1))
+
+
+def time_greedy(model_dir: str | Path, batch: int, memory_len: int, dim: int, tokens: int = 20, repeats: int = 20,
+                threads: int | None = None, seed: int = 0) -> dict[str, float]:
+    """Median milliseconds to greedily decode exactly ``tokens`` tokens (no early stop), per form."""
+    memory = np.random.default_rng(seed).standard_normal((batch, memory_len, dim)).astype(np.float32)
+    result = {}
+    for name, runner in (("kv_cache", CachedGreedy(model_dir, threads)), ("fixed_length", FixedLengthGreedy(model_dir, threads))):
+        runner(memory, tokens, stop_at_eos=False)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            runner(memory, tokens, stop_at_eos=False)
+            times.append(time.perf_counter() - start)
+        result[name] = 1000 * float(np.median(times))
+    return result
