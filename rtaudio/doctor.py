@@ -101,11 +101,12 @@ def check_cuda() -> Check:
 
 
 def check_tensorrt() -> Check:
+    from rtaudio.runtime.engines.nvidia import NvidiaUnavailable, load_tensorrt
+
     try:
-        import tensorrt
-    except ImportError as exc:
-        return Check("tensorrt", "missing", f"the tensorrt Python module is not installed ({exc})",
-                     "pip install 'rtaudio[tensorrt]' on x86_64 with CUDA; on a Jetson it comes with JetPack (python3-libnvinfer)")
+        tensorrt = load_tensorrt()
+    except NvidiaUnavailable as exc:
+        return Check("tensorrt", "missing", str(exc), "needed only for engine: tensorrt (NVIDIA GPU or Jetson)")
     except Exception as exc:  # an installed TensorRT whose libraries do not load
         return Check("tensorrt", "error", f"tensorrt is installed but does not load: {exc}",
                      "check that the CUDA and TensorRT libraries match the tensorrt wheel")
@@ -113,11 +114,12 @@ def check_tensorrt() -> Check:
 
 
 def check_cuda_python() -> Check:
+    from rtaudio.runtime.engines.nvidia import NvidiaUnavailable, load_cudart
+
     try:
-        from cuda.bindings import runtime  # noqa: F401
-    except ImportError as exc:
-        return Check("cuda-python", "missing", f"cuda.bindings.runtime is not importable ({exc}); the TensorRT engine needs it",
-                     "pip install 'rtaudio[tensorrt]' (cuda-python 11.8.4+ for CUDA 11, 12.6.1+ for CUDA 12)")
+        load_cudart()
+    except NvidiaUnavailable as exc:
+        return Check("cuda-python", "missing", str(exc), "needed only for engine: tensorrt")
     return Check("cuda-python", "ok", f"cuda-python {importlib.metadata.version('cuda-python')}")
 
 

@@ -38,7 +38,7 @@ def test_machine_report_names_what_is_missing_and_why() -> None:
         import tensorrt  # noqa: F401
     except ImportError:
         trt = checks["tensorrt"]
-        assert trt.status == "missing" and "not installed" in trt.detail and "JetPack" in trt.fix
+        assert trt.status == "missing" and "not importable" in trt.detail and "JetPack" in trt.detail
     if not gpu_names():
         assert checks["gpu"].status == "missing" and "nvidia-smi" in checks["gpu"].detail and checks["gpu"].fix
         assert checks["cuda"].status == "missing" and "libcuda" in checks["cuda"].detail
