@@ -51,7 +51,9 @@ def test_tokenizer_round_trip_and_save_load(tmp_path, tokenizer: CaptionTokenize
     assert tokenizer.decode(tokenizer.encode("Someone's dog barks, then a door slams!")) == "someone's dog barks, then a door slams!"
     loaded = CaptionTokenizer.load(tokenizer.save(tmp_path))
     ids = tokenizer.encode(captions[0])
-    assert loaded.encode(captions[0]) == ids and loaded.decode(ids + [tokenizer.pad_id] * 3) == normalize_caption(captions[0])
+    assert loaded.decode(ids + [tokenizer.pad_id] * 3) == normalize_caption(captions[0])
+    assert loaded._encoder is None  # decoding is pure Python: the runtime needs no `tokenizers`
+    assert loaded.encode(captions[0]) == ids
     assert tokenizer.vocab_size <= 400
 
 

@@ -77,7 +77,7 @@ class CaptionDecoder(nn.Module):
                  label_smoothing: float = 0.1):
         super().__init__()
         self.vocab_size, self.stream_names, self.max_len = vocab_size, list(streams), max_len
-        self.dim, self.layers_n, self.heads, self.label_smoothing = dim, layers, heads, label_smoothing
+        self.dim, self.heads, self.label_smoothing = dim, heads, label_smoothing
         self.memory_project = nn.Sequential(nn.Linear(memory_dim, dim), nn.LayerNorm(dim))
         self.stream_type = nn.Embedding(len(self.stream_names), dim)
         self.position = SinusoidalPosition(dim)
