@@ -128,6 +128,18 @@ def test_info_nce_multi_positive_masking_matches_hand_computation():
         info_nce(audio, text, scale)
 
 
+def test_recall_at_k_by_hand_and_ties_count_against_the_query():
+    audio = torch.eye(3)
+    text = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 1.0, 0], [0.6, 0, 0.8]])
+    recall = recall_at_k(audio, text, [0, 0, 1, 2], ks=(1, 2, 3))
+    # text ranks: 0, 2 (caption 1 of clip 0 ties clip 2 and loses to clip 1), 0, 0
+    assert [recall[f"t2a_R@{k}"] for k in (1, 2, 3)] == [0.75, 0.75, 1.0]
+    # audio ranks: 0 (best of its two captions), 1 (caption 1 of clip 0 ties its own), 0
+    assert recall["a2t_R@1"] == pytest.approx(2 / 3) and recall["a2t_R@2"] == 1.0
+    collapsed = recall_at_k(torch.ones(4, 2), torch.ones(4, 2), [0, 1, 2, 3], ks=(1,))
+    assert collapsed == {"t2a_R@1": 0.0, "a2t_R@1": 0.0}
+
+
 def test_cosine_schedule_runs_from_signal_to_noise():
     alpha_bar = cosine_alpha_bar(50)
     assert alpha_bar.shape == (50,) and alpha_bar[0] > 0.99 and alpha_bar[-1] < 1e-3
@@ -141,7 +153,7 @@ def test_diffusion_loss_decreases_and_samples_follow_the_condition():
     diffusion = JointDiffusion(128, steps=50, direction="text")
     optimiser = torch.optim.Adam(diffusion.parameters(), lr=2e-3)
     losses = []
-    for _ in range(500):
+    for _ in range(300):
         loss = diffusion.loss(audio, text)
         optimiser.zero_grad()
         loss.backward()
@@ -153,7 +165,7 @@ def test_diffusion_loss_decreases_and_samples_follow_the_condition():
     assert float(cosine.diagonal().mean()) > float(cosine.mean()) + 0.3  # closer to its own pair's text
 
 
-def _retrieval_run(diffusion_weight: float, steps: int = 150, noise: float = 4.5, seed: int = 0,
+def _retrieval_run(diffusion_weight: float, steps: int = 100, noise: float = 4.5, seed: int = 0,
                    test_clips_per_combo: int = 1) -> tuple[dict[str, float], list[float], list[float]]:
     """Train on 6 clips per (sound, manner), evaluate on fresh clips; noise 4.5 keeps R@1 off the ceiling."""
     audio, captions, caption_clip, _ = synthetic_clips(clips_per_combo=6, captions_per_clip=3, seed=seed, noise=noise)

@@ -169,15 +169,16 @@ class JointDiffusion(nn.Module):
 
 
 class RetrievalHeads(nn.Module):
-    """Everything the audio-text objective trains: both encoders, the temperature, the optional generator."""
+    """Everything the audio-text objective trains: both encoders, the temperature and, when the
+    DiffATR term is on, its generator (``diffusion`` is None otherwise)."""
 
-    def __init__(self, vocab_size: int, audio_dim: int = 384, dim: int = SHARED_DIM, diffusion_steps: int = 50,
+    def __init__(self, vocab_size: int, audio_dim: int = 384, dim: int = SHARED_DIM, diffusion_steps: int | None = 50,
                  direction: Direction = "both"):
         super().__init__()
         self.audio = AudioProjection(audio_dim, out_dim=dim)
         self.text = TextEncoder(vocab_size, out_dim=dim)
         self.logit_scale = LogitScale()
-        self.diffusion = JointDiffusion(dim, diffusion_steps, direction=direction)
+        self.diffusion = JointDiffusion(dim, diffusion_steps, direction=direction) if diffusion_steps else None
 
 
 @dataclass
@@ -210,21 +211,24 @@ def train_retrieval(audio: torch.Tensor, captions: Sequence[str], caption_clip: 
     """Train the heads on fixed fused embeddings ``audio [N, D]`` and captions (``caption_clip[i]``:
     the row of ``audio`` that caption ``i`` describes); the vocabulary is built from the captions
     unless given. Each batch draws captions; their clips form the audio side, so clips with
-    several captions in a batch exercise the multi-positive masking."""
+    several captions in a batch exercise the multi-positive masking. Seeds torch's global RNG
+    with ``options.seed`` (initialisation and diffusion noise) and runs on ``audio``'s device."""
     options = options or RetrievalTraining()
-    vocab = vocab or Vocabulary.build(captions)
+    if len(captions) != len(caption_clip):
+        raise ValueError(f"{len(captions)} captions but {len(caption_clip)} caption_clip entries")
+    vocab = Vocabulary.build(captions) if vocab is None else vocab
     torch.manual_seed(options.seed)
-    heads = RetrievalHeads(len(vocab), audio.shape[1], diffusion_steps=options.diffusion_steps, direction=options.direction)
     use_diffusion = options.diffusion_weight > 0
-    params = [p for name, p in heads.named_parameters() if use_diffusion or not name.startswith("diffusion.")]
-    optimiser = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
-    ids_all, mask_all = (torch.from_numpy(a) for a in vocab.encode(captions))
-    clip_of = torch.as_tensor(list(caption_clip), dtype=torch.long)
+    heads = RetrievalHeads(len(vocab), audio.shape[1], diffusion_steps=options.diffusion_steps if use_diffusion else None,
+                           direction=options.direction).to(audio.device)
+    optimiser = torch.optim.AdamW(heads.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    ids_all, mask_all = (torch.from_numpy(a).to(audio.device) for a in vocab.encode(captions))
+    clip_of = torch.as_tensor(list(caption_clip), dtype=torch.long, device=audio.device)
     generator = torch.Generator().manual_seed(options.seed)
     history, start = RetrievalHistory(), time.perf_counter()
     heads.train()
     for _ in range(options.steps):
-        chosen = torch.randperm(len(captions), generator=generator)[: options.batch_size]
+        chosen = torch.randperm(len(captions), generator=generator)[: options.batch_size].to(audio.device)
         text_ids = clip_of[chosen]
         clips, inverse = text_ids.unique(return_inverse=True)
         length = int(mask_all[chosen].sum(1).max())
@@ -232,7 +236,7 @@ def train_retrieval(audio: torch.Tensor, captions: Sequence[str], caption_clip: 
         sound = heads.audio(audio[clips])
         loss = info_nce(sound, text, heads.logit_scale(), clips, text_ids)
         history.contrastive.append(loss.item())
-        if use_diffusion:
+        if heads.diffusion is not None:
             generation = heads.diffusion.loss(sound[inverse], text)
             history.generation.append(generation.item())
             loss = loss + options.diffusion_weight * generation
@@ -248,17 +252,22 @@ def train_retrieval(audio: torch.Tensor, captions: Sequence[str], caption_clip: 
 def recall_at_k(audio: torch.Tensor, text: torch.Tensor, caption_clip: Sequence[int] | torch.Tensor,
                 ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Retrieval recall both ways over unit vectors: text->audio (the caption's clip in the top k)
-    and audio->text (any of the clip's captions in the top k). Keys ``t2a_R@k``, ``a2t_R@k``."""
+    and audio->text (any of the clip's captions in the top k). Keys ``t2a_R@k``, ``a2t_R@k``.
+
+    Ties count against the query (a negative scoring the same as the best positive ranks above
+    it), so collapsed embeddings score zero rather than perfect recall.
+    """
     clip_of = torch.as_tensor(caption_clip, dtype=torch.long, device=text.device)
     sims = text @ audio.T  # [Nt, Na]
-    t2a_rank = (sims > sims.gather(1, clip_of[:, None])).sum(1)  # 0 = first
     positive = clip_of[:, None] == torch.arange(audio.shape[0], device=text.device)[None, :]
-    a_sims = sims.T
-    best_positive = a_sims.masked_fill(~positive.T, float("-inf")).max(1).values
-    a2t_rank = (a_sims > best_positive[:, None]).sum(1)
-    has_caption = positive.any(0)
+
+    def ranks(scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        best = scores.masked_fill(~pos, float("-inf")).max(1, keepdim=True).values
+        return ((scores >= best) & ~pos).sum(1)[pos.any(1)]  # rows without a positive are not queries
+
+    t2a, a2t = ranks(sims, positive), ranks(sims.T, positive.T)
     out = {}
     for k in ks:
-        out[f"t2a_R@{k}"] = float((t2a_rank < k).float().mean())
-        out[f"a2t_R@{k}"] = float((a2t_rank[has_caption] < k).float().mean())
+        out[f"t2a_R@{k}"] = float((t2a < k).float().mean())
+        out[f"a2t_R@{k}"] = float((a2t < k).float().mean())
     return out
