@@ -11,9 +11,22 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from rtaudio.model.retrieval import (JointDiffusion, RetrievalTraining, cosine_alpha_bar, info_nce, recall_at_k,
-                                     train_retrieval)
-from rtaudio.model.text_encoder import PAD_ID, UNK_ID, TextEncoder, Vocabulary, export_text_encoder, words
+from rtaudio.model.retrieval import (
+    JointDiffusion,
+    RetrievalTraining,
+    cosine_alpha_bar,
+    info_nce,
+    recall_at_k,
+    train_retrieval,
+)
+from rtaudio.model.text_encoder import (
+    PAD_ID,
+    UNK_ID,
+    TextEncoder,
+    Vocabulary,
+    export_text_encoder,
+    words,
+)
 
 SOUNDS = ["dog", "siren", "doorbell", "drill", "kettle", "baby", "piano", "engine"]
 MANNERS = ["loud", "quiet", "distant", "short"]
@@ -114,7 +127,10 @@ def test_info_nce_multi_positive_masking_matches_hand_computation():
     loss = info_nce(audio, text, scale, clips, text_clip)
     logits = (scale * text @ audio.T).numpy()
     pos = np.array([[1, 0], [1, 0], [0, 1]], dtype=bool)
-    lse = lambda x: math.log(np.exp(x).sum())  # noqa: E731
+
+    def lse(x: np.ndarray) -> float:
+        return math.log(np.exp(x).sum())
+
     t2a = np.mean([lse(logits[i]) - lse(logits[i][pos[i]]) for i in range(3)])
     # audio 0 has two captions: both are positives in the numerator, neither is a negative
     a2t = np.mean([lse(logits[:, j]) - lse(logits[:, j][pos[:, j]]) for j in range(2)])

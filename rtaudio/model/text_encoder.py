@@ -112,8 +112,7 @@ class _Block(nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """``x [B, L, D]``, ``bias [B, 1, 1, L]`` (0 on words, -1e4 on padding)."""
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # noqa: E731  [B, H, L, Dh]
-        q, k, v = split(q), split(k), split(v)
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # [B, H, L, Dh]
         weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias, dim=-1)
         x = x + self.drop(self.out((self.drop(weights) @ v).transpose(1, 2).flatten(2)))
         return x + self.drop(self.mlp(self.norm2(x)))
