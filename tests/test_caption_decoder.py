@@ -79,7 +79,6 @@ def test_decoder_overfits_four_captions(tokenizer: CaptionTokenizer, captions: l
     greedy = decoder.greedy(memory)
     assert greedy == [t[1:-1] for t in targets]
     assert [tokenizer.decode(ids) for ids in greedy] == [normalize_caption(t) for t in texts]
-    assert decoder.beam(memory, width=3) == greedy  # a memorised caption is also the best beam
 
 
 def test_beam_width_one_is_greedy() -> None:
