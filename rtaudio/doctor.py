@@ -288,15 +288,12 @@ def _mqtt_connect(mqtt: Any, site: str, timeout: float) -> Any:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from rtaudio.runtime.publish.mqtt import tls_context
+    from rtaudio.runtime.publish.mqtt import apply_credentials
 
     protocol = paho.MQTTv5 if mqtt.protocol == "5" else paho.MQTTv311
     # Not the daemon's client id: connecting with it would kick a running rtaudio off the broker.
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"rtaudio-doctor-{site}", protocol=protocol)
-    if mqtt.username is not None:
-        client.username_pw_set(mqtt.username, mqtt.resolved_password())
-    if mqtt.tls is not None:
-        client.tls_set_context(tls_context(mqtt.tls))
+    apply_credentials(client, mqtt)
     answered, result = threading.Event(), []
 
     def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:

@@ -275,10 +275,8 @@ class MqttPublisher(Publisher):
         client.max_inflight_messages_set(self._window + 4)
         client.max_queued_messages_set(self._window + 4)
         client.will_set(self.status_topic, msgs.STATUS_OFFLINE, qos=1, retain=True)
-        if self.config.username is not None and not self.embedded:
-            client.username_pw_set(self.config.username, _read_secret(self.config.resolved_password, "mqtt.password_file"))
-        if self.config.tls is not None and not self.embedded:
-            client.tls_set_context(tls_context(self.config.tls))
+        if not self.embedded:
+            apply_credentials(client, self.config)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
@@ -317,6 +315,14 @@ class MqttPublisher(Publisher):
     def _log_down(self, text: str) -> None:
         log.log(logging.DEBUG if self._down_logged else logging.WARNING, "MQTT: %s", text)
         self._down_logged = True
+
+
+def apply_credentials(client: mqtt.Client, config: MqttConfig) -> None:
+    """Username/password and TLS from ``config`` onto a paho client (ValueError naming an unreadable secret)."""
+    if config.username is not None:
+        client.username_pw_set(config.username, _read_secret(config.resolved_password, "mqtt.password_file"))
+    if config.tls is not None:
+        client.tls_set_context(tls_context(config.tls))
 
 
 def tls_context(tls: TlsConfig) -> ssl.SSLContext:
