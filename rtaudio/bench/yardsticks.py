@@ -10,10 +10,8 @@ counts the fused model's (``FlopCounterMode`` on a batch-1 eval forward, FLOPs /
 from __future__ import annotations
 
 import importlib.util
-import io
 import logging
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,9 +21,6 @@ from rtaudio.contract import ModelDir, ModelInfo, write_model_dir
 from rtaudio.runtime.engines import OnnxRuntimeEngine
 
 log = logging.getLogger(__name__)
-
-OPSET = 17
-CHECKPOINT_FILE = "model.ckpt"
 
 
 @dataclass
@@ -64,18 +59,12 @@ def count_cost(module: Any, samples: int) -> Cost:
 
 def export_yardstick(module: Any, info: ModelInfo, name: str, classes: int, out: Path) -> ModelDir:
     """``module`` as a contract model directory at ``out`` (same rate, window and hop as ``info``)."""
-    import torch
+    from rtaudio.export.onnx import onnx_bytes
 
-    buffer = io.BytesIO()
     module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the TorchScript exporter's shape-inference notes
-        warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False, as rtaudio's own export uses
-        torch.onnx.export(module, (torch.zeros(2, info.window_samples),), buffer, input_names=["waveform"], output_names=["scores"],
-                          dynamic_axes={"waveform": {0: "batch"}, "scores": {0: "batch"}}, opset_version=OPSET, dynamo=False)
-    return write_model_dir(out, buffer.getvalue(), model_id=name, version="random-weights", labels=[f"class_{i}" for i in range(classes)],
-                           thresholds=[0.5] * classes, sample_rate=info.sample_rate, window_s=info.window_s, hop_s=info.hop_s,
-                           extra={"purpose": "benchmark yardstick: random weights, cost only"})
+    return write_model_dir(out, onnx_bytes(module, info.window_samples, outputs=("scores",)), model_id=name, version="random-weights",
+                           labels=[f"class_{i}" for i in range(classes)], thresholds=[0.5] * classes, sample_rate=info.sample_rate,
+                           window_s=info.window_s, hop_s=info.hop_s, extra={"purpose": "benchmark yardstick: random weights, cost only"})
 
 
 def build_yardsticks(info: ModelInfo) -> list[tuple[str, str, Any, int]]:
@@ -110,11 +99,12 @@ def model_cost(model: ModelDir) -> tuple[Cost | None, str]:
     why = torch_missing()
     if why:
         return None, why
+    from rtaudio.model.fused import CHECKPOINT_FILE, load_checkpoint
+    from rtaudio.model.summary import model_summary
+
     checkpoint = model.path / CHECKPOINT_FILE
     if not checkpoint.is_file():
         return None, f"no {CHECKPOINT_FILE} in {model.path} (parameters and MACs are counted from the FusedTagger checkpoint)"
-    from rtaudio.model.fused import load_checkpoint
-    from rtaudio.model.summary import model_summary
 
     try:
         tagger, _ = load_checkpoint(checkpoint)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from rtaudio.export.trt_ops import node_attributes
+
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0**-14
 DEFAULT_MARGIN = 4.0
@@ -112,12 +114,6 @@ def _accumulator_peak(node: Any, attrs: dict[str, Any], values: dict[str, np.nda
     return None
 
 
-def _attributes(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _float_tensors(proto: Any) -> list[str]:
     """Node outputs whose inferred type is float32 (the ones worth exposing)."""
     from onnx import TensorProto
@@ -158,7 +154,7 @@ def _measure(proto: Any, constants: dict[str, np.ndarray], windows: np.ndarray, 
     session = _probe(proto)
     input_name = session.get_inputs()[0].name
     outputs = [o.name for o in session.get_outputs()]
-    attrs = {node.name: _attributes(node) for node in proto.graph.node}
+    attrs = {node.name: node_attributes(node) for node in proto.graph.node}
     stats: dict[str, _Stats] = {}
     peaks: dict[str, float] = {}
 

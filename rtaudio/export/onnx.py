@@ -12,7 +12,6 @@ ONNX ``metadata_props`` and into ``model.json``.
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import logging
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rtaudio import __version__
-from rtaudio.contract import ModelDir, write_model_dir
+from rtaudio.contract import ModelDir, sha256_file, write_model_dir
 from rtaudio.runtime.engines.torch import TORCHSCRIPT_FILE
 
 log = logging.getLogger(__name__)
@@ -87,15 +86,15 @@ def with_window(model: Any, window_s: float) -> Any:
     return resized
 
 
-def onnx_bytes(model: Any, samples: int, opset: int = OPSET) -> bytes:
+def onnx_bytes(model: Any, samples: int, opset: int = OPSET, outputs: Sequence[str] = ("scores", "embedding")) -> bytes:
     """The exported graph (dynamic batch), traced at ``samples`` per window, before simplification."""
     import torch
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notices
-        torch.onnx.export(model, (torch.zeros(2, samples),), buffer, input_names=["waveform"], output_names=["scores", "embedding"],
-                          dynamic_axes={name: {0: "batch"} for name in ("waveform", "scores", "embedding")}, opset_version=opset, dynamo=False)
+        torch.onnx.export(model, (torch.zeros(2, samples),), buffer, input_names=["waveform"], output_names=list(outputs),
+                          dynamic_axes={name: {0: "batch"} for name in ("waveform", *outputs)}, opset_version=opset, dynamo=False)
     return buffer.getvalue()
 
 
@@ -134,10 +133,12 @@ def _torchscript(model: Any, samples: int) -> Any:
 
 
 def _parity(model: Any, run: Callable[[np.ndarray], Sequence[np.ndarray]], windows: np.ndarray, batches: Sequence[int]) -> Parity:
-    """Every window through ``run`` and eager PyTorch at each batch size; the worst differences."""
+    """Every window through ``run`` and eager PyTorch at each batch size; the worst differences.
+
+    ``model`` is the eval-mode copy ``export_model`` made (``_exportable``), not copied again here.
+    """
     import torch
 
-    model = _exportable(model)
     worst = {"scores": 0.0, "embedding": 0.0}
     for batch in batches:
         for start in range(0, len(windows), batch):
@@ -278,6 +279,6 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_id: str | N
     if thresholds is None:
         log.warning("%s has no thresholds (a training checkpoint?): every label gets %.2f", path, DEFAULT_THRESHOLD)
         thresholds = [DEFAULT_THRESHOLD] * len(model.config.labels)
-    source = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    source = {"path": str(path), "sha256": sha256_file(path)}
     return export_model(model, out, thresholds, model_id or trained.get("model_id") or Path(out).name,
                         version or trained.get("version") or "0.1.0", {"source_checkpoint": source}, **options)

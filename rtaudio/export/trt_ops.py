@@ -299,7 +299,8 @@ def _onnx_type_name(code: int) -> str:
     return TensorProto.DataType.Name(code)
 
 
-def _attributes(node: Any) -> dict[str, Any]:
+def node_attributes(node: Any) -> dict[str, Any]:
+    """A node's attributes as Python values (strings decoded)."""
     from onnx import helper
 
     values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -328,7 +329,7 @@ def _check_node(node: Any, g: _Graph, v: TrtVersion) -> Iterator[str]:
         as_trt = "INT32" if t == "INT64" and v.release < (9, 0) else t  # 8.x runs INT64 as INT32
         if as_trt in v.tensor_types and as_trt not in types:
             yield f"input type {t} unsupported; {node.op_type} takes {', '.join(sorted(types))}"
-    attrs = _attributes(node)
+    attrs = node_attributes(node)
     for rule in _RULES.get(node.op_type, []):
         yield from rule(node, attrs, g, v)
 

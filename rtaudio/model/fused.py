@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 import rtaudio.model.streams  # noqa: F401  (registers every stream)
+from rtaudio.contract import sha256_file
 from rtaudio.model.common import EMBED_DIM, FrontEnd, Stream, StreamOutput
 from rtaudio.model.config import ModelConfig
 from rtaudio.model.fusion import FUSIONS
@@ -69,7 +69,7 @@ class FusedTagger(nn.Module):
 def save_checkpoint(model: FusedTagger, path: str | Path, **extra: Any) -> str:
     """Write config + weights (+ extra: thresholds, optimiser state...) and return its SHA-256."""
     torch.save({"format": 1, "config": model.config.model_dump(), "state_dict": model.state_dict(), **extra}, str(path))
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(Path(path))
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[FusedTagger, dict[str, Any]]:
