@@ -10,41 +10,17 @@ KV-cache step and the fixed-length decode exported to ONNX (``caption_onnx``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rtaudio.model.attention import Attention
 from rtaudio.model.common import EMBED_DIM, SinusoidalPosition, StreamOutput
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # CaptionTokenizer's special ids
 NEG_INF = -1e9  # additive mask value (finite: no NaN from fully masked rows, exports everywhere)
-
-
-class Attention(nn.Module):
-    """Multi-head attention with the keys/values exposed ``[B, heads, T, head_dim]``."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads, self.head_dim = heads, dim // heads
-        self.query, self.key_value, self.out = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
-
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
-
-    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k, v = self.key_value(x).chunk(2, dim=-1)
-        return self._split(k), self._split(v)
-
-    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        q = self._split(self.query(x))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
-        if mask is not None:
-            scores = scores + mask
-        y = scores.softmax(dim=-1) @ v
-        return self.out(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
 
 
 class DecoderLayer(nn.Module):

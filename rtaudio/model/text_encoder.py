@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rtaudio.model.attention import Attention
 from rtaudio.model.common import SinusoidalPosition
 
 PAD, UNK = "<pad>", "<unk>"
@@ -95,26 +95,19 @@ class Vocabulary:
 
 
 class _Block(nn.Module):
-    """Pre-norm Transformer encoder layer with an explicit additive padding mask.
-
-    Written out instead of ``nn.TransformerEncoderLayer`` because the traced ONNX export of
-    ``nn.MultiheadAttention`` with a key padding mask fixes the batch and length it was traced at.
-    """
+    """Pre-norm Transformer encoder layer with an explicit additive padding mask (``Attention``)."""
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
-        self.heads = heads
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.attn = Attention(dim, heads, dropout)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """``x [B, L, D]``, ``bias [B, 1, 1, L]`` (0 on words, -1e4 on padding)."""
-        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # [B, H, L, Dh]
-        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias, dim=-1)
-        x = x + self.drop(self.out((self.drop(weights) @ v).transpose(1, 2).flatten(2)))
+        h = self.norm1(x)
+        x = x + self.drop(self.attn.attend(h, *self.attn.keys_values(h), bias))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
