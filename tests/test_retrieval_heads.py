@@ -19,14 +19,8 @@ from rtaudio.model.retrieval import (
     recall_at_k,
     train_retrieval,
 )
-from rtaudio.model.text_encoder import (
-    PAD_ID,
-    UNK_ID,
-    TextEncoder,
-    Vocabulary,
-    export_text_encoder,
-    words,
-)
+from rtaudio.model.text_encoder import TextEncoder, export_text_encoder
+from rtaudio.model.vocab import PAD_ID, UNK_ID, Vocabulary, words
 
 SOUNDS = ["dog", "siren", "doorbell", "drill", "kettle", "baby", "piano", "engine"]
 MANNERS = ["loud", "quiet", "distant", "short"]

@@ -63,11 +63,13 @@ def test_manifest_relative_paths_labels_splits(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("path,labels,split,caption\n"
                                     "a/x.wav,low;high,val,two tones\n"
                                     "a/x.wav, low ;,,\n"
-                                    "a/y.wav,high,,\n")
+                                    "a/y.wav,high,,\n"
+                                    "a/z.wav,,,a dog barks\n")
     clips = load_clips(ManifestData(type="manifest", path=tmp_path / "m.csv"))
     assert clips[0].path == tmp_path / "a" / "x.wav" and clips[0].labels == ["low", "high"]
-    assert clips[0].split == "val" and clips[0].caption == "two tones"
-    assert clips[1].labels == ["low"] and clips[1].caption is None
+    assert clips[0].split == "val" and clips[0].captions == ["two tones"] and clips[0].tagged
+    assert clips[1].labels == ["low"] and clips[1].captions == [] and clips[1].tagged
+    assert clips[3].labels == [] and clips[3].captions == ["a dog barks"] and not clips[3].tagged  # caption only: no tag negative
     assert all(c.split in ("train", "val", "test") for c in clips)
     again = load_clips(ManifestData(type="manifest", path=tmp_path / "m.csv"))
     assert [c.split for c in again] == [c.split for c in clips]  # hashed splits are stable
@@ -159,6 +161,10 @@ def test_synthetic_is_deterministic_and_labelled() -> None:
     assert len(a) == 2 * 5 and all(c.audio is not None and c.audio.shape == (SR,) for c in a)
     assert all(np.array_equal(x.audio, y.audio) and x.labels == y.labels and x.split == y.split for x, y in zip(a, b))
     assert set(label_set(a)) <= {"knock", "doorbell", "hvac_hum"} and label_set(a)
+    assert all(len(c.captions) == 3 and c.tagged for c in a)  # 3 s scenes: too short for 4 s caption clips
+    longer = load_clips(spec.model_copy(update={"duration_s": 8.0}))
+    captioned = [c for c in longer if not c.tagged]
+    assert len(captioned) == 2 * 3 and all(c.audio.shape == (4 * SR,) and len(set(c.captions)) >= 1 for c in captioned)
     other = load_clips(spec.model_copy(update={"seed": 4}))
     assert not np.array_equal(a[0].audio, other[0].audio)
     assert len({c.split for c in a[:5]}) == 1  # a scene's windows stay in one split

@@ -10,6 +10,22 @@ STREAMS = ("e2e", "pitch", "timbre", "neuralogram", "generative", "codes")
 StreamName = Literal["e2e", "pitch", "timbre", "neuralogram", "generative", "codes"]
 
 
+class TextConfig(BaseModel):
+    """The caption decoder and audio-text heads: their vocabularies and sizes (absent: a tagger only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokenizer: dict[str, Any] = Field(title="Caption BPE tokenizer", description="tokenizer.json content, learnt from the training captions.")
+    words: list[str] = Field(title="Text-encoder word vocabulary", min_length=3, description="rtaudio.model.vocab tokens, <pad> and <unk> first.")
+    word_max_len: int = Field(32, title="Longest query or caption in words", ge=4, le=256)
+    caption_window_s: float = Field(4.0, title="Audio a caption describes (s)", gt=0, le=30)
+    decoder_dim: int = Field(128, title="Caption decoder width", ge=16, le=1024)
+    decoder_layers: int = Field(2, title="Caption decoder layers", ge=1, le=8)
+    max_tokens: int = Field(40, title="Longest caption in tokens (with <bos>/<eos>)", ge=4, le=256)
+    shared_dim: int = Field(128, title="Audio-text space size", ge=8, le=1024)
+    diffusion_steps: int = Field(0, title="DiffATR diffusion steps", ge=0, le=1000, description="0: no generative term (no denoisers).")
+
+
 class ModelConfig(BaseModel):
     """Architecture of a ``FusedTagger``."""
 
@@ -28,3 +44,4 @@ class ModelConfig(BaseModel):
     heads: int = Field(4, title="Attention heads", ge=1, le=16)
     dropout: float = Field(0.1, title="Dropout", ge=0, lt=1)
     stream_options: dict[str, dict[str, Any]] = Field(default_factory=dict, title="Per-stream constructor options", description="e.g. codes: {codebooks: 3, codebook_size: 128}.")
+    text: TextConfig | None = Field(None, title="Caption and audio-text heads", description="Set by training when the data has captions.")

@@ -1,4 +1,5 @@
-"""The fused multi-stream tagger, its checkpoint format, and the graph the runtime gets.
+"""The fused multi-stream tagger (with its caption and audio-text heads when it has captions),
+its checkpoint format, and the graph the runtime gets.
 
 ``run`` gives everything training needs (fused and per-stream logits, aux losses);
 ``forward`` is what is exported: waveform ``[B, N]`` -> ``(scores, embedding)``.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,6 +19,9 @@ from rtaudio.contract import sha256_file
 from rtaudio.model.common import EMBED_DIM, FrontEnd, Stream, StreamOutput
 from rtaudio.model.config import ModelConfig
 from rtaudio.model.fusion import FUSIONS
+
+if TYPE_CHECKING:
+    from rtaudio.model.heads import TextHeads
 
 CHECKPOINT_FILE = "model.ckpt"
 
@@ -46,6 +50,11 @@ class FusedTagger(nn.Module):
         classes = len(config.labels)
         self.stream_heads = nn.ModuleDict({name: nn.Linear(EMBED_DIM, classes) for name in config.streams})
         self.fusion = FUSIONS[config.fusion]([type(s).kind for s in streams.values()], classes)
+        self.text: TextHeads | None = None
+        if config.text is not None:  # imported here: a tagger alone needs no tokenizer
+            from rtaudio.model.heads import TextHeads
+
+            self.text = TextHeads(config.text, config.streams, EMBED_DIM * len(config.streams), config.dropout)
 
     def run(self, waveform: torch.Tensor, streams: list[str] | None = None) -> TaggerOutput:
         """All outputs; ``streams`` limits which streams run (staged training, ablations)."""

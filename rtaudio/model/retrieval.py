@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rtaudio.model.text_encoder import SHARED_DIM, TextEncoder, Vocabulary
+from rtaudio.model.text_encoder import SHARED_DIM, TextEncoder
+from rtaudio.model.vocab import Vocabulary
 
 Direction = Literal["text", "audio", "both"]
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp: temperature never below 0.01

@@ -1,8 +1,7 @@
 """The project's own small text encoder for free-text queries: word vocabulary -> Transformer -> unit vector.
 
-Captions are lower-cased and split into words; the vocabulary is built from the training
-captions and saved as JSON next to the model, so the runtime can tokenise a query with nothing
-but the JSON file and run the exported ONNX graph (``ids [B, L]`` + ``mask [B, L]`` ->
+Words come from ``rtaudio.model.vocab`` (torch-free), so the runtime can tokenise a query with
+nothing but vocab.json and run the exported ONNX graph (``ids [B, L]`` + ``mask [B, L]`` ->
 ``embedding [B, 128]``) on ONNX Runtime, without torch. Nothing is downloaded.
 """
 
@@ -10,88 +9,18 @@ from __future__ import annotations
 
 import copy
 import io
-import json
-import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from rtaudio.model.attention import Attention
 from rtaudio.model.common import SinusoidalPosition
+from rtaudio.model.vocab import PAD_ID, UNK_ID, Vocabulary
 
-PAD, UNK = "<pad>", "<unk>"
-PAD_ID, UNK_ID = 0, 1
-VOCAB_FORMAT = 1
 SHARED_DIM = 128
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased words of ``text`` ("A dog's bark!" -> ["a", "dog's", "bark"]); punctuation is dropped."""
-    return _WORD.findall(text.lower())
-
-
-class Vocabulary:
-    """Word <-> id map built from training captions; ids 0 and 1 are ``<pad>`` and ``<unk>``."""
-
-    def __init__(self, tokens: Sequence[str], max_len: int = 32):
-        if list(tokens[:2]) != [PAD, UNK]:
-            raise ValueError(f"a vocabulary starts with {PAD!r}, {UNK!r}; got {list(tokens[:2])}")
-        if len(set(tokens)) != len(tokens):
-            raise ValueError("vocabulary tokens must be unique")
-        self.tokens = list(tokens)
-        self.max_len = max_len
-        self.index = {token: i for i, token in enumerate(self.tokens)}
-
-    @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = 1, max_size: int | None = None, max_len: int = 32) -> Vocabulary:
-        """Most frequent words first (ties alphabetical, so the same captions give the same ids)."""
-        counts = Counter(word for caption in captions for word in words(caption))
-        kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
-        if max_size is not None:
-            kept = kept[: max(0, max_size - 2)]
-        return cls([PAD, UNK, *kept], max_len)
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def ids(self, text: str) -> list[int]:
-        """Word ids of one text, unknown words -> ``<unk>``, cut to ``max_len``; an empty text is one ``<unk>``."""
-        out = [self.index.get(word, UNK_ID) for word in words(text)][: self.max_len]
-        return out or [UNK_ID]
-
-    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """A batch -> ``ids`` and ``mask`` (int64 ``[B, L]``, L the longest text; mask 1 on real words)."""
-        rows = [self.ids(text) for text in texts]
-        length = max((len(row) for row in rows), default=1)
-        ids = np.full((len(rows), length), PAD_ID, dtype=np.int64)
-        mask = np.zeros((len(rows), length), dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)], mask[i, : len(row)] = row, 1
-        return ids, mask
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": VOCAB_FORMAT, "kind": "rtaudio.words", "lowercase": True, "word_pattern": _WORD.pattern,
-                "max_len": self.max_len, "tokens": self.tokens}
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | Path) -> Vocabulary:
-        """Read a saved vocabulary; refuses a file of another kind or format."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        missing = [k for k in ("format", "kind", "max_len", "tokens") if k not in data]
-        if missing or data["kind"] != "rtaudio.words" or data["format"] != VOCAB_FORMAT:
-            raise ValueError(f"{path}: not an rtaudio word vocabulary (missing {missing or 'nothing'}, "
-                             f"kind {data.get('kind')!r}, format {data.get('format')!r})")
-        return cls(data["tokens"], int(data["max_len"]))
 
 
 class _Block(nn.Module):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -32,14 +32,19 @@ class DataError(ValueError):
 
 @dataclass
 class Clip:
-    """One labelled piece of audio: a file, or samples held in memory (synthetic)."""
+    """One piece of audio: a file, or samples held in memory (synthetic), with labels and/or captions.
+
+    ``tagged`` False marks a caption-only clip (AudioCaps, Clotho, a manifest row with a caption
+    and no labels): its missing labels mean "not annotated", so it never serves as a tag negative.
+    """
 
     path: Path | None
     labels: list[str]
     split: str  # "train" | "val" | "test"
-    caption: str | None = None
+    captions: list[str] = field(default_factory=list)
     audio: np.ndarray | None = None  # float32 mono at ``sample_rate`` when in memory
     sample_rate: int | None = None  # of ``audio``
+    tagged: bool = True
 
 
 def hash_split(key: str, spec: SplitFractions) -> str:
@@ -70,8 +75,9 @@ def _manifest(spec: ManifestData) -> list[Clip]:
         split = (row.get("split") or "").strip().lower() or hash_split(row["path"].strip(), spec)
         if split not in SPLITS:
             raise DataError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)} (or empty for a hashed split)")
-        caption = (row.get("caption") or "").strip() or None
-        clips.append(Clip(base / row["path"].strip(), labels, split, caption))
+        caption = (row.get("caption") or "").strip()
+        captions = [caption] if caption else []
+        clips.append(Clip(base / row["path"].strip(), labels, split, captions, tagged=bool(labels or not caption)))
     if not clips:
         raise DataError(f"{spec.path}: no rows")
     return clips
@@ -108,6 +114,27 @@ def window_labels(timeline: Iterable[tuple[str, float, float]], t0: float, t1: f
     return sorted(heard)
 
 
+def window_timeline(timeline: Iterable[tuple[str, float, float]], t0: float, t1: float,
+                    heard: Iterable[str]) -> list[tuple[str, float, float]]:
+    """The ``heard`` labels' events inside [t0, t1), clipped to it and timed from t0 (what a window's caption narrates)."""
+    keep = set(heard)
+    return [(label, max(on, t0) - t0, min(off, t1) - t0) for label, on, off in timeline if label in keep and on < t1 and off > t0]
+
+
+def _cuts(audio: np.ndarray, timeline: list, spec: SyntheticData, window_s: float, hop_s: float, split: str,
+          rng: np.random.Generator, tagged: bool) -> Iterator[Clip]:
+    """Windows of one scene, labelled from its timeline and (``captions_per_clip``) captioned from their part of it."""
+    from rtaudio.train.captions import caption_scene
+
+    win, hop = round(window_s * spec.sample_rate), round(hop_s * spec.sample_rate)
+    for start in range(0, len(audio) - win + 1, hop):
+        t0 = start / spec.sample_rate
+        heard = window_labels(timeline, t0, t0 + window_s, spec.min_heard_s)
+        part = window_timeline(timeline, t0, t0 + window_s, heard)
+        captions = [caption_scene(part, rng) for _ in range(spec.captions_per_clip)]
+        yield Clip(None, heard, split, captions, audio[start : start + win], spec.sample_rate, tagged)  # views share the scene
+
+
 def _synthetic(spec: SyntheticData) -> list[Clip]:
     from rtaudio.train.synth import LABELS, make_scene
 
@@ -115,16 +142,15 @@ def _synthetic(spec: SyntheticData) -> list[Clip]:
     unknown = sorted(set(labels) - set(LABELS))
     if unknown:
         raise DataError(f"synthetic labels {unknown} are not generated; allowed: {', '.join(LABELS)}")
-    win, hop = round(spec.window_s * spec.sample_rate), round(spec.hop_s * spec.sample_rate)
-    clips = []
+    clips: list[Clip] = []
     for scene in range(spec.scenes):
-        rng = np.random.default_rng([spec.seed, scene])
-        audio, timeline = make_scene(rng, spec.duration_s, labels=labels, sample_rate=spec.sample_rate)
+        audio, timeline = make_scene(np.random.default_rng([spec.seed, scene]), spec.duration_s, labels=labels,
+                                     sample_rate=spec.sample_rate)
         split = hash_split(f"synthetic:{spec.seed}:{scene}", spec)  # whole scenes per split: no leakage
-        for start in range(0, len(audio) - win + 1, hop):
-            t0 = start / spec.sample_rate
-            heard = window_labels(timeline, t0, t0 + spec.window_s, spec.min_heard_s)
-            clips.append(Clip(None, heard, split, audio=audio[start : start + win], sample_rate=spec.sample_rate))  # views share the scene
+        words = np.random.default_rng([spec.seed, scene, 1])  # its own stream: captions never change the audio
+        clips.extend(_cuts(audio, timeline, spec, spec.window_s, spec.hop_s, split, words, tagged=True))
+        if spec.captions_per_clip and spec.caption_window_s:
+            clips.extend(_cuts(audio, timeline, spec, spec.caption_window_s, spec.caption_hop_s, split, words, tagged=False))
     return clips
 
 

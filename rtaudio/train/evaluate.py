@@ -155,7 +155,8 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
     for path, other in others:  # checked before any scoring
         if list(other.info.labels) != labels:
             raise DataError(f"--compare {path}: its labels {other.info.labels} differ from {labels}; compare models trained on the same label set")
-    clips = load_clips(data_spec)
+    every = load_clips(data_spec)
+    clips = [c for c in every if c.tagged]
     chosen = {s: [c for c in clips if c.split == s] for s in dict.fromkeys((split, TUNE_SPLIT))}
     if not chosen[split]:
         counts = {s: sum(c.split == s for c in clips) for s in ("train", "val", "test")}
