@@ -87,7 +87,35 @@ class SyntheticData(SplitFractions):
     caption_hop_s: float = Field(2.0, title="Hop between caption clips (s)", gt=0, le=60)
 
 
-DataConfig = Annotated[Union[ManifestData, Fsd50kData, Esc50Data, SyntheticData], Field(discriminator="type")]
+class AudioCapsData(Strict):
+    """AudioCaps as on GitHub: {train,val,test}.csv (audiocap_id, youtube_id, start_time, caption); audio you fetched."""
+
+    type: Literal["audiocaps"] = Field(title="Data type")
+    root: Path = Field(title="AudioCaps folder", description="Holds train.csv, val.csv and test.csv; missing ones are skipped.")
+    audio: str = Field("{split}/{youtube_id}_{start_time}.wav", title="Audio path pattern", min_length=1, max_length=300,
+                       description="Relative to root; fields {split}, {youtube_id}, {start_time}, {audiocap_id} (the clip's first caption's id).")
+
+    @model_validator(mode="after")
+    def _pattern(self) -> AudioCapsData:
+        fields = ("split", "youtube_id", "start_time", "audiocap_id")
+        try:
+            self.audio.format(**{f: "x" for f in fields})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"audio pattern {self.audio!r} is not usable ({type(exc).__name__}: {exc}); "
+                             f"allowed fields: {', '.join('{' + f + '}' for f in fields)}") from exc
+        if "{youtube_id}" not in self.audio and "{audiocap_id}" not in self.audio:
+            raise ValueError(f"audio pattern {self.audio!r} names no clip; it needs {{youtube_id}} or {{audiocap_id}}")
+        return self
+
+
+class ClothoData(Strict):
+    """Clotho v2.1 as on Zenodo: clotho_captions_{development,validation,evaluation}.csv and the same-named audio folders."""
+
+    type: Literal["clotho"] = Field(title="Data type")
+    root: Path = Field(title="Clotho folder", description="development -> train, validation -> val, evaluation -> test; missing parts are skipped.")
+
+
+DataConfig = Annotated[Union[ManifestData, Fsd50kData, Esc50Data, SyntheticData, AudioCapsData, ClothoData], Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- model, schedule, augmentation

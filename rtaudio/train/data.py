@@ -1,4 +1,5 @@
-"""Labelled clips from a manifest CSV, FSD50K, ESC-50 or the synthetic generator, and their Dataset.
+"""Labelled clips from a manifest CSV, FSD50K, ESC-50 or the synthetic generator, captioned clips
+from AudioCaps or Clotho, and their Dataset.
 
 ``load_clips(spec)`` turns a data spec (``rtaudio.train.config``) into ``Clip``s with a split
 each; ``ClipDataset`` reads, mixes to mono, resamples, crops or pads them to the model's
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from rtaudio.runtime.offline import read_mono
-from rtaudio.train.config import DataConfig, Esc50Data, Fsd50kData, ManifestData, SplitFractions, SyntheticData
+from rtaudio.train.config import (AudioCapsData, ClothoData, DataConfig, Esc50Data, Fsd50kData, ManifestData, SplitFractions,
+                                  SyntheticData)
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -108,6 +113,74 @@ def _esc50(spec: Esc50Data) -> list[Clip]:
     return clips
 
 
+def _present(clips: list[Clip], name: str, files: Sequence[tuple[Path, str]]) -> list[Clip]:
+    """The clips whose audio exists; missing ones are left out with one warning (downloads are often partial)."""
+    if not clips:
+        raise DataError(f"{name}: no rows in {', '.join(str(path) for path, _ in files)}")
+    found = [clip.path is not None and clip.path.is_file() for clip in clips]
+    kept = [clip for clip, ok in zip(clips, found) if ok]
+    gone = [str(clip.path) for clip, ok in zip(clips, found) if not ok]
+    if not kept:
+        raise DataError(f"{name}: none of the {len(clips)} audio files exist, e.g. {', '.join(gone[:3])}")
+    if gone:
+        log.warning("%s: %d of %d audio files missing, skipped (e.g. %s)", name, len(gone), len(clips), ", ".join(gone[:3]))
+    return kept
+
+
+def _split_files(root: Path, parts: Sequence[tuple[str, str]], name: str) -> list[tuple[Path, str]]:
+    """(csv, split) for each of ``parts`` present under ``root``; DataError when none is."""
+    found = [(root / file, split) for file, split in parts if (root / file).is_file()]
+    if not found:
+        raise DataError(f"{root}: no {name} caption file; expected any of {', '.join(file for file, _ in parts)}")
+    return found
+
+
+def _cell(row: dict[str, str], column: str, where: str, expected: str) -> str:
+    value = (row.get(column) or "").strip()
+    if not value:
+        raise DataError(f"{where}: empty {column}; expected {expected}")
+    return value
+
+
+def _audiocaps(spec: AudioCapsData) -> list[Clip]:
+    """One clip per (youtube_id, start_time) of each split file, with all its captions (5 in val/test)."""
+    files = _split_files(spec.root, [(f"{split}.csv", split) for split in SPLITS], "AudioCaps")
+    groups: dict[tuple[str, str, str], tuple[str, list[str]]] = {}
+    for path, split in files:
+        for line, row in enumerate(_read_csv(path, ("audiocap_id", "youtube_id", "start_time", "caption")), start=2):
+            where = f"{path}:{line}"
+            cap_id = _cell(row, "audiocap_id", where, "the caption's id")
+            yt = _cell(row, "youtube_id", where, "the YouTube video id")
+            start = _cell(row, "start_time", where, "the clip's start in seconds")
+            try:
+                float(start)
+            except ValueError:
+                raise DataError(f"{where}: start_time {start!r} is not a number of seconds") from None
+            caption = _cell(row, "caption", where, "a caption")
+            groups.setdefault((split, yt, start), (cap_id, []))[1].append(caption)
+    clips = [Clip(spec.root / spec.audio.format(split=split, youtube_id=yt, start_time=start, audiocap_id=cap_id), [], split,
+                  captions, tagged=False) for (split, yt, start), (cap_id, captions) in groups.items()]
+    return _present(clips, f"AudioCaps {spec.root}", files)
+
+
+CLOTHO_PARTS = (("development", "train"), ("validation", "val"), ("evaluation", "test"))
+
+
+def _clotho(spec: ClothoData) -> list[Clip]:
+    """Clotho's five captions per file; development/validation/evaluation become train/val/test."""
+    columns = ("file_name",) + tuple(f"caption_{i}" for i in range(1, 6))
+    files = _split_files(spec.root, [(f"clotho_captions_{part}.csv", split) for part, split in CLOTHO_PARTS], "Clotho")
+    folder = {split: part for part, split in CLOTHO_PARTS}
+    clips = []
+    for path, split in files:
+        for line, row in enumerate(_read_csv(path, columns), start=2):
+            where = f"{path}:{line}"
+            name = _cell(row, "file_name", where, "the audio file's name")
+            captions = [_cell(row, c, where, "five captions per file") for c in columns[1:]]
+            clips.append(Clip(spec.root / folder[split] / name, [], split, captions, tagged=False))
+    return _present(clips, f"Clotho {spec.root}", files)
+
+
 def window_labels(timeline: Iterable[tuple[str, float, float]], t0: float, t1: float, min_heard_s: float) -> list[str]:
     """Labels heard in [t0, t1) for at least ``min_heard_s`` (or 80 % of a shorter event)."""
     heard = {label for label, on, off in timeline if min(t1, off) - max(t0, on) >= min(min_heard_s, 0.8 * (off - on))}
@@ -154,7 +227,8 @@ def _synthetic(spec: SyntheticData) -> list[Clip]:
     return clips
 
 
-LOADERS = {"manifest": _manifest, "fsd50k": _fsd50k, "esc50": _esc50, "synthetic": _synthetic}
+LOADERS = {"manifest": _manifest, "fsd50k": _fsd50k, "esc50": _esc50, "synthetic": _synthetic, "audiocaps": _audiocaps,
+           "clotho": _clotho}
 
 
 def load_clips(spec: DataConfig | Sequence[DataConfig]) -> list[Clip]:

@@ -49,7 +49,7 @@ def load_data_spec(path: str | Path) -> DataConfig | list[DataConfig]:
         return _SPECS.validate_python(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
-        raise DataError(f"{path}: not a data spec (type manifest, fsd50k, esc50 or synthetic): {problems}") from exc
+        raise DataError(f"{path}: not a data spec (type audiocaps, clotho, manifest, fsd50k, esc50 or synthetic): {problems}") from exc
 
 
 def describe(spec: DataConfig | Sequence[DataConfig]) -> str:
