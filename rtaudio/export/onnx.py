@@ -236,6 +236,12 @@ def export_model(model: Any, out: str | Path, thresholds: Sequence[float], model
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    extra = dict(extra or {})
+    if model.text is not None:  # caption decoder and audio-text heads: their own graphs, checked the same way
+        from rtaudio.export.text import export_text_heads
+
+        clips, _ = synthetic_windows(config.sample_rate, round(config.text.caption_window_s * config.sample_rate), count=6)
+        extra["text"] = {**export_text_heads(model, root, clips, opset), **extra.get("text", {})}
     thresholds = [float(t) for t in thresholds]
     checkpoint_sha256 = save_checkpoint(model, root / CHECKPOINT_FILE, thresholds=thresholds)
     info: dict[str, Any] = {
@@ -246,7 +252,7 @@ def export_model(model: Any, out: str | Path, thresholds: Sequence[float], model
     provenance = {"checkpoint_sha256": checkpoint_sha256, "exporters": exporter_versions(opset, simplify)}
     _set_metadata(proto, {**info, **provenance, "fusion": config.fusion})
     model_dir = write_model_dir(root, proto.SerializeToString(), **info, extra={
-        "fusion": config.fusion, **(extra or {}), **provenance,
+        "fusion": config.fusion, **extra, **provenance,
         "export": {"simplified": simplify, "parity": parity.to_json(), "torchscript_parity": script.to_json(),
                    "tensorrt_check": trt.to_json()},
         "fp16": fp16.to_json(),

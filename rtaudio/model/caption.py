@@ -18,8 +18,8 @@ from torch import nn
 
 from rtaudio.model.attention import Attention
 from rtaudio.model.common import EMBED_DIM, SinusoidalPosition, StreamOutput
+from rtaudio.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, strip
 
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # CaptionTokenizer's special ids
 NEG_INF = -1e9  # additive mask value (finite: no NaN from fully masked rows, exports everywhere)
 
 
@@ -176,12 +176,6 @@ def never_generated(logits: torch.Tensor) -> torch.Tensor:
     logits = logits.clone()
     logits[..., [PAD_ID, BOS_ID]] = NEG_INF
     return logits
-
-
-def strip(ids: Sequence[int]) -> list[int]:
-    """Ids up to (not including) the first ``<eos>``."""
-    ids = list(ids)
-    return ids[:ids.index(EOS_ID)] if EOS_ID in ids else ids
 
 
 def pad_captions(captions: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:

@@ -7,8 +7,9 @@
     memory and returns logits at every position under a causal mask; greedy decoding calls it
     once per token and reads position t. Static shapes, no cache, everything recomputed.
 
-The greedy loops here use only numpy and ONNX Runtime (what the runtime has); ``time_greedy``
-measures both forms (docs/captions.md has the numbers and the choice).
+Both greedy loops use only numpy and ONNX Runtime; form (a), the one shipped, lives in the
+runtime (``rtaudio.runtime.text.CachedGreedy``). ``time_greedy`` measures both forms
+(docs/captions.md has the numbers and the choice).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from rtaudio.model.caption import BOS_ID, EOS_ID, NEG_INF, PAD_ID, CaptionDecoder, strip
+from rtaudio.model.caption import CaptionDecoder
+from rtaudio.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, strip
+from rtaudio.runtime.text import CROSS_FILE, STEP_FILE, CachedGreedy, GreedyResult, next_token, session
 
 OPSET = 17
-CROSS_FILE, STEP_FILE, FULL_FILE = "caption_cross.onnx", "caption_step.onnx", "caption_full.onnx"
+FULL_FILE = "caption_full.onnx"
 
 
 def _export(module: Any, args: tuple, inputs: list[str], outputs: list[str], axes: dict[str, dict[int, str]]) -> bytes:
@@ -81,60 +84,11 @@ def export_caption_onnx(decoder: CaptionDecoder, out_dir: str | Path, memory_len
     return paths
 
 
-def _session(path: Path, threads: int | None) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _next_token(logits: np.ndarray) -> np.ndarray:
-    logits = logits.copy()
-    logits[:, [PAD_ID, BOS_ID]] = NEG_INF  # as CaptionDecoder.greedy
-    return logits.argmax(-1)
-
-
-@dataclass
-class GreedyResult:
-    tokens: list[list[int]]  # per clip, without <bos>/<eos>
-    generated: np.ndarray  # [B, steps]: every id generated, past <eos> too
-    logits: np.ndarray  # [B, steps, vocab]: the raw logits each step (for parity checks)
-
-
-class CachedGreedy:
-    """Greedy decoding through caption_cross.onnx + caption_step.onnx (form a)."""
-
-    def __init__(self, model_dir: str | Path, threads: int | None = None):
-        self.cross, self.step = _session(Path(model_dir) / CROSS_FILE, threads), _session(Path(model_dir) / STEP_FILE, threads)
-        shape = self.step.get_inputs()[1].shape  # [layers, batch, heads, past, head_dim]
-        self.layers, self.heads, self.head_dim = shape[0], shape[2], shape[4]
-
-    def __call__(self, memory: np.ndarray, max_tokens: int, stop_at_eos: bool = True) -> GreedyResult:
-        batch = memory.shape[0]
-        cross_k, cross_v = self.cross.run(None, {"memory": memory.astype(np.float32)})
-        past_k = past_v = np.zeros((self.layers, batch, self.heads, 0, self.head_dim), np.float32)
-        token = np.full((batch, 1), BOS_ID, np.int64)
-        steps, done = [], np.zeros(batch, bool)
-        out = np.zeros((batch, 0), np.int64)
-        for _ in range(max_tokens):
-            logits, past_k, past_v = self.step.run(None, {"token": token, "past_k": past_k, "past_v": past_v,
-                                                          "cross_k": cross_k, "cross_v": cross_v})
-            steps.append(logits)
-            token = _next_token(logits)[:, None]
-            out = np.concatenate([out, token], axis=1)
-            done |= token[:, 0] == EOS_ID
-            if stop_at_eos and done.all():
-                break
-        return GreedyResult([strip(row) for row in out.tolist()], out, np.stack(steps, axis=1))
-
-
 class FixedLengthGreedy:
     """Greedy decoding through caption_full.onnx, the whole token buffer every step (form b)."""
 
     def __init__(self, model_dir: str | Path, threads: int | None = None):
-        self.full = _session(Path(model_dir) / FULL_FILE, threads)
+        self.full = session(Path(model_dir) / FULL_FILE, threads)
         self.max_len = int(self.full.get_inputs()[0].shape[1])
 
     def __call__(self, memory: np.ndarray, max_tokens: int, stop_at_eos: bool = True) -> GreedyResult:
@@ -148,7 +102,7 @@ class FixedLengthGreedy:
         for t in range(max_tokens):
             (logits,) = self.full.run(None, {"tokens": tokens, "memory": memory})
             steps.append(logits[:, t])
-            tokens[:, t + 1] = _next_token(logits[:, t])
+            tokens[:, t + 1] = next_token(logits[:, t])
             done |= tokens[:, t + 1] == EOS_ID
             if stop_at_eos and done.all():
                 break

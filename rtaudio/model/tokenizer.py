@@ -17,6 +17,7 @@ from typing import Any
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0..3, in this order
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
 END_OF_WORD = "</w>"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -29,6 +30,12 @@ def normalize_caption(text: str) -> str:
     """The text a caption decodes back to: lower case, single spaces, punctuation attached."""
     text = " ".join(text.lower().split())
     return _HYPHEN.sub("-", _APOSTROPHE.sub("'", _SPACE_BEFORE.sub(r"\1", text)))
+
+
+def strip(ids: Sequence[int]) -> list[int]:
+    """Ids up to (not including) the first ``<eos>``."""
+    ids = list(ids)
+    return ids[:ids.index(EOS_ID)] if EOS_ID in ids else ids
 
 
 class CaptionTokenizer:

@@ -123,8 +123,8 @@ DataConfig = Annotated[Union[ManifestData, Fsd50kData, Esc50Data, SyntheticData,
 ModelSpec = create_model(
     "ModelSpec",
     __config__=ConfigDict(extra="forbid"),
-    __doc__="``ModelConfig`` without labels (they come from the data).",
-    **{name: (field.annotation, field) for name, field in ModelConfig.model_fields.items() if name != "labels"},
+    __doc__="``ModelConfig`` without labels (they come from the data) and text heads (``captions``).",
+    **{name: (field.annotation, field) for name, field in ModelConfig.model_fields.items() if name not in ("labels", "text")},
 )
 
 
@@ -163,6 +163,21 @@ class AugmentConfig(Strict):
     balanced: bool = Field(False, title="Class-balanced sampling", description="Draw clips with weights inverse to their labels' frequency.")
 
 
+class CaptionTraining(Strict):
+    """The caption decoder and audio-text heads, trained with the tagger as one multi-task objective."""
+
+    window_s: float = Field(4.0, title="Caption clip length (s)", gt=0, le=30, description="Caption-only clips are cropped or padded to this; the runtime captions this much audio.")
+    batch_size: int = Field(16, title="Caption-only clips per step", ge=0, le=1024, description="Drawn next to every tagging batch; 0: train the heads on the tagged windows' captions only.")
+    caption_weight: float = Field(1.0, title="Caption cross-entropy weight", ge=0, le=100)
+    retrieval_weight: float = Field(1.0, title="Audio-text InfoNCE weight", ge=0, le=100)
+    diffusion_weight: float = Field(0.0, title="DiffATR generation loss weight", ge=0, le=100, description="0 leaves the generative term out.")
+    diffusion_steps: int = Field(50, title="DiffATR diffusion steps", ge=1, le=1000)
+    tokenizer_size: int = Field(1000, title="Caption BPE vocabulary size", ge=16, le=65536)
+    max_tokens: int = Field(40, title="Longest caption in tokens", ge=4, le=256)
+    decoder_layers: int = Field(2, title="Caption decoder layers", ge=1, le=8)
+    decoder_dim: int = Field(128, title="Caption decoder width", ge=16, le=1024)
+
+
 class TrainConfig(Strict):
     """The whole of ``train.yaml``."""
 
@@ -180,6 +195,7 @@ class TrainConfig(Strict):
     workers: int = Field(0, title="Data loader workers", ge=0, le=64)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", title="Device")
     aux_weights: dict[str, float] = Field(default_factory=dict, title="Aux loss weights", description="By '<stream>.<loss>', e.g. generative.kl: 0.1; unlisted aux losses weigh 1.")
+    captions: CaptionTraining | None = Field(None, title="Captions and free-text queries", description="Trains the caption decoder and the audio-text heads on the data's captions; null: a tagger only.")
     init_from: Path | None = Field(None, title="Fine-tune from", description="A model dir with model.ckpt (e.g. engines/default): streams reused, heads rebuilt for this data's labels.")
     resume: bool = Field(False, title="Resume", description="Continue from output/checkpoints/last.ckpt if it exists.")
     model_id: str = Field("custom", title="Model id written to model.json", min_length=1)
@@ -192,6 +208,8 @@ class TrainConfig(Strict):
             if before >= self.epochs:
                 raise ValueError(f"schedule.pretrain_epochs + stream_epochs = {before} leaves none of the {self.epochs} epochs "
                                  "to train the fusion; keep the sum below epochs")
+        if self.captions is not None and self.augment.mixup_alpha > 0:
+            raise ValueError("captions cannot be trained with augment.mixup_alpha > 0 (a mixed clip matches neither caption); set one of them off")
         if self.augment.noise_snr_db[0] > self.augment.noise_snr_db[1]:
             raise ValueError(f"augment.noise_snr_db {list(self.augment.noise_snr_db)} must be [low, high]")
         return self

@@ -2,7 +2,8 @@
 
 Fine-tuning (``init_from``) keeps the source's architecture and reuses every weight whose
 shape fits (front-end, streams, fusion gate); the class-indexed heads are rebuilt for the new
-labels, with the rows of labels the source already knew copied over.
+labels, with the rows of labels the source already knew copied over. Text heads the source lacks start fresh; a source
+with text heads passes on its tokenizer and word vocabulary so those weights fit.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from rtaudio.model.config import ModelConfig
+from rtaudio.model.config import ModelConfig, TextConfig
 from rtaudio.model.fused import CHECKPOINT_FILE, FusedTagger, load_checkpoint
 from rtaudio.train.config import TrainConfig
 
@@ -30,19 +31,47 @@ def checkpoint_path(init_from: Path) -> Path:
     return path
 
 
-def build_model(config: TrainConfig, labels: Sequence[str]) -> FusedTagger:
-    """A new ``FusedTagger`` for ``labels``, initialised from ``config.init_from`` when set."""
+def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagger | None = None) -> TextConfig | None:
+    """The text heads' config: the source model's (same vocabularies, so its heads' weights fit) or
+    a BPE tokenizer and word vocabulary learnt from ``captions``; None when captions are not trained."""
+    if config.captions is None:
+        return None
+    if source is not None and source.config.text is not None:
+        log.info("init_from: keeping the source's caption tokenizer and word vocabulary")
+        return source.config.text
+    if not captions:
+        raise ValueError("captions: the training split has no captions; give the data captions (manifest 'caption' column, "
+                         "audiocaps, clotho, synthetic captions_per_clip > 0) or set captions: null")
+    from rtaudio.model.tokenizer import CaptionTokenizer
+    from rtaudio.model.vocab import Vocabulary
+
+    c = config.captions
+    tokenizer = CaptionTokenizer.train(captions, vocab_size=c.tokenizer_size)
+    words = Vocabulary.build(captions)
+    log.info("captions: BPE tokenizer of %d tokens and %d words from %d training captions", tokenizer.vocab_size, len(words), len(captions))
+    return TextConfig(tokenizer=tokenizer.config, words=words.tokens, caption_window_s=c.window_s, decoder_dim=c.decoder_dim,
+                      decoder_layers=c.decoder_layers, max_tokens=c.max_tokens,
+                      diffusion_steps=c.diffusion_steps if c.diffusion_weight > 0 else 0)
+
+
+def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[str] = ()) -> FusedTagger:
+    """A new ``FusedTagger`` for ``labels`` (with text heads when ``config.captions``), initialised
+    from ``config.init_from`` when set."""
     if config.init_from is None:
-        return FusedTagger(ModelConfig(labels=list(labels), **config.model.model_dump()))
+        return FusedTagger(ModelConfig(labels=list(labels), **config.model.model_dump(), text=text_config(config, captions)))
     source, _ = load_checkpoint(checkpoint_path(config.init_from))
-    arch = source.config.model_dump(exclude={"labels"})
+    arch = source.config.model_dump(exclude={"labels", "text"})
     asked = config.model.model_dump(include=config.model.model_fields_set)
     conflicts = {k: (v, arch[k]) for k, v in asked.items() if k != "dropout" and v != arch[k]}
     if conflicts:
         details = "; ".join(f"{k}: {v!r} (source has {s!r})" for k, (v, s) in conflicts.items())
         raise ValueError(f"init_from {config.init_from} fixes the architecture; model settings differ: {details}")
     arch["dropout"] = asked.get("dropout", arch["dropout"])
-    model = FusedTagger(ModelConfig(labels=list(labels), **arch))
+    text = text_config(config, captions, source)
+    if text is not None and source.config.text is not None:
+        wanted = 0 if config.captions.diffusion_weight == 0 else config.captions.diffusion_steps
+        text = text.model_copy(update={"diffusion_steps": wanted})
+    model = FusedTagger(ModelConfig(labels=list(labels), **arch, text=text))
     reused, new = transfer(source, model)
     log.info("init_from %s: %d tensors reused, %d/%d labels new in the heads", config.init_from, reused, new, len(labels))
     return model

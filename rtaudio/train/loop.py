@@ -12,6 +12,7 @@ import logging
 import math
 import random
 from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,12 +25,14 @@ from rtaudio.model.fused import FusedTagger, save_checkpoint
 from rtaudio.train import ddp
 from rtaudio.train.augment import augment_batch
 from rtaudio.train.config import JointSchedule, StagedSchedule, TrainConfig
-from rtaudio.train.data import SPLITS, ClipDataset, DataError, EpochSampler, balanced_weights, label_set, load_clips
+from rtaudio.train.data import SPLITS, Clip, ClipDataset, DataError, EpochSampler, balanced_weights, label_set, load_clips
 from rtaudio.train.finetune import build_model
+from rtaudio.train.text_data import CaptionedDataset, train_captions
 
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+QUERY_THRESHOLD = 0.5  # cosine similarity, when there is no validation data to tune it on
 
 
 def stage_plan(config: TrainConfig) -> list[str]:
@@ -61,11 +64,17 @@ class Objective(nn.Module):
         self.stream_weight = config.schedule.stream_loss_weight if isinstance(config.schedule, JointSchedule) else 1.0
         self.frozen = stage == "fusion" and isinstance(config.schedule, StagedSchedule) and config.schedule.freeze_streams
         self.only = [name for name, s in model.streams.items() if s.self_supervised] if stage == "pretrain" else None
+        c = config.captions
+        self.text_weights = {"caption": c.caption_weight, "retrieval": c.retrieval_weight, "diffusion": c.diffusion_weight} if c else {}
         if self.only == []:
             raise ValueError(f"schedule.pretrain_epochs: none of the streams {list(model.streams)} has a self-supervised loss "
                              "(generative, codes do)")
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, text: Sequence[torch.Tensor] = (),
+                captions: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Tagging loss of the batch ``x, y``; with text heads (not in pretraining) also the text losses
+        of its captions ``text`` (tokens, word ids, word mask, group) and of a caption-only batch
+        ``captions`` (waveform, then the same four)."""
         out = self.model.run(x, self.only)
         bce = nn.functional.binary_cross_entropy_with_logits
         parts: dict[str, torch.Tensor] = {}
@@ -75,6 +84,14 @@ class Objective(nn.Module):
             parts["fused"] = bce(out.logits, y)
         if not self.frozen:
             parts.update({f"aux.{k}": self.aux_weights.get(k, 1.0) * v for k, v in out.aux.items()})
+        heads = self.model.text
+        if heads is not None and self.stage != "pretrain" and self.text_weights:
+            batches = [(out, text)] if text else []
+            if captions:
+                batches.append((self.model.run(captions[0]), captions[1:]))
+            for source, (run, targets) in zip(("windows", "clips"), batches):
+                for key, value in heads.losses(run.streams, run.embedding, *targets).items():
+                    parts[f"{source}.{key}"] = self.text_weights[key] * value
         loss = sum(parts.values())
         return loss, {k: v.detach() for k, v in parts.items()}
 
@@ -106,14 +123,36 @@ def weights_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def predict(model: FusedTagger, dataset: ClipDataset, batch_size: int, device: torch.device) -> np.ndarray:
-    """Eval-mode scores for every clip of ``dataset``, ``[clips, classes]``."""
+def predict(model: FusedTagger, dataset: ClipDataset, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode scores ``[clips, classes]`` and fused embeddings ``[clips, E]`` of every clip of ``dataset``."""
     model.eval()
-    scores = []
+    scores, embeddings = [], []
     with torch.no_grad():
         for x, _ in DataLoader(dataset, batch_size=batch_size):
-            scores.append(torch.sigmoid(model.run(x.to(device)).logits).cpu().numpy())
-    return np.concatenate(scores) if scores else np.zeros((0, len(dataset.labels)), np.float32)
+            out = model.run(x.to(device))
+            scores.append(torch.sigmoid(out.logits).cpu().numpy())
+            embeddings.append(out.embedding.cpu().numpy())
+    if not scores:
+        return np.zeros((0, len(dataset.labels)), np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(scores), np.concatenate(embeddings)
+
+
+def query_threshold(model: FusedTagger, y: np.ndarray, embeddings: np.ndarray) -> tuple[float, np.ndarray]:
+    """One cosine-similarity threshold for free-text queries, and the class-name similarities it came from.
+
+    Each label's name ("smoke_alarm" -> "smoke alarm") is a query against every validation window;
+    the threshold is the F1-optimal one over all (window, label) pairs, so a site's own queries,
+    which have no validation data, start from a threshold measured on queries that do.
+    """
+    from rtaudio.train.metrics import tune_thresholds
+
+    heads = model.text
+    names = [label.replace("_", " ") for label in model.config.labels]
+    with torch.no_grad():
+        text = heads.space.text(*(torch.from_numpy(a).to(embeddings.device) for a in heads.vocab.encode(names)))
+        sims = (heads.space.audio(embeddings) @ text.T).cpu().numpy()
+    threshold = tune_thresholds(y.reshape(-1, 1), sims.reshape(-1, 1), default=QUERY_THRESHOLD, bounds=(0.0, 0.95))[0]
+    return float(threshold), sims
 
 
 def _progress(enabled: bool) -> Any:
@@ -134,22 +173,34 @@ def train(config: TrainConfig) -> Path | None:
         ddp.teardown(dist)
 
 
-def _datasets(config: TrainConfig) -> tuple[list[str], dict[str, list]]:
-    """The data's labels and its clips by split."""
+def _datasets(config: TrainConfig) -> tuple[list[str], dict[str, list[Clip]], list[Clip]]:
+    """The data's labels, its tagged clips by split and its caption-only training clips."""
     clips = load_clips(config.data_specs)
-    by_split = {s: [c for c in clips if c.split == s] for s in SPLITS}
+    tagged = [c for c in clips if c.tagged]
+    by_split = {s: [c for c in tagged if c.split == s] for s in SPLITS}
     if not by_split["train"]:
-        raise DataError(f"no clips in the 'train' split (of {len(clips)}); check the split column or fractions")
-    labels = label_set(clips)
+        raise DataError(f"no tagged clips in the 'train' split (of {len(clips)}); check the split column or fractions")
+    labels = label_set(tagged)
     if not labels:
         raise DataError("the data has no labels at all; a manifest's labels column holds ';'-separated names")
-    return labels, by_split
+    caption_only = [c for c in clips if not c.tagged and c.split == "train" and c.captions]
+    return labels, by_split, caption_only if config.captions is not None else []
+
+
+def endless(loader: DataLoader, sampler: EpochSampler) -> Iterator[Any]:
+    """Batches of ``loader`` without end, a new epoch order each pass."""
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
 
 
 def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
     seed_all(config.seed, -1, 0)  # model initialisation: identical on every rank
-    labels, by_split = _datasets(config)
-    model = build_model(config, labels).to(dist.device)
+    labels, by_split, caption_only = _datasets(config)
+    captions = train_captions(by_split["train"] + caption_only) if config.captions is not None else []
+    model = build_model(config, labels, captions).to(dist.device)
     unknown_aux = sorted(k for k in config.aux_weights if k.split(".")[0] not in model.config.streams)
     if unknown_aux:
         raise ValueError(f"aux_weights {unknown_aux} name no stream of this model ({', '.join(model.config.streams)}); keys are '<stream>.<loss>'")
@@ -158,7 +209,17 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
     val_set = ClipDataset(by_split["val"], labels, mc.sample_rate, mc.window_s, train=False)
     weights = balanced_weights(train_set.targets()) if config.augment.balanced else None
     sampler = EpochSampler(len(train_set), config.seed, dist.rank, dist.world, weights)
-    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers)
+    heads, caption_batches = model.text, None
+    loader = DataLoader(train_set if heads is None else CaptionedDataset(train_set, heads.tokenizer, heads.vocab, mc.text.max_tokens),
+                        batch_size=config.batch_size, sampler=sampler, num_workers=config.workers)
+    if heads is not None and caption_only and config.captions.batch_size:
+        clip_set = CaptionedDataset(ClipDataset(caption_only, labels, mc.sample_rate, mc.text.caption_window_s, train=True),
+                                    heads.tokenizer, heads.vocab, mc.text.max_tokens)
+        clip_sampler = EpochSampler(len(clip_set), config.seed + 1, dist.rank, dist.world)
+        caption_batches = endless(DataLoader(clip_set, batch_size=config.captions.batch_size, sampler=clip_sampler,
+                                             num_workers=config.workers), clip_sampler)
+        log.info("captions: %d caption-only training clips of %.1f s, %d per step", len(clip_set), mc.text.caption_window_s,
+                 config.captions.batch_size)
     plan, steps = stage_plan(config), len(loader)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, steps, plan, config.warmup_fraction))
@@ -173,15 +234,20 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
             objective = Objective(model, plan[epoch], config)
             set_stage(model, objective)
             if plan[epoch] not in wrapped:  # DDP registers the trainable parameters when built; staged leaves some unused
-                wrapped[plan[epoch]] = DistributedDataParallel(objective, find_unused_parameters=plan[epoch] != "joint") if dist.enabled else objective
+                wrapped[plan[epoch]] = DistributedDataParallel(objective, find_unused_parameters=plan[epoch] != "joint" or model.text is not None) if dist.enabled else objective
             step_fn, gen = wrapped[plan[epoch]], seed_all(config.seed, epoch, dist.rank)
             sampler.set_epoch(epoch)
             total, count = 0.0, 0
             sums: dict[str, float] = {}
             progress.update(task, description=f"epoch {epoch + 1}/{config.epochs} {plan[epoch]}")
-            for x, y in loader:
+            for x, y, *text in loader:
                 x, y = augment_batch(x, y, config.augment, gen, mc.sample_rate)
-                loss, parts = step_fn(x.to(dist.device), y.to(dist.device))
+                clips: list[torch.Tensor] = []
+                if caption_batches is not None and plan[epoch] != "pretrain":
+                    xc, yc, *targets = next(caption_batches)
+                    clips = [augment_batch(xc, yc, config.augment, gen, mc.sample_rate)[0], *targets]
+                device = dist.device
+                loss, parts = step_fn(x.to(device), y.to(device), [t.to(device) for t in text], [t.to(device) for t in clips])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -235,11 +301,16 @@ def _finish(config: TrainConfig, model: FusedTagger, val_set: ClipDataset, n_tra
                                           "schedule": config.schedule.type, "seed": config.seed, "torch": torch.__version__,
                                           "init_from": str(config.init_from) if config.init_from else None}}
     if len(val_set):
-        y, scores = val_set.targets(), predict(model, val_set, config.batch_size, device)
+        y, (scores, embeddings) = val_set.targets(), predict(model, val_set, config.batch_size, device)
         thresholds = tune_thresholds(y, scores).tolist()
         val_map, _ = mean_ap(y, scores)
         extra["training"]["val_mAP"] = None if math.isnan(val_map) else round(val_map, 4)
         log.info("validation mAP %.3f; thresholds tuned per class (F1-optimal)", val_map)
+        if model.text is not None:
+            threshold, sims = query_threshold(model, y, torch.from_numpy(embeddings).to(device))
+            zero_shot, _ = mean_ap(y, sims)
+            extra["text"] = {"query_threshold": round(threshold, 4), "val_zero_shot_mAP": None if math.isnan(zero_shot) else round(zero_shot, 4)}
+            log.info("free-text queries: cosine threshold %.3f (class names on validation, zero-shot mAP %.3f)", threshold, zero_shot)
     else:
         thresholds = [DEFAULT_THRESHOLD] * len(model.config.labels)
         log.warning("no validation clips: thresholds left at %.2f", DEFAULT_THRESHOLD)
