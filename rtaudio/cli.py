@@ -115,14 +115,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     out = args.out or args.model / "eval"
     command = shlex.join(["rtaudio", "eval", "--model", str(args.model), "--data", str(args.data), "--split", args.split, "--out", str(out),
-                          *(a for c in args.compare for a in ("--compare", str(c)))])
+                          *(a for c in args.compare for a in ("--compare", str(c))), *(["--no-java-metrics"] if args.no_java_metrics else [])])
     try:
-        summary = evaluate(args.model, args.data, split=args.split, compare=args.compare, out=out, command=command)
+        summary = evaluate(args.model, args.data, split=args.split, compare=args.compare, out=out, command=command,
+                           external_metrics=not args.no_java_metrics)
     except (ContractError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     for row in summary["ablation"]:
         print(f"{row['name']:<48} mAP {row['map']:.3f}  micro-F1 {row['micro_f1']:.3f}  macro-F1 {row['macro_f1']:.3f}")
+    for text in summary.get("text", []):
+        captions, retrieval, zero = text.get("captions"), text.get("retrieval"), text.get("zero_shot")
+        parts = [f"CIDEr-D {captions['cider_d']:.3f}  BLEU-4 {captions['bleu_4']:.3f}" if captions else "",
+                 f"R@1 t2a {retrieval['t2a_r@1']:.3f} a2t {retrieval['a2t_r@1']:.3f}" if retrieval else "",
+                 f"zero-shot mAP {zero['map']:.3f}" if zero else ""]
+        print(f"{'text heads — ' + text['name']:<48} " + "  ".join(p for p in parts if p))
     print(f"report: {out / 'eval.md'}")
     return 0
 
@@ -267,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--out", type=Path, default=None, help="report folder (default: MODEL/eval)")
     ev.add_argument("--compare", type=Path, action="append", default=[], metavar="DIR", help="another model dir for the same table (repeatable)")
+    ev.add_argument("--no-java-metrics", action="store_true", help="skip METEOR and SPICE even where java and their jars are installed")
     ev.set_defaults(func=cmd_eval)
 
     ex = sub.add_parser("export", help="checkpoint -> engines/NAME/: simplified ONNX with metadata, parity, TensorRT op check, FP16 list")

@@ -25,6 +25,7 @@ from rtaudio.runtime.engines.onnxruntime import OnnxRuntimeEngine
 from rtaudio.train import metrics
 from rtaudio.train.config import DataConfig, ManifestData
 from rtaudio.train.data import Clip, ClipDataset, DataError, fit_window, load_clips, read_audio
+from rtaudio.train.evaluate_text import evaluate_text, has_text_heads
 from rtaudio.train.report import EvalResult, write_report
 
 BATCH = 32
@@ -61,14 +62,18 @@ def describe(spec: DataConfig | Sequence[DataConfig]) -> str:
     return f"{spec.type} {getattr(spec, 'path', None) or spec.root}"
 
 
+def clip_audio(clip: Clip, sample_rate: int) -> np.ndarray:
+    """A clip's whole audio as float32 mono at ``sample_rate``."""
+    if clip.audio is None:
+        return read_audio(clip.path, sample_rate)
+    if clip.sample_rate and clip.sample_rate != sample_rate:
+        return soxr.resample(clip.audio, clip.sample_rate, sample_rate).astype(np.float32)
+    return clip.audio
+
+
 def clip_windows(clip: Clip, sample_rate: int, window: int, hop: int) -> np.ndarray:
     """``[n, window]``: a short clip padded, a long one cut at ``hop`` with the tail covered."""
-    if clip.audio is not None:
-        audio = clip.audio
-        if clip.sample_rate and clip.sample_rate != sample_rate:
-            audio = soxr.resample(audio, clip.sample_rate, sample_rate).astype(np.float32)
-    else:
-        audio = read_audio(clip.path, sample_rate)
+    audio = clip_audio(clip, sample_rate)
     if len(audio) <= window:
         return fit_window(audio, window, random=False)[None]
     starts = list(range(0, len(audio) - window + 1, hop))
@@ -145,8 +150,13 @@ def _row(name: str, y: np.ndarray, scores: np.ndarray, val_y: np.ndarray | None,
 
 
 def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig] | str | Path, split: str = "test",
-             compare: Sequence[str | Path] = (), out: str | Path | None = None, command: str | None = None) -> dict[str, Any]:
-    """Score ``model_dir`` (and ``compare`` models) on ``split``; write the report into ``out`` when given."""
+             compare: Sequence[str | Path] = (), out: str | Path | None = None, command: str | None = None,
+             external_metrics: bool = True) -> dict[str, Any]:
+    """Score ``model_dir`` (and ``compare`` models) on ``split``; write the report into ``out`` when given.
+
+    Models with text heads also get caption, retrieval and zero-shot metrics (``evaluate_text``);
+    ``external_metrics`` False skips the Java ones (METEOR, SPICE) even where installed.
+    """
     if isinstance(data_spec, (str, Path)):
         data_spec = load_data_spec(data_spec)
     model = load_model_dir(model_dir)
@@ -203,6 +213,12 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
             for i, label in enumerate(labels)
         ],
     }
+    text_models = [(f"{model.info.model_id}", model)] + [(f"{o.info.model_id} ({Path(p).name})", o) for p, o in others]
+    text_models = [(name, m) for name, m in text_models if has_text_heads(m)]
+    if text_models:
+        split_clips = [c for c in every if c.split == split]
+        summary["text"] = [{"name": name, **evaluate_text(m, split_clips, chosen[split], y, external=external_metrics)}
+                           for name, m in text_models]
     if out is not None:
         write_report(EvalResult(summary, labels, y, test["onnx"], saved), out)
     return summary
