@@ -139,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rtaudio.train.loop import train
 
     try:
-        config = load_train_config(args.config)
+        config = load_train_config(args.config, args.overrides)
     except TrainConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model from train.yaml (torchrun for several GPUs/nodes)")
     train.add_argument("--config", "-c", type=Path, required=True, help="train.yaml")
     train.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                       help="override one train.yaml key, dotted, value in YAML (e.g. captions.diffusion_weight=0.5); repeatable")
     train.set_defaults(func=cmd_train)
 
     devices = sub.add_parser("devices", help="list audio input devices")

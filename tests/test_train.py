@@ -294,3 +294,13 @@ def test_init_from_reuses_streams_with_a_new_label_set(trained: tuple[Path, dict
     assert tuned.info.labels == ["low", "mid"] and tuned.info.extra["training"]["init_from"] == str(out)
     with pytest.raises(ValueError, match="n_mels: 64 \\(source has 32\\)"):
         build_model(TrainConfig.model_validate({**tiny_config(tmp_path, manifest), "init_from": str(out), "model": {"n_mels": 64}}), ["low"])
+
+
+def test_set_overrides_dotted_keys_with_yaml_values(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("data: {type: synthetic}\noutput: runs/a\ncaptions: {diffusion_weight: 0.0}\n")
+    config = load_train_config(path, ["captions.diffusion_weight=0.5", "output=runs/b", "augment.gain_db=3"])
+    assert config.captions.diffusion_weight == 0.5 and config.output == Path("runs/b") and config.augment.gain_db == 3.0
+    for bad, says in ((["epochs"], "KEY=VALUE"), (["output.x=1"], "not a mapping"), (["captions.nope=1"], "captions.nope")):
+        with pytest.raises(TrainConfigError, match=says):
+            load_train_config(path, bad)

@@ -7,6 +7,7 @@ errors at once with their YAML paths. Labels are not configured: they come from 
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
 import yaml
@@ -219,8 +220,27 @@ class TrainConfig(Strict):
         return self.data if isinstance(self.data, list) else [self.data]
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
-    """Read ``train.yaml``; relative paths in it are taken from the current directory, like the CLI's."""
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> None:
+    """``KEY=VALUE`` settings (dotted keys, YAML values) written into the loaded mapping, in order."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise TrainConfigError([f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. captions.diffusion_weight=0.5"])
+        node = raw
+        for part in parts[:-1]:
+            if not isinstance(node.setdefault(part, {}), dict):
+                raise TrainConfigError([f"--set {item!r}: {part} is not a mapping in this train.yaml"])
+            node = node[part]
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise TrainConfigError([f"--set {item!r}: the value is not YAML ({exc})"]) from exc
+
+
+def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read ``train.yaml`` (with ``--set`` style ``overrides``); relative paths in it are taken from
+    the current directory, like the CLI's."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -228,6 +248,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise TrainConfigError([f"{path}: {exc}"]) from exc
     if not isinstance(raw, dict):
         raise TrainConfigError([f"{path}: expected a mapping at the top level"])
+    apply_overrides(raw, overrides)
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
