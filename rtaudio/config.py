@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 SampleRate = Literal[8000, 16000, 22050, 32000, 44100, 48000]
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # source ids, query names
 SourceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", title="Source id", description="Letters, digits, '-' and '_'; used in MQTT topics.")]
 
 
@@ -204,6 +205,32 @@ class MqttConfig(StrictModel):
 class ConsoleConfig(StrictModel):
     tags: bool = Field(True, title="Print tags")
     events: bool = Field(True, title="Print events")
+    captions: bool = Field(True, title="Print captions")
+
+
+class CaptionsConfig(StrictModel):
+    every_s: float = Field(10.0, title="Caption period (s)", ge=1, le=3600,
+                           description="Per source, in that source's audio time (a file read faster than real time keeps the spacing). "
+                                       "Each caption covers the model's caption window: the last extra.text.caption_window_s seconds "
+                                       "(e.g. 4 s) of that source's audio.")
+    sources: list[SourceId] = Field(default_factory=list, title="Captioned sources", description="Source ids; empty captions every enabled source.")
+    max_pending: int = Field(4, title="Caption jobs kept waiting", ge=1, le=1024, description="When full, the oldest job is dropped and counted (health captions_dropped).")
+    threads: int = Field(1, title="Caption threads", ge=1, le=64, description="ONNX Runtime intra-op threads of the caption decoder; it runs beside tagging, on the CPU.")
+
+
+class QueryRule(StrictModel):
+    text: str = Field(title="Query text", min_length=1, max_length=500, description="Free text, e.g. 'water dripping or leaking'; words the model never saw in training are ignored (logged at start).")
+    threshold: float | None = Field(None, title="Onset threshold (cosine)", ge=-1, le=1, description="Cosine similarity of window and text; null uses the model's extra.text.query_threshold (0.5 if absent).")
+    off_threshold: float | None = Field(None, title="Offset threshold (cosine)", ge=-1, le=1, description="null uses threshold * events.off_ratio (never above threshold).")
+    min_duration_s: float | None = Field(None, title="Minimum event duration (s)", ge=0, le=600, description="null uses events.min_duration_s.")
+    enabled: bool = Field(True, title="Report this query")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty query text is not allowed; expected a few words describing the sound")
+        return value.strip()
 
 
 class SiteConfig(StrictModel):
@@ -216,11 +243,32 @@ class SiteConfig(StrictModel):
     tags: TagsConfig = Field(default_factory=TagsConfig, title="Tag messages")
     mqtt: MqttConfig | None = Field(default_factory=MqttConfig, title="MQTT", description="null disables MQTT.")
     console: ConsoleConfig = Field(default_factory=ConsoleConfig, title="Console output")
+    captions: CaptionsConfig | None = Field(None, title="Captions", description="null turns captions off. Needs a model with caption heads (caption_*.onnx, tokenizer.json); "
+                                                   "published on {prefix}/{site}/{source}/caption.")
+    queries: dict[str, QueryRule] = Field(default_factory=dict, title="Free-text queries",
+                                          description="name -> text, or name -> {text, threshold, ...}. Each query is an event label of its own "
+                                                      "(same events topic, with a 'query' field); names are letters, digits, '-' and '_' and may not "
+                                                      "be a model label. Needs a model with an audio-text space (text_encoder.onnx, audio_text.onnx, vocab.json).")
 
     @field_validator("engine", mode="before")
     @classmethod
     def _engine_shorthand(cls, value: Any) -> Any:
         return {"type": value} if isinstance(value, str) else value
+
+    @field_validator("queries", mode="before")
+    @classmethod
+    def _query_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {name: {"text": rule} if isinstance(rule, str) else rule for name, rule in value.items()}
+        return value
+
+    @field_validator("queries")
+    @classmethod
+    def _query_names(cls, value: dict[str, QueryRule]) -> dict[str, QueryRule]:
+        bad = [name for name in value if not _NAME.fullmatch(str(name))]
+        if bad:
+            raise ValueError(f"query name(s) {', '.join(map(repr, bad))} not allowed; expected 1-64 letters, digits, '-' and '_'")
+        return value
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SiteConfig:
@@ -229,7 +277,22 @@ class SiteConfig(StrictModel):
             if source.id in seen:
                 raise ValueError(f"source id {source.id!r} is used twice; ids must be unique")
             seen.add(source.id)
+        if self.captions is not None:
+            unknown = [sid for sid in self.captions.sources if sid not in seen]
+            if unknown:
+                raise ValueError(f"captions.sources: {', '.join(map(repr, unknown))} not a source id; expected one of {', '.join(sorted(seen))}")
         return self
+
+    def captioned_sources(self) -> list[str]:
+        """Ids of the enabled sources that get captions (none when captions are off)."""
+        if self.captions is None:
+            return []
+        wanted = set(self.captions.sources)
+        return [s.id for s in self.sources if s.enabled and (not wanted or s.id in wanted)]
+
+    def active_queries(self) -> dict[str, QueryRule]:
+        """The enabled queries, by name."""
+        return {name: rule for name, rule in self.queries.items() if rule.enabled}
 
 
 # ---------------------------------------------------------------- loading
@@ -429,9 +492,24 @@ def load_site_config(path: str | Path, check_model: bool = True) -> SiteConfig:
         else:
             problems += [f"{path}: events.labels.{name}: not a label of the model; expected one of {', '.join(labels)}"
                          for name in config.events.labels if name not in labels]
+            problems += [f"{path}: queries.{name}: the name is a label of the model; events would clash, pick another name"
+                         for name in config.queries if name in labels]
+            problems += [f"{path}: {problem}" for problem in text_head_problems(config)]
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def text_head_problems(config: SiteConfig) -> list[str]:
+    """Why the model cannot serve the configured captions/queries (missing text-head files); empty when it can."""
+    from rtaudio.runtime.captions import missing_caption_files, missing_query_files
+
+    problems = []
+    if config.captions is not None and (missing := missing_caption_files(config.model)):
+        problems.append(f"captions: model {config.model} has no caption decoder ({', '.join(missing)} missing); retrain with captions: in train.yaml")
+    if config.active_queries() and (missing := missing_query_files(config.model)):
+        problems.append(f"queries: model {config.model} has no audio-text space ({', '.join(missing)} missing); retrain with captions: in train.yaml")
+    return problems
 
 
 def _resolve_tensorrt_paths(engine: TensorRtEngine, base: Path, origin: Path) -> list[str]:

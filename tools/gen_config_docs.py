@@ -33,6 +33,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("mqtt", cfg.MqttConfig),
     ("mqtt.tls", cfg.TlsConfig),
     ("console", cfg.ConsoleConfig),
+    ("captions", cfg.CaptionsConfig),
+    ("queries.NAME", cfg.QueryRule),
 ]
 
 

@@ -28,6 +28,20 @@ class TagResult:
     labels: list[tuple[str, float]]  # (label, score) above the floor, best first
 
 
+@dataclass(frozen=True)
+class CaptionResult:
+    """One caption of one source's caption window."""
+
+    source_id: str
+    model_id: str
+    model_version: str
+    start_time: float  # capture time of the window's first sample
+    end_time: float  # capture time of the window's last sample
+    caption: str
+    window_s: float
+    latency_ms: float  # job queued -> handed to the publishers
+
+
 @dataclass
 class Event:
     """An onset or offset of one label on one source; the same id links the pair."""
@@ -42,6 +56,7 @@ class Event:
     peak_score: float
     mean_score: float
     windows: int
+    query: str | None = None  # the query text, for a free-text query's event (label = query name)
 
 
 @dataclass

@@ -50,6 +50,9 @@ class SourceHealth:
     connected: bool = False
     last_data: float = 0.0  # wall time of the latest samples
     latency_ms: Percentiles = field(default_factory=Percentiles)  # capture of last sample -> publish
+    captions_published: int = 0
+    captions_dropped: int = 0  # caption jobs dropped from the full queue (or left at shutdown)
+    caption_latency_ms: Percentiles = field(default_factory=Percentiles)  # caption job queued -> published
 
     def on_samples(self, samples: np.ndarray) -> None:
         self.samples += samples.size
@@ -70,6 +73,9 @@ class SourceHealth:
             "errors": self.errors,
             "seconds_since_data": round(time.time() - self.last_data, 2) if self.last_data else None,
             "latency_ms": self.latency_ms.summary(),
+            "captions_published": self.captions_published,
+            "captions_dropped": self.captions_dropped,
+            "caption_latency_ms": self.caption_latency_ms.summary(),
         }
 
 

@@ -3,23 +3,28 @@
 Threading contract: ``run`` is the only thread that touches the engine. Sources only write
 into their ring buffers and set ``ready``; publishers only queue. Nothing waits here but
 the engine: when it falls behind, ring buffers drop their oldest windows (counted).
+
+Free-text queries (``QuerySet``) are scored here too, from the batch's ``embedding`` output
+(one small projection graph per batch); captions are not: the sink only copies each block
+into the source's caption ring, and ``CaptionWorker`` decodes on its own thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rtaudio.config import EventsConfig, TagsConfig
+from rtaudio.config import EventsConfig, QueryRule, TagsConfig
 from rtaudio.contract import ModelInfo
 from rtaudio.runtime.buffer import RingBuffer, Window
 from rtaudio.runtime.engines.base import Engine
-from rtaudio.runtime.events import EventTracker, LabelThresholds, TagResult
+from rtaudio.runtime.events import Event, EventTracker, LabelThresholds, TagResult
 from rtaudio.runtime.health import Health, SourceHealth
 from rtaudio.runtime.publish.base import Publisher
 
@@ -41,6 +46,47 @@ def label_rules(info: ModelInfo, events: EventsConfig) -> list[LabelThresholds |
     return rules
 
 
+DEFAULT_QUERY_THRESHOLD = 0.5  # cosine, when model.json has no extra.text.query_threshold
+
+
+class QuerySet:
+    """Free-text queries embedded once; scores windows by cosine similarity in the audio-text space.
+
+    ``space`` is a ``rtaudio.runtime.text.TextSpace`` (or anything with ``texts``/``audio``/``unknown_words``).
+    Raises ValueError for a query none of whose words the model knows.
+    """
+
+    def __init__(self, space: Any, queries: dict[str, QueryRule], info: ModelInfo, events: EventsConfig):
+        from rtaudio.model.vocab import words
+
+        self.space, self.names = space, list(queries)
+        self.texts = [rule.text for rule in queries.values()]
+        vocab_size = len(getattr(space, "vocab", ()))
+        for name, text in zip(self.names, self.texts):
+            unknown = space.unknown_words(text)
+            if unknown and len(unknown) >= len(words(text)):
+                raise ValueError(f"queries.{name}: none of the words of {text!r} is known to model {info.model_id} "
+                                 f"(vocabulary of {vocab_size} words); describe the sound in other words")
+            if unknown:
+                log.warning("queries.%s: word(s) %s unknown to model %s are ignored", name, ", ".join(unknown), info.model_id)
+        self.matrix = np.asarray(space.texts(self.texts), dtype=np.float32) if self.names else np.zeros((0, 1), np.float32)
+        default = float(info.extra.get("text", {}).get("query_threshold", DEFAULT_QUERY_THRESHOLD))
+        self.rules = []
+        for rule in queries.values():
+            on = rule.threshold if rule.threshold is not None else default
+            off = rule.off_threshold if rule.off_threshold is not None else on * events.off_ratio
+            min_duration = rule.min_duration_s if rule.min_duration_s is not None else events.min_duration_s
+            self.rules.append(LabelThresholds(on=on, off=min(off, on), min_duration_s=min_duration))
+
+    def scores(self, embedding: np.ndarray) -> np.ndarray:
+        """Window embeddings ``[B, E]`` -> cosine similarity to every query ``[B, Q]``."""
+        return np.asarray(self.space.audio(embedding), dtype=np.float32) @ self.matrix.T
+
+    def tracker(self, source_id: str, model_id: str, median_windows: int) -> EventTracker:
+        """A per-source event tracker over the query names."""
+        return EventTracker(source_id, model_id, self.names, list(self.rules), median_windows)
+
+
 @dataclass
 class Stream:
     """One source's state inside the pipeline."""
@@ -50,14 +96,19 @@ class Stream:
     tracker: EventTracker
     health: SourceHealth
     last_tags: float = field(default=-1e18)
+    query_tracker: EventTracker | None = None  # free-text queries, when configured
+    caption_feed: Callable[[np.ndarray, float], None] | None = None  # the caption ring's writer, when captioned
 
 
 class Pipeline:
     """Windows in, one engine call per tick, tags/events/health out to every publisher."""
 
     def __init__(self, engine: Engine, info: ModelInfo, streams: Sequence[Stream], publishers: Sequence[Publisher],
-                 health: Health, tags: TagsConfig, max_batch: int = 32, health_interval_s: float = 10.0):
+                 health: Health, tags: TagsConfig, max_batch: int = 32, health_interval_s: float = 10.0,
+                 queries: QuerySet | None = None):
         self.engine, self.info, self.streams, self.publishers = engine, info, list(streams), list(publishers)
+        self.queries = queries if queries is not None and queries.names else None
+        self._query_text = dict(zip(queries.names, queries.texts)) if self.queries else {}
         self.health, self.tags_config, self.max_batch, self.health_interval_s = health, tags, max_batch, health_interval_s
         self.ready = threading.Event()  # set by sinks when a window may be due
         self._rotation = 0
@@ -66,12 +117,14 @@ class Pipeline:
 
     def sink(self, stream: Stream):
         """The callable a source writes into: buffer the samples, wake the pipeline when a window is due."""
-        buffer, ready = stream.buffer, self.ready
+        buffer, ready, caption_feed = stream.buffer, self.ready, stream.caption_feed
 
         def write(samples: np.ndarray, capture_time: float) -> None:
             buffer.write(samples, capture_time)
             if buffer.pending():
                 ready.set()
+            if caption_feed is not None:  # O(block) copy; the decoding happens on the caption thread
+                caption_feed(samples, capture_time)
 
         return write
 
@@ -107,6 +160,17 @@ class Pipeline:
         for (stream, window), row in zip(items, scores):
             stream.health.windows_processed += 1
             self._dispatch(stream, window, row)
+        if self.queries is not None:
+            for (stream, window), row in zip(items, self.queries.scores(outputs["embedding"])):
+                if stream.query_tracker is not None:
+                    self._publish_query_events(stream.query_tracker.update(row, window.start_time, window.end_time))
+
+    def _publish_query_events(self, events: list[Event]) -> None:
+        """Hand a query tracker's events to every publisher, each with its query text."""
+        for event in events:
+            event = dataclasses.replace(event, query=self._query_text[event.label])
+            for publisher in self.publishers:
+                publisher.event(event)
 
     def _dispatch(self, stream: Stream, window: Window, row: np.ndarray) -> None:
         for event in stream.tracker.update(row, window.start_time, window.end_time):
@@ -126,6 +190,8 @@ class Pipeline:
             for event in stream.tracker.finish():
                 for publisher in self.publishers:
                     publisher.event(event)
+            if stream.query_tracker is not None:
+                self._publish_query_events(stream.query_tracker.finish())
 
     def publish_health(self) -> None:
         for stream in self.streams:

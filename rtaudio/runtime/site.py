@@ -1,5 +1,8 @@
 """Assemble and run a site: model -> engine, sources -> ring buffers -> pipeline -> publishers.
 
+Optional text heads: free-text ``queries`` are scored in the pipeline (one small graph per
+batch); ``captions`` run on their own worker thread, fed by the sources' sinks.
+
 ``run_site`` owns the lifecycle: start everything, wait for SIGINT/SIGTERM (or the end of
 every finite source, or ``duration``), then stop sources, close open events, flush the
 outbox for ``mqtt.shutdown_flush_s``, publish ``offline`` and return 0.
@@ -14,18 +17,20 @@ import time
 from contextlib import ExitStack
 from typing import Callable, Sequence
 
-from rtaudio.config import SiteConfig
-from rtaudio.contract import ModelInfo, load_model_dir
+from rtaudio.config import SiteConfig, text_head_problems
+from rtaudio.contract import ModelDir, ModelInfo, load_model_dir
 from rtaudio.runtime.buffer import RingBuffer
+from rtaudio.runtime.captions import CaptionWorker
 from rtaudio.runtime.engines import create_engine
 from rtaudio.runtime.events import EventTracker
 from rtaudio.runtime.health import Health
-from rtaudio.runtime.pipeline import Pipeline, Stream, label_rules
+from rtaudio.runtime.pipeline import Pipeline, QuerySet, Stream, label_rules
 from rtaudio.runtime.publish.base import Publisher
 from rtaudio.runtime.sources import Source, create_source
 from rtaudio.runtime.sources.file import FileSource
 
 log = logging.getLogger(__name__)
+DEFAULT_MAX_TOKENS = 32  # caption length cap when model.json has no extra.text.max_tokens
 
 
 def window_sizes(config: SiteConfig, info: ModelInfo) -> tuple[int, int]:
@@ -53,6 +58,33 @@ def build_publishers(config: SiteConfig, model_id: str, health: Health, stack: E
     return publishers
 
 
+def build_queries(config: SiteConfig, info: ModelInfo) -> QuerySet | None:
+    """The enabled free-text queries, embedded once (None when there are none); ValueError when unusable."""
+    queries = config.active_queries()
+    if not queries:
+        return None
+    from rtaudio.runtime.text import TextSpace
+
+    clash = [name for name in queries if name in info.labels]
+    if clash:
+        raise ValueError(f"queries: {', '.join(clash)} is a label of model {info.model_id}; events would clash, pick another name")
+    if info.embedding_dim is None:
+        raise ValueError(f"queries: model {info.model_id} has no embedding output; free-text queries need one")
+    return QuerySet(TextSpace(config.model), queries, info, config.events)
+
+
+def build_caption_worker(config: SiteConfig, model: ModelDir, publishers: Sequence[Publisher], health: Health) -> CaptionWorker | None:
+    """The caption decoder's worker, its ORT sessions loaded now (None when captions are off)."""
+    if config.captions is None or not config.captioned_sources():
+        return None
+    from rtaudio.runtime.text import Captioner
+
+    info = model.info
+    max_tokens = int(info.extra.get("text", {}).get("max_tokens", DEFAULT_MAX_TOKENS))
+    captioner = Captioner(config.model, max_tokens, config.captions.threads)
+    return CaptionWorker(captioner, info.model_id, info.version, info.sample_rate, publishers, health, config.captions.max_pending)
+
+
 def run_site(config: SiteConfig, duration_s: float | None = None, install_signals: bool = True,
              health: Health | None = None, extra_publishers: Sequence[Publisher] = ()) -> int:
     """Run until signalled (or ``duration_s``, or every finite source has ended); return the exit code.
@@ -62,6 +94,9 @@ def run_site(config: SiteConfig, duration_s: float | None = None, install_signal
     """
     model = load_model_dir(config.model)
     info = model.info
+    problems = text_head_problems(config)
+    if problems:
+        raise ValueError("; ".join(problems))
     window, hop = window_sizes(config, info)
     engine = create_engine(config.engine, model)
     health = health if health is not None else Health()
@@ -76,15 +111,23 @@ def run_site(config: SiteConfig, duration_s: float | None = None, install_signal
         health.engine = engine.description
         publishers = build_publishers(config, info.model_id, health, stack) + list(extra_publishers)
         rules = label_rules(info, config.events)
+        queries = build_queries(config, info)
+        captions = build_caption_worker(config, model, publishers, health)
+        captioned = set(config.captioned_sources())
         enabled = [s for s in config.sources if s.enabled]
         streams: list[Stream] = []
         for sc in enabled:
             buffer = RingBuffer(info.sample_rate, window, hop, config.window.max_backlog)
             tracker = EventTracker(sc.id, info.model_id, info.labels, rules, config.events.median_windows)
-            streams.append(Stream(sc.id, buffer, tracker, health.source(sc.id)))
+            stream = Stream(sc.id, buffer, tracker, health.source(sc.id))
+            if queries is not None:
+                stream.query_tracker = queries.tracker(sc.id, info.model_id, config.events.median_windows)
+            if captions is not None and config.captions is not None and sc.id in captioned:
+                stream.caption_feed = captions.feed(captions.ring(sc.id, config.captions.every_s))
+            streams.append(stream)
         flush_s = config.mqtt.shutdown_flush_s if config.mqtt else 1.0
         health_s = config.mqtt.health_interval_s if config.mqtt else 10.0
-        pipeline = Pipeline(engine, info, streams, publishers, health, config.tags, config.window.max_batch, health_s)
+        pipeline = Pipeline(engine, info, streams, publishers, health, config.tags, config.window.max_batch, health_s, queries)
         sources: list[Source] = []
         for sc, stream in zip(enabled, streams):
             source = create_source(sc, info.sample_rate, pipeline.sink(stream), stream.health)
@@ -93,6 +136,9 @@ def run_site(config: SiteConfig, duration_s: float | None = None, install_signal
             sources.append(source)
         for publisher in publishers:
             publisher.start()
+        if captions is not None:
+            captions.start()
+            stack.callback(captions.close, 1.0)  # a no-op after the orderly close below
         thread = threading.Thread(target=pipeline.run, args=(stop,), name="pipeline", daemon=True)
         thread.start()
         for source in sources:
@@ -107,6 +153,8 @@ def run_site(config: SiteConfig, duration_s: float | None = None, install_signal
         thread.join(10)
         pipeline.step(pipeline.gather())  # what the sources delivered before they stopped
         pipeline.finish()
+        if captions is not None:  # the last captions before the final health and the publishers' flush
+            captions.close(flush_s)
         pipeline.publish_health()
         for publisher in publishers:
             publisher.close(flush_s)

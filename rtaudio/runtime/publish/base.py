@@ -1,7 +1,7 @@
 """The publisher base class: where tags, events and health leave the process.
 
-Threading contract: ``tags``/``event``/``health`` are called from the pipeline thread and
-must return at once (queue and go); delivery happens on the publisher's own thread(s).
+Threading contract: ``tags``/``event``/``health`` are called from the pipeline thread,
+``caption`` from the caption worker's thread; all must return at once (queue and go); delivery happens on the publisher's own thread(s).
 ``close(timeout)`` flushes what it can within ``timeout`` seconds and says goodbye.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from rtaudio.runtime.events import Event, TagResult
+from rtaudio.runtime.events import CaptionResult, Event, TagResult
 
 
 class Publisher(ABC):
@@ -26,6 +26,9 @@ class Publisher(ABC):
     @abstractmethod
     def event(self, event: Event) -> None:
         """An onset or offset."""
+
+    def caption(self, result: CaptionResult) -> None:
+        """A caption of one source's caption window (caption worker thread; default: ignored)."""
 
     def health(self, snapshot: dict[str, Any]) -> None:
         """Periodic health snapshot (``Health.snapshot()``)."""

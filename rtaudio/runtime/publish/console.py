@@ -1,4 +1,4 @@
-"""Console publisher: one readable line per tags window and per event, on stdout.
+"""Console publisher: one readable line per tags window, per event and per caption, on stdout.
 
 Times are the stream's UTC times (as in the MQTT payloads). Events stand out: bold and
 coloured on a terminal, and always marked with ``>>`` (onset) / ``<<`` (offset).
@@ -11,7 +11,7 @@ import threading
 from typing import TextIO
 
 from rtaudio.config import ConsoleConfig
-from rtaudio.runtime.events import Event, TagResult
+from rtaudio.runtime.events import CaptionResult, Event, TagResult
 from rtaudio.runtime.publish.base import Publisher
 from rtaudio.runtime.publish.messages import iso
 
@@ -51,6 +51,10 @@ class ConsolePublisher(Publisher):
                     f"  {end - event.onset_time:.1f} s  peak {event.peak_score:.2f}"
                     f"  mean {event.mean_score:.2f}  [{event.event_id[:8]}]")
             self._print(line, _BOLD_GREEN)
+
+    def caption(self, result: CaptionResult) -> None:
+        if self.config.captions:
+            self._print(f"{_clock(result.end_time)}  {result.source_id:<12} ~~ CAPTION  {result.caption}", "")
 
     def close(self, timeout: float = 5.0) -> None:
         with self._lock:

@@ -15,13 +15,14 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-from rtaudio.runtime.events import Event, TagResult
+from rtaudio.runtime.events import CaptionResult, Event, TagResult
 
-Kind = Literal["tags", "events", "health"]
+Kind = Literal["tags", "events", "captions", "health"]
 
 SCHEMA_IDS: dict[Kind, str] = {
     "tags": "rtaudio.tags/1",
     "events": "rtaudio.event/1",
+    "captions": "rtaudio.caption/1",
     "health": "rtaudio.health/1",
 }
 STATUS_ONLINE = "online"
@@ -42,7 +43,7 @@ def health_topic(prefix: str, site: str) -> str:
     return f"{prefix}/{site}/health"
 
 
-def source_topic(prefix: str, site: str, source: str, kind: Literal["tags", "events"]) -> str:
+def source_topic(prefix: str, site: str, source: str, kind: Literal["tags", "events", "caption"]) -> str:
     return f"{prefix}/{site}/{source}/{kind}"
 
 
@@ -67,7 +68,10 @@ def tags_payload(site: str, result: TagResult) -> dict[str, Any]:
 
 
 def event_payload(site: str, event: Event) -> dict[str, Any]:
-    """An onset (``offset``/``duration_s`` null) or an offset; ``event_id`` links the pair."""
+    """An onset (``offset``/``duration_s`` null) or an offset; ``event_id`` links the pair.
+
+    A free-text query's event adds ``query`` (its text); its label is the query name and its
+    scores are cosine similarities."""
     duration = None if event.offset_time is None else round(event.offset_time - event.onset_time, 3)
     return {
         "schema": SCHEMA_IDS["events"],
@@ -83,6 +87,23 @@ def event_payload(site: str, event: Event) -> dict[str, Any]:
         "peak_score": _score(event.peak_score),
         "mean_score": _score(event.mean_score),
         "windows": int(event.windows),
+        **({"query": event.query} if event.query is not None else {}),
+    }
+
+
+def caption_payload(site: str, result: CaptionResult) -> dict[str, Any]:
+    """A caption of the ``window_s`` seconds of audio from ``start`` to ``end``."""
+    return {
+        "schema": SCHEMA_IDS["captions"],
+        "site": site,
+        "source": result.source_id,
+        "model": result.model_id,
+        "model_version": result.model_version,
+        "start": iso(result.start_time),
+        "end": iso(result.end_time),
+        "caption": result.caption,
+        "window_s": round(float(result.window_s), 3),
+        "latency_ms": round(float(result.latency_ms), 1),
     }
 
 
@@ -106,5 +127,5 @@ def stamp(encoded: bytes, published: float) -> bytes:
 @cache
 def load_schema(kind: Kind) -> dict[str, Any]:
     """The JSON Schema shipped for one payload kind."""
-    name = {"tags": "tags.json", "events": "event.json", "health": "health.json"}[kind]
+    name = {"tags": "tags.json", "events": "event.json", "captions": "caption.json", "health": "health.json"}[kind]
     return json.loads(resources.files(__package__).joinpath("schema", name).read_text())

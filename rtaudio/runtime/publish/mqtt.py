@@ -1,4 +1,4 @@
-"""MQTT publisher (paho-mqtt 2.x): status, health, tags and events topics; see docs/mqtt.md.
+"""MQTT publisher (paho-mqtt 2.x): status, health, tags, events and caption topics; see docs/mqtt.md.
 
 Threads: the pipeline thread only encodes a payload and queues it in the outbox. paho's
 network thread (``loop_start``) owns the socket and reconnects with exponential backoff
@@ -28,7 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from rtaudio.config import MqttConfig, TlsConfig
-from rtaudio.runtime.events import Event, TagResult
+from rtaudio.runtime.events import CaptionResult, Event, TagResult
 from rtaudio.runtime.health import Health
 from rtaudio.runtime.publish import messages as msgs
 from rtaudio.runtime.publish.base import Publisher
@@ -100,6 +100,11 @@ class MqttPublisher(Publisher):
     def event(self, event: Event) -> None:
         topic = msgs.source_topic(self.config.prefix, self.site, event.source_id, "events")
         self._queue("events", topic, 1, lambda: msgs.event_payload(self.site, event), event.source_id, None)
+
+    def caption(self, result: CaptionResult) -> None:
+        """QoS 1 through the outbox, like events (called from the caption worker's thread)."""
+        topic = msgs.source_topic(self.config.prefix, self.site, result.source_id, "caption")
+        self._queue("captions", topic, 1, lambda: msgs.caption_payload(self.site, result), result.source_id, None)
 
     def health(self, snapshot: dict[str, Any]) -> None:
         """Sent at QoS 0 when connected; while offline it is dropped and counted (not queued)."""
@@ -248,11 +253,11 @@ class MqttPublisher(Publisher):
         if not len(self._outbox):
             return
         if self.config.outbox_dir is not None:
-            log.info("MQTT: %d events and %d tags messages kept in %s for the next start",
-                     counts["events"], counts["tags"], self.config.outbox_dir)
+            log.info("MQTT: %d events, %d tags and %d caption messages kept in %s for the next start",
+                     counts["events"], counts["tags"], counts.get("captions", 0), self.config.outbox_dir)
             return
-        log.warning("MQTT: %d events and %d tags messages were not delivered before shutdown and are lost "
-                    "(set mqtt.outbox_dir to keep them)", counts["events"], counts["tags"])
+        log.warning("MQTT: %d events, %d tags and %d caption messages were not delivered before shutdown and are lost "
+                    "(set mqtt.outbox_dir to keep them)", counts["events"], counts["tags"], counts.get("captions", 0))
         for kind, count in counts.items():
             with self._counts_lock:
                 self.stats.messages_dropped[kind] = self.stats.messages_dropped.get(kind, 0) + count

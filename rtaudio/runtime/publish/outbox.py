@@ -2,8 +2,8 @@
 
 ``put`` (pipeline thread) never blocks on I/O. The sender thread ``take``s the next messages
 it has not been given yet, oldest first, and calls ``done`` once the broker has them. When
-the outbox is full, the oldest tags message that has not been taken is dropped; only when
-no tags are left is the oldest event dropped. Every drop is reported through ``on_drop``.
+the outbox is full, the oldest tags message that has not been taken is dropped; then the
+oldest caption; only when neither is left is the oldest event dropped. Every drop is reported through ``on_drop``.
 
 The disk outbox is one SQLite database in WAL mode: each insert/delete batch is an atomic
 transaction, rows keep their sequence number (so order survives a restart), and there is no
@@ -26,7 +26,8 @@ from typing import Literal
 
 log = logging.getLogger(__name__)
 
-QueuedKind = Literal["tags", "events"]
+QueuedKind = Literal["tags", "captions", "events"]
+DROP_ORDER: tuple[QueuedKind, ...] = ("tags", "captions", "events")  # first dropped first when full
 DropCallback = Callable[[str], None]
 
 
@@ -54,22 +55,22 @@ class Outbox(ABC):
         self._on_drop = on_drop
         self._lock = threading.Lock()
         # Sequence numbers by kind, oldest first (dicts keep insertion order).
-        self._index: dict[str, dict[int, None]] = {"tags": {}, "events": {}}
+        self._index: dict[str, dict[int, None]] = {kind: {} for kind in DROP_ORDER}
         self._next_seq = 1
         self._taken_upto = 0  # every seq <= this was handed to the sender
 
     def __len__(self) -> int:
-        return len(self._index["tags"]) + len(self._index["events"])
+        return sum(len(seqs) for seqs in self._index.values())
 
     def counts(self) -> dict[str, int]:
-        """Messages waiting, by kind."""
-        return {kind: len(seqs) for kind, seqs in self._index.items()}
+        """Messages waiting, by kind (tags and events always; captions when there are any)."""
+        return {kind: len(seqs) for kind, seqs in self._index.items() if seqs or kind != "captions"}
 
     def put(self, kind: QueuedKind, topic: str, payload: bytes, qos: int, retain: bool = False,
             source: str = "", captured: float | None = None) -> None:
         """Queue a message; if that overflows the outbox, drop one per the policy and report it."""
         if kind not in self._index:
-            raise ValueError(f"message kind {kind!r} is not allowed in the outbox; expected tags or events")
+            raise ValueError(f"message kind {kind!r} is not allowed in the outbox; expected captions, tags or events")
         dropped = ""
         with self._lock:
             message = Message(self._next_seq, kind, topic, payload, qos, retain, source, captured)
@@ -82,11 +83,11 @@ class Outbox(ABC):
             self._on_drop(dropped)
 
     def _drop_one(self) -> str:
-        """Drop the oldest untaken tags message, else the oldest untaken event; return its kind.
+        """Drop the oldest untaken tags message, else caption, else event; return its kind.
 
         The newest message is never taken yet, so there is always a candidate.
         """
-        for kind in ("tags", "events"):
+        for kind in DROP_ORDER:
             victim = next((seq for seq in self._index[kind] if seq > self._taken_upto), None)
             if victim is not None:
                 del self._index[kind][victim]
