@@ -83,3 +83,45 @@ def test_demo_recording_events_match_its_timeline() -> None:
     assert len(heard & expected) >= len(expected) - 2, (sorted(heard), sorted(expected))
     for label, onset in found:  # no event far from where the timeline has that label
         assert any(item["label"] == label and item["onset"] - 1.5 <= onset <= item["offset"] + 0.5 for item in timeline), (label, onset)
+
+
+WATER_WORDS = ("water", "tap", "faucet")
+
+
+@pytest.mark.integration
+def test_demo_captions_and_its_water_query_over_mqtt(tmp_path: Path, mosquitto, make_subscriber) -> None:
+    """config/demo.yaml as shipped (captions every 4 s, the query water_leak), the recording played
+    once as fast as it decodes, a real mosquitto and subscriber: captions arrive on the caption
+    topic, the one covering the running water says so, and the query fires on the water only."""
+    from datetime import datetime
+
+    import yaml
+
+    from rtaudio.config import load_site_config
+    from rtaudio.runtime.site import run_site
+
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    demo.update(model=str(MODEL), console={"tags": False, "events": False},
+                mqtt={"broker": "127.0.0.1", "port": mosquitto.port, "shutdown_flush_s": 10})
+    demo["sources"][0].update(path=str(ROOT / "config" / "demo.flac"), realtime=False, loop=False)
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(demo))
+    sub = make_subscriber(mosquitto, "rtaudio/#")
+    assert run_site(load_site_config(tmp_path / "demo.yaml"), install_signals=False) == 0
+    assert sub.wait_for(lambda: sub.on("rtaudio/demo/status") and sub.on("rtaudio/demo/status")[-1].payload == b"offline")
+
+    def ts(text: str) -> float:
+        return datetime.fromisoformat(text).timestamp()
+
+    t0 = min(ts(json.loads(m.payload)["start"]) for m in sub.on("rtaudio/demo/demo/tags"))  # the file's first sample
+    captions = [json.loads(m.payload) for m in sub.on("rtaudio/demo/demo/caption")]
+    assert len(captions) >= 4 and all(c["caption"].strip() for c in captions), captions
+    water = json.loads((ROOT / "config" / "demo.timeline.json").read_text())["events"]
+    water = next(e for e in water if e["label"] == "water_running")
+    covering = [c for c in captions  # the caption windows that heard most of the water (1.5 of its 2.5 s)
+                if min(ts(c["end"]) - t0, water["offset"]) - max(ts(c["start"]) - t0, water["onset"]) >= 1.5]
+    assert covering and any(w in c["caption"] for c in covering for w in WATER_WORDS), [c["caption"] for c in captions]
+    leak = [json.loads(m.payload) for m in sub.on("rtaudio/demo/demo/events")]
+    onsets = [ts(e["onset"]) - t0 for e in leak if e["label"] == "water_leak" and e["kind"] == "onset"]
+    assert onsets, "the free-text query should fire on the running water"
+    assert all(water["onset"] - 1.5 <= t <= water["offset"] + 0.5 for t in onsets), onsets
+    print("captions:", [(round(ts(c["end"]) - t0, 1), c["caption"]) for c in captions], "water_leak onsets:", onsets)

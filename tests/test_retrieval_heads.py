@@ -57,15 +57,16 @@ def synthetic_clips(clips_per_combo: int, captions_per_clip: int, seed: int, noi
     return torch.stack(audio), captions, caption_clip, latents
 
 
-def test_words_and_unknown_words_map_to_unk():
+def test_words_and_unknown_words_are_dropped():
     assert words("A dog's BARK, then: silence!") == ["a", "dog's", "bark", "then", "silence"]
     vocab = Vocabulary.build(["a dog barks", "a dog growls", "the siren wails"])
     assert vocab.tokens[:3] == ["<pad>", "<unk>", "a"]  # most frequent first after the specials
-    assert vocab.ids("A DOG meows") == [vocab.index["a"], vocab.index["dog"], UNK_ID]
+    assert vocab.ids("A DOG meows") == [vocab.index["a"], vocab.index["dog"]]
+    assert vocab.ids("meows purrs") == [UNK_ID]
     assert vocab.ids("") == [UNK_ID]
     ids, mask = vocab.encode(["the siren", "zebra zebra zebra"])
-    assert ids.tolist() == [[vocab.index["the"], vocab.index["siren"], PAD_ID], [UNK_ID] * 3]
-    assert mask.tolist() == [[1, 1, 0], [1, 1, 1]]
+    assert ids.tolist() == [[vocab.index["the"], vocab.index["siren"]], [UNK_ID, PAD_ID]]
+    assert mask.tolist() == [[1, 1], [1, 0]]
 
 
 def test_vocabulary_round_trip_and_refuses_other_files(tmp_path):

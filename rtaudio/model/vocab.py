@@ -53,8 +53,10 @@ class Vocabulary:
         return len(self.tokens)
 
     def ids(self, text: str) -> list[int]:
-        """Word ids of one text, unknown words -> ``<unk>``, cut to ``max_len``; an empty text is one ``<unk>``."""
-        out = [self.index.get(word, UNK_ID) for word in words(text)][: self.max_len]
+        """Word ids of one text, cut to ``max_len``. Words the vocabulary lacks are dropped: the
+        ``<unk>`` embedding never occurs in training, so it would only add noise to a query. A text
+        with no known word is one ``<unk>``."""
+        out = [self.index[word] for word in words(text) if word in self.index][: self.max_len]
         return out or [UNK_ID]
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
