@@ -209,6 +209,8 @@ def config_checks(path: Path) -> list[Check]:
     checks.append(model_check)
     if model is not None:
         checks.append(check_engine(config.engine, model))
+        if config.captions is not None or config.active_queries():
+            checks.append(check_text_heads(config))
     if config.mqtt is not None:
         checks.append(check_broker(config.mqtt, config.site))
     kinds = {s.type for s in config.sources if s.enabled}
@@ -217,6 +219,28 @@ def config_checks(path: Path) -> list[Check]:
     if "ffmpeg" in kinds:
         checks.append(check_ffmpeg(required=True))
     return checks
+
+
+def check_text_heads(config: Any) -> Check:
+    """The model's caption/query files, and which words of each query the model knows (it drops the rest)."""
+    from rtaudio.config import text_head_problems
+    from rtaudio.model.vocab import Vocabulary, words
+
+    problems = text_head_problems(config)
+    if problems:
+        return Check("text heads", "error", "; ".join(problems), "point model: at a model trained with captions:, or remove captions:/queries:", True)
+    parts = [f"captions every {config.captions.every_s:g} s for {', '.join(config.captioned_sources()) or 'no source'}"] if config.captions else []
+    queries = config.active_queries()
+    if queries:
+        vocab = Vocabulary.load(config.model)
+        for name, rule in queries.items():
+            known = [w for w in words(rule.text) if w in vocab.index]
+            if not known:
+                return Check("text heads", "error", f"queries.{name}: no word of {rule.text!r} is known to the model ({len(vocab)} words)",
+                             "describe the sound in words of the training captions (vocab.json)", True)
+            unknown = [w for w in words(rule.text) if w not in vocab.index]
+            parts.append(f"query {name} reads as {' '.join(known)!r}" + (f" (unknown, dropped: {', '.join(unknown)})" if unknown else ""))
+    return Check("text heads", "ok", "; ".join(parts), required=True)
 
 
 def _check_model(path: Path, site_labels: list[str]) -> tuple[Check, Any]:

@@ -96,3 +96,19 @@ def test_json_report_parses(capsys) -> None:
     assert {"python", "gpu", "cuda", "tensorrt", "onnxruntime", "torch", "portaudio", "ffmpeg"} <= set(names)
     assert all(c["status"] in ("ok", "missing", "error") for c in report["checks"])
     assert all(isinstance(c["detail"], str) and c["detail"] for c in report["checks"])
+
+
+def test_text_heads_check_reads_queries_and_refuses_missing_heads(tmp_path: Path) -> None:
+    default = Path(__file__).resolve().parents[1] / "engines" / "default"
+    sf.write(tmp_path / "clip.wav", tone(440, 1.0), 16000)
+    path = tmp_path / "site.yaml"
+    path.write_text(f"site: doc\nmodel: {default}\nmqtt: null\nsources:\n  - {{id: clip, type: file, path: clip.wav}}\n"
+                    "captions: {every_s: 4}\nqueries:\n  leak: water dripping or leaking\n")
+    heads = by_name(config_checks(path))["text heads"]
+    assert heads.status == "ok" and "leak reads as 'water'" in heads.detail and "dripping" in heads.detail
+    path.write_text(path.read_text().replace("water dripping or leaking", "zzyzx qwerty"))
+    heads = by_name(config_checks(path))["text heads"]
+    assert heads.status == "error" and heads.required and "zzyzx" in heads.detail
+    tiny = site(tmp_path / "tiny", "mqtt: null", "captions: {every_s: 4}\n")  # a model without heads
+    heads = by_name(config_checks(tiny))["text heads"]
+    assert heads.status == "error" and "caption_audio.onnx" in heads.detail
