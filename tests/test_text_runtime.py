@@ -26,6 +26,7 @@ from rtaudio.runtime.publish.base import Publisher
 from rtaudio.runtime.publish.messages import load_schema
 from rtaudio.runtime.site import run_site
 from rtaudio.runtime.text import Captioner, TextSpace
+from tests.conftest import wait_until
 from tests.tinymodel import make_tiny_model
 
 SR = 16000
@@ -160,7 +161,7 @@ def test_worker_captions_batches_and_survives_a_bad_job(text_model_dir: Path) ->
     worker.start()
     try:
         worker.queue.put(bad)
-        assert _wait(lambda: health.errors == 1)
+        assert wait_until(lambda: health.errors == 1)
         for job in good:
             worker.queue.put(job)
     finally:
@@ -186,15 +187,6 @@ def test_query_set_warns_on_unknown_words_and_refuses_unknown_queries(text_model
         QuerySet(space, {"leak": QueryRule(text="zzyzxqq qqxyzzy")}, info, EventsConfig())
 
 
-def _wait(predicate: Any, timeout: float = 30.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # ---------------------------------------------------------------- the whole site

@@ -24,6 +24,16 @@ class Window:
     end_time: float  # capture time of the last sample
 
 
+def write_circular(data: np.ndarray, written: int, samples: np.ndarray) -> None:
+    """Store ``samples`` (stream samples ``written``, ``written + 1``, ...) in the circular ``data``;
+    only the last ``len(data)`` of a longer block are kept."""
+    tail = samples[-data.size:]
+    start = (written + samples.size - tail.size) % data.size
+    first = min(tail.size, data.size - start)
+    data[start:start + first] = tail[:first]
+    data[:tail.size - first] = tail[first:]
+
+
 class RingBuffer:
     """Fixed-size single-writer/single-reader sample ring with a capture clock.
 
@@ -59,12 +69,7 @@ class RingBuffer:
             return
         with self._lock:
             self._anchors.append((self._written, capture_time))
-            if n >= self.capacity:
-                samples = samples[-self.capacity:]
-            start = (self._written + n - samples.size) % self.capacity
-            first = min(samples.size, self.capacity - start)
-            self._data[start:start + first] = samples[:first]
-            self._data[:samples.size - first] = samples[first:]
+            write_circular(self._data, self._written, samples)
             self._written += n
 
     def time_of(self, index: int) -> float:

@@ -21,6 +21,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from rtaudio.runtime.buffer import write_circular
 from rtaudio.runtime.events import CaptionResult
 from rtaudio.runtime.health import Health
 from rtaudio.runtime.publish.base import Publisher
@@ -79,11 +80,7 @@ class CaptionRing:
         self._anchors.append((self._written, capture_time))
         while len(self._anchors) > 1 and self._anchors[1][0] <= self._written + n - self.window:
             self._anchors.popleft()  # the window starts after it
-        tail = samples[-self.window:]
-        start = (self._written + n - tail.size) % self.window
-        first = min(tail.size, self.window - start)
-        self._data[start:start + first] = tail[:first]
-        self._data[:tail.size - first] = tail[first:]
+        write_circular(self._data, self._written, samples)
         self._written += n
         if self._written < self._next_due:
             return None
