@@ -25,7 +25,7 @@ def _millions(value: int | None) -> str:
 
 
 def print_report(result: dict[str, Any], console: Console | None = None) -> None:
-    """Machine line, engine table, capacity, yardsticks and ratios."""
+    """Machine line, engine table, capacity, yardsticks and ratios, text heads (when timed)."""
     console = console or Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
     m, model = result["machine"], result["model"]
     gpu = "; ".join(m["gpu"]) or "none"
@@ -43,6 +43,8 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
 
     _capacity(console, result["capacity"])
     _yardsticks(console, result["yardsticks"], result["engine"]["points"])
+    if "text" in result:
+        _text(console, result["text"])
 
 
 def _capacity(console: Console, capacity: dict[str, Any]) -> None:
@@ -79,6 +81,29 @@ def _yardsticks(console: Console, yardsticks: dict[str, Any], points: list[dict[
         for r in yardsticks["ratios"]:
             ratio.add_row(r["yardstick"], str(r["batch"]), f"{r['model_ms_per_window']:.3f}", f"{r['yardstick_ms_per_window']:.3f}", f"{r['ratio']:.3g}x")
         console.print(ratio)
+
+
+def _text(console: Console, text: dict[str, Any]) -> None:
+    if "captions" in text:
+        table = Table("batch", "memory frames", "encode ms / call", "decode ms / call", "decode steps", "tokens per caption", "ms / caption",
+                      title=f"Captions (ONNX Runtime CPU, {text['caption_threads']} thread, median of {text['repeats']})")
+        for r in text["captions"]:
+            table.add_row(str(r["batch"]), str(r["memory_frames"]), f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}", " ".join(map(str, r["steps"])),
+                          " ".join(map(str, r["tokens"])), f"{r['ms_per_caption']:.1f}")
+        console.print(table)
+        first = text["captions"][0]
+        console.print(escape(f"  the same {len(first['tokens'])} clips of {text['audio']} at every batch size; the first: \"{first['captions'][0]}\""))
+    else:
+        console.print(escape(f"Captions: not timed ({text['captions_skipped']})"))
+    if "scoring" in text:
+        table = Table("batch", "scoring ms", "tagging ms", "scoring / tagging",
+                      title=f"Query scoring per tagging batch ({text['queries']} queries, median of {text['repeats']})")
+        for r in text["scoring"]:
+            table.add_row(str(r["batch"]), f"{r['scoring_ms']:.3f}", f"{r['tagging_ms']:.2f}", f"{100 * r['ratio']:.1f}%")
+        console.print(table)
+        console.print(escape(f"  embedding one query (text_encoder.onnx): {text['embed_query_ms']:.2f} ms"))
+    else:
+        console.print(escape(f"Queries: not timed ({text['queries_skipped']})"))
 
 
 def _per_window(points: list[tuple[int, float]]) -> tuple[str, str]:

@@ -1,4 +1,5 @@
-"""One ``rtaudio bench`` run: the machine, the engine table, the capacity search, the yardsticks.
+"""One ``rtaudio bench`` run: the machine, the engine table, the capacity search, the yardsticks,
+and the text heads when the model has them.
 
 ``run_bench`` returns a JSON-ready dict (``SCHEMA`` versioned); ``report.print_report``
 renders it. Ratios are model / yardstick per-window time on ONNX Runtime CPU, both timed in
@@ -70,8 +71,11 @@ def ratios(points: list[dict[str, Any]], yardsticks: list[dict[str, Any]]) -> li
 
 def run_bench(model_path: Path, backends: Sequence[str] | None = None, max_batch: int = 32, seconds: float = 2.0,
               audio: Path | None = None, capacity_engine: str = "auto", max_streams: int = 256, backlog: int = 2,
-              skip_capacity: bool = False, skip_yardsticks: bool = False, command: str = "") -> dict[str, Any]:
-    """Run the parts asked for and return the results as one JSON-ready dict."""
+              skip_capacity: bool = False, skip_yardsticks: bool = False, command: str = "", text_repeats: int = 20) -> dict[str, Any]:
+    """Run the parts asked for and return the results as one JSON-ready dict.
+
+    ``audio`` is played by the capacity streams and captioned by the text bench (default config/demo.flac there).
+    """
     model = load_model_dir(model_path)
     info = model.info
     result: dict[str, Any] = {
@@ -90,6 +94,11 @@ def run_bench(model_path: Path, backends: Sequence[str] | None = None, max_batch
 
         result["capacity"] = asdict(find_capacity(model_path, audio, capacity_engine, seconds, max_batch, backlog, max_streams))
     result["yardsticks"] = _yardsticks(model, max_batch, seconds, result["engine"]["points"], skip_yardsticks)
+    from rtaudio.bench.text import bench_text
+
+    text = bench_text(model, result["engine"]["points"], RATIO_BACKEND, text_repeats, seconds, audio)
+    if text is not None:
+        result["text"] = text
     return result
 
 
