@@ -97,11 +97,11 @@ def _text(console: Console, text: dict[str, Any]) -> None:
         console.print(escape(f"Captions: not timed ({text['captions_skipped']})"))
     if "scoring" in text:
         table = Table("batch", "scoring ms", "tagging ms", "scoring / tagging",
-                      title=f"Query scoring per tagging batch ({text['queries']} queries, median of {text['repeats']})")
+                      title=f"Query scoring, {text['queries']} queries")
         for r in text["scoring"]:
-            table.add_row(str(r["batch"]), f"{r['scoring_ms']:.3f}", f"{r['tagging_ms']:.2f}", f"{100 * r['ratio']:.1f}%")
+            table.add_row(str(r["batch"]), f"{r['scoring_ms']:.3f}", f"{r['tagging_ms']:.2f}", f"{100 * r['ratio']:.3f} %")
         console.print(table)
-        console.print(escape(f"  embedding one query (text_encoder.onnx): {text['embed_query_ms']:.2f} ms"))
+        console.print(escape(f"  per tagging batch, median of {text['repeats']}; embedding one query (text_encoder.onnx): {text['embed_query_ms']:.2f} ms"))
     else:
         console.print(escape(f"Queries: not timed ({text['queries_skipped']})"))
 

@@ -111,7 +111,7 @@ def bench_queries(model: ModelDir, repeats: int, tagging: dict[int, float]) -> d
     for batch, engine_ms in tagging.items():
         embedding = rng.standard_normal((batch, dim)).astype(np.float32)
         ms = median_ms(lambda embedding=embedding: space.audio(embedding) @ matrix.T, repeats)  # as QuerySet.scores
-        rows.append({"batch": batch, "scoring_ms": round(ms, 3), "tagging_ms": engine_ms, "ratio": round(ms / engine_ms, 4)})
+        rows.append({"batch": batch, "scoring_ms": round(ms, 4), "tagging_ms": engine_ms, "ratio": round(ms / engine_ms, 6)})
     return {"queries": QUERIES, "embed_query_ms": round(embed, 3), "scoring": rows}
 
 
