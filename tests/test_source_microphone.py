@@ -167,7 +167,7 @@ def test_device_that_appears_later_is_opened(tmp_path):
     env = file_device(tmp_path, late)
     source_file = write_pcm(tmp_path / "mic.raw", 16000, 3, 440)
     config = {"id": "m", "device": "filemic", "sample_rate": 16000, "blocksize": 1600}
-    result = probe(tmp_path, env, sources=[config], need=16000, create_file=[str(source_file), str(late), 0.2])
+    result = probe(tmp_path, env, sources=[config], need=16000, create_file=[str(source_file), str(late), 1.0])  # late enough for a loaded machine
     health = result["sources"]["m"]["health"]
     assert result["sources"]["m"]["total"] >= 16000
     assert health["restarts"] >= 1
