@@ -61,7 +61,7 @@ def hash_split(key: str, spec: SplitFractions) -> str:
 def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    with open(path, newline="", encoding="utf-8-sig")  # utf-8-sig: a BOM (Excel, some Clotho copies) is not part of the first column name as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a BOM (Excel, some Clotho copies) is not part of a column name
         reader = csv.DictReader(fh)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
