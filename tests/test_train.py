@@ -304,3 +304,9 @@ def test_set_overrides_dotted_keys_with_yaml_values(tmp_path: Path) -> None:
     for bad, says in ((["epochs"], "KEY=VALUE"), (["output.x=1"], "not a mapping"), (["captions.nope=1"], "captions.nope")):
         with pytest.raises(TrainConfigError, match=says):
             load_train_config(path, bad)
+
+
+def test_manifest_with_a_byte_order_mark(tmp_path: Path) -> None:
+    tone(tmp_path / "x.wav", ["low"])
+    (tmp_path / "m.csv").write_bytes("path,labels\nx.wav,low\n".encode("utf-8-sig"))  # as Excel saves CSV
+    assert load_clips(ManifestData(type="manifest", path=tmp_path / "m.csv"))[0].labels == ["low"]
