@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     bench.add_argument("--skip-capacity", action="store_true", help="leave out the capacity search")
     bench.add_argument("--skip-yardsticks", action="store_true", help="leave out the yardstick models (they need torch)")
-    bench.add_argument("--audio", type=Path, default=None, help="file the capacity streams play (default: synthetic noise and a tone)")
+    bench.add_argument("--audio", type=Path, default=None, help="file the capacity streams play and the text bench captions (default: synthetic noise and a tone; captions: config/demo.flac)")
     bench.add_argument("--capacity-engine", default="auto", help="engine of the capacity search, as in site.yaml (default auto)")
     bench.add_argument("--max-streams", type=int, default=256, help="stop the capacity search here (at most 256)")
     bench.add_argument("--backlog", type=int, default=2, help="windows a source may hold before dropping, in the capacity search (default 2)")

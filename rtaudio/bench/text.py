@@ -21,13 +21,13 @@ from rtaudio.contract import ModelDir
 from rtaudio.runtime.captions import missing_caption_files, missing_query_files
 from rtaudio.runtime.engines import OnnxRuntimeEngine
 from rtaudio.runtime.offline import read_mono
+from rtaudio.runtime.site import DEFAULT_MAX_TOKENS
 
 DEMO_AUDIO = Path(__file__).resolve().parents[2] / "config" / "demo.flac"
 CAPTION_BATCHES = (1, 4)
 SCORING_BATCHES = (1, 8, 32)
 QUERIES = 8
 CAPTION_THREADS = 1  # the runtime's default captions.threads
-DEFAULT_MAX_TOKENS = 32  # as rtaudio.runtime.site when model.json has no extra.text.max_tokens
 
 
 def median_ms(fn: Callable[[], Any], repeats: int) -> float:
