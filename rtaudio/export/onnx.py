@@ -86,16 +86,27 @@ def with_window(model: Any, window_s: float) -> Any:
     return resized
 
 
-def onnx_bytes(model: Any, samples: int, opset: int = OPSET, outputs: Sequence[str] = ("scores", "embedding")) -> bytes:
-    """The exported graph (dynamic batch), traced at ``samples`` per window, before simplification."""
+def graph_bytes(module: Any, args: tuple, inputs: Sequence[str], outputs: Sequence[str], axes: dict[str, dict[int, str]],
+                opset: int = OPSET) -> bytes:
+    """``module`` traced on ``args`` and exported to ONNX bytes (TorchScript exporter) with named
+    inputs/outputs and dynamic ``axes``. Not under no_grad: there PyTorch's Transformer layers take
+    their fused fast path, which has no ONNX export."""
     import torch
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notices
-        torch.onnx.export(model, (torch.zeros(2, samples),), buffer, input_names=["waveform"], output_names=list(outputs),
-                          dynamic_axes={name: {0: "batch"} for name in ("waveform", *outputs)}, opset_version=opset, dynamo=False)
+        torch.onnx.export(module, args, buffer, input_names=list(inputs), output_names=list(outputs), dynamic_axes=axes,
+                          opset_version=opset, dynamo=False)
     return buffer.getvalue()
+
+
+def onnx_bytes(model: Any, samples: int, opset: int = OPSET, outputs: Sequence[str] = ("scores", "embedding")) -> bytes:
+    """The exported graph (dynamic batch), traced at ``samples`` per window, before simplification."""
+    import torch
+
+    return graph_bytes(model, (torch.zeros(2, samples),), ["waveform"], outputs,
+                       {name: {0: "batch"} for name in ("waveform", *outputs)}, opset)
 
 
 def _name_nodes(proto: Any) -> None:

@@ -13,8 +13,6 @@ Written only after each graph matched PyTorch on ONNX Runtime (tolerances below)
 
 from __future__ import annotations
 
-import copy
-import io
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +29,6 @@ PARITY_QUERIES = ("a smoke alarm beeps", "water dripping or leaking", "someone k
                   "glass", "a quiet room")
 
 
-def _onnx(module: Any, args: tuple, inputs: list[str], outputs: list[str], axes: dict[str, dict[int, str]], opset: int) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()  # not under no_grad: there the Transformer layers take their fused path, which has no export
-    torch.onnx.export(module, args, buffer, input_names=inputs, output_names=outputs, dynamic_axes=axes,
-                      opset_version=opset, dynamo=False)
-    return buffer.getvalue()
-
-
 def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int = 17) -> dict[str, Any]:
     """Write the graphs and vocabularies of ``model.text`` into ``out``; returns their model.json entry.
 
@@ -50,8 +39,8 @@ def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int
     import torch
     from torch import nn
 
-    from rtaudio.export.onnx import ExportError
-    from rtaudio.model.caption_onnx import export_caption_onnx
+    from rtaudio.export.onnx import ExportError, graph_bytes
+    from rtaudio.model.caption_onnx import KV_CACHE_FILES, export_caption_onnx
     from rtaudio.model.text_encoder import export_text_encoder
 
     heads = model.text
@@ -69,9 +58,9 @@ def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int
 
     wrapper = CaptionAudio().eval()
     graphs = {
-        CAPTION_AUDIO_FILE: _onnx(wrapper, (torch.zeros(2, samples),), ["waveform"], ["memory", "embedding"],
+        CAPTION_AUDIO_FILE: graph_bytes(wrapper, (torch.zeros(2, samples),), ["waveform"], ["memory", "embedding"],
                                   {"waveform": {0: "batch"}, "memory": {0: "batch"}, "embedding": {0: "batch"}}, opset),
-        AUDIO_TEXT_FILE: _onnx(heads.space.audio, (torch.zeros(2, heads.space.audio.net[0].normalized_shape[0]),),
+        AUDIO_TEXT_FILE: graph_bytes(heads.space.audio, (torch.zeros(2, heads.space.audio.net[0].normalized_shape[0]),),
                                ["embedding"], ["audio"], {"embedding": {0: "batch"}, "audio": {0: "batch"}}, opset),
         TEXT_ENCODER_FILE: export_text_encoder(heads.space.text, opset=opset),
     }
@@ -94,8 +83,8 @@ def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    decoder = copy.deepcopy(heads.decoder).eval()
-    export_caption_onnx(decoder, root, memory_len=memory.shape[1])
+    decoder = heads.decoder  # ``model`` is already the caller's eval-mode copy
+    export_caption_onnx(decoder, root, memory_len=memory.shape[1], files=KV_CACHE_FILES)
     greedy = CachedGreedy(root)(got_memory, config.max_tokens - 1)  # end to end: ONNX Runtime's memory too
     with torch.no_grad():  # the logits PyTorch gives for the tokens ONNX Runtime chose
         prefix = torch.cat([torch.full((len(x), 1), 1), torch.from_numpy(greedy.generated[:, :-1])], dim=1)
@@ -107,10 +96,9 @@ def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int
     if parity["caption_tokens_equal"] < 1.0:
         bad.append(f"greedy captions differ on {1 - parity['caption_tokens_equal']:.0%} of clips")
     if bad:
-        for name in ("caption_cross.onnx", "caption_step.onnx", "caption_full.onnx"):
+        for name in KV_CACHE_FILES:
             (root / name).unlink(missing_ok=True)
         raise ExportError(f"text heads: ONNX Runtime disagrees with PyTorch: {'; '.join(bad)}")
-    (root / "caption_full.onnx").unlink(missing_ok=True)  # the fixed-length form is for measuring only
     for name, data in graphs.items():
         (root / name).write_bytes(data)
     heads.tokenizer.save(root)

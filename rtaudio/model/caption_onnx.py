@@ -14,34 +14,28 @@ runtime (``rtaudio.runtime.text.CachedGreedy``). ``time_greedy`` measures both f
 
 from __future__ import annotations
 
-import io
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from rtaudio.export.onnx import graph_bytes
 from rtaudio.model.caption import CaptionDecoder
 from rtaudio.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, strip
 from rtaudio.runtime.text import CROSS_FILE, STEP_FILE, CachedGreedy, GreedyResult, next_token, session
 
-OPSET = 17
 FULL_FILE = "caption_full.onnx"
 
 
-def _export(module: Any, args: tuple, inputs: list[str], outputs: list[str], axes: dict[str, dict[int, str]]) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(module, args, buffer, input_names=inputs, output_names=outputs, dynamic_axes=axes,
-                          opset_version=OPSET, dynamo=False)
-    return buffer.getvalue()
+KV_CACHE_FILES, ALL_FILES = (CROSS_FILE, STEP_FILE), (CROSS_FILE, STEP_FILE, FULL_FILE)
 
 
-def export_caption_onnx(decoder: CaptionDecoder, out_dir: str | Path, memory_len: int = 64) -> dict[str, Path]:
-    """Write the three graphs of both forms into ``out_dir``; returns form-file name -> path."""
+def export_caption_onnx(decoder: CaptionDecoder, out_dir: str | Path, memory_len: int = 64,
+                        files: Sequence[str] = ALL_FILES) -> dict[str, Path]:
+    """Write the graphs named in ``files`` (default: both forms; ``KV_CACHE_FILES`` is what ships)
+    into ``out_dir``; returns file name -> path."""
     import torch
     from torch import nn
 
@@ -64,22 +58,27 @@ def export_caption_onnx(decoder: CaptionDecoder, out_dir: str | Path, memory_len
 
     kv_axes = {1: "batch", 3: "memory"}
     graphs = {
-        CROSS_FILE: _export(Wrap("cross_keys_values"), (memory,), ["memory"], ["cross_k", "cross_v"],
-                            {"memory": {0: "batch", 1: "memory"}, "cross_k": kv_axes, "cross_v": kv_axes}),
-        STEP_FILE: _export(Wrap("step"), (torch.full((batch, 1), BOS_ID), cache, cache.clone(), cross_k, cross_v),
-                           ["token", "past_k", "past_v", "cross_k", "cross_v"], ["logits", "present_k", "present_v"],
-                           {"token": {0: "batch"}, "past_k": {1: "batch", 3: "past"}, "past_v": {1: "batch", 3: "past"},
-                            "cross_k": kv_axes, "cross_v": kv_axes, "logits": {0: "batch"},
-                            "present_k": {1: "batch", 3: "present"}, "present_v": {1: "batch", 3: "present"}}),
-        FULL_FILE: _export(Wrap("forward"), (torch.full((batch, decoder.max_len), PAD_ID), memory), ["tokens", "memory"], ["logits"],
-                           {"tokens": {0: "batch"}, "memory": {0: "batch", 1: "memory"}, "logits": {0: "batch"}}),
+        CROSS_FILE: lambda: graph_bytes(Wrap("cross_keys_values"), (memory,), ["memory"], ["cross_k", "cross_v"],
+                                        {"memory": {0: "batch", 1: "memory"}, "cross_k": kv_axes, "cross_v": kv_axes}),
+        STEP_FILE: lambda: graph_bytes(Wrap("step"), (torch.full((batch, 1), BOS_ID), cache, cache.clone(), cross_k, cross_v),
+                                       ["token", "past_k", "past_v", "cross_k", "cross_v"], ["logits", "present_k", "present_v"],
+                                       {"token": {0: "batch"}, "past_k": {1: "batch", 3: "past"}, "past_v": {1: "batch", 3: "past"},
+                                        "cross_k": kv_axes, "cross_v": kv_axes, "logits": {0: "batch"},
+                                        "present_k": {1: "batch", 3: "present"}, "present_v": {1: "batch", 3: "present"}}),
+        FULL_FILE: lambda: graph_bytes(Wrap("forward"), (torch.full((batch, decoder.max_len), PAD_ID), memory),
+                                       ["tokens", "memory"], ["logits"],
+                                       {"tokens": {0: "batch"}, "memory": {0: "batch", 1: "memory"}, "logits": {0: "batch"}}),
     }
+    unknown = sorted(set(files) - set(graphs))
+    if unknown:
+        raise ValueError(f"caption graphs {unknown} unknown; allowed: {', '.join(graphs)}")
+    data = {name: graphs[name]() for name in files}
     decoder.train(was_training)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, data in graphs.items():
-        (out_dir / name).write_bytes(data)
+    for name, graph in data.items():
+        (out_dir / name).write_bytes(graph)
         paths[name] = out_dir / name
     return paths
 

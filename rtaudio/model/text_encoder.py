@@ -8,7 +8,6 @@ nothing but vocab.json and run the exported ONNX graph (``ids [B, L]`` + ``mask 
 from __future__ import annotations
 
 import copy
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rtaudio.export.onnx import graph_bytes
 from rtaudio.model.attention import Attention
 from rtaudio.model.common import SinusoidalPosition
 from rtaudio.model.vocab import PAD_ID, UNK_ID, Vocabulary
@@ -83,11 +83,8 @@ def export_text_encoder(encoder: TextEncoder, path: str | Path | None = None, op
     model = copy.deepcopy(encoder).cpu().eval()
     ids = torch.full((2, 5), UNK_ID, dtype=torch.int64)
     mask = torch.ones(2, 5, dtype=torch.int64)
-    buffer = io.BytesIO()
     axes = {"ids": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}, "embedding": {0: "batch"}}
-    torch.onnx.export(model, (ids, mask), buffer, input_names=["ids", "mask"], output_names=["embedding"],
-                      dynamic_axes=axes, opset_version=opset, dynamo=False)
-    data = buffer.getvalue()
+    data = graph_bytes(model, (ids, mask), ["ids", "mask"], ["embedding"], axes, opset)
     if path is not None:
         Path(path).write_bytes(data)
     return data
