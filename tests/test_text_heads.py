@@ -13,12 +13,12 @@ from rtaudio.contract import load_model_dir
 from rtaudio.model.config import ModelConfig, TextConfig
 from rtaudio.model.fused import FusedTagger, load_checkpoint
 from rtaudio.model.tokenizer import CaptionTokenizer
-from rtaudio.model.vocab import Vocabulary
+from rtaudio.model.vocab import Vocabulary, label_queries
 from rtaudio.runtime.text import Captioner, TextSpace
 from rtaudio.train.config import SyntheticData, TrainConfig
 from rtaudio.train.data import Clip, ClipDataset
 from rtaudio.train.evaluate import evaluate
-from rtaudio.train.evaluate_text import caption_clips, label_queries
+from rtaudio.train.evaluate_text import caption_clips
 from rtaudio.train.loop import Objective, _datasets
 from rtaudio.train.text_data import CaptionedDataset, sound_groups
 

@@ -21,7 +21,6 @@ from rtaudio.contract import ModelDir
 from rtaudio.runtime.captions import missing_caption_files, missing_query_files
 from rtaudio.runtime.engines import OnnxRuntimeEngine
 from rtaudio.runtime.offline import read_mono
-from rtaudio.runtime.site import DEFAULT_MAX_TOKENS
 
 DEMO_AUDIO = Path(__file__).resolve().parents[2] / "config" / "demo.flac"
 CAPTION_BATCHES = (1, 4)
@@ -59,8 +58,7 @@ def bench_captions(model: ModelDir, audio: Path, repeats: int, batches: Sequence
     decode steps per call, tokens per caption, ms per caption."""
     from rtaudio.runtime.text import Captioner
 
-    max_tokens = int(model.info.extra.get("text", {}).get("max_tokens", DEFAULT_MAX_TOKENS))
-    captioner = Captioner(model.path, max_tokens, CAPTION_THREADS)
+    captioner = Captioner(model.path, threads=CAPTION_THREADS)
     count = max(batches)
     if any(count % b for b in batches):
         raise ValueError(f"caption batch sizes {list(batches)} must all divide the largest, {count}")
@@ -70,9 +68,9 @@ def bench_captions(model: ModelDir, audio: Path, repeats: int, batches: Sequence
         encode, decode, steps, tokens, captions = [], [], [], [], []
         for x in clips.reshape(count // batch, batch, -1):
             memory, _ = captioner.encode(x)
-            result = captioner.decode(memory, max_tokens - 1)  # as Captioner.__call__
+            result = captioner.greedy(memory)
             encode.append(median_ms(lambda x=x: captioner.encode(x), repeats))
-            decode.append(median_ms(lambda memory=memory: captioner.decode(memory, max_tokens - 1), repeats))
+            decode.append(median_ms(lambda memory=memory: captioner.greedy(memory), repeats))
             steps.append(int(result.generated.shape[1]))
             tokens += [len(t) for t in result.tokens]
             captions += [captioner.tokenizer.decode(t) for t in result.tokens]
@@ -99,10 +97,11 @@ def tagging_ms(model: ModelDir, points: list[dict[str, Any]], batches: Sequence[
 
 def bench_queries(model: ModelDir, repeats: int, tagging: dict[int, float]) -> dict[str, Any]:
     """Embedding one query, and scoring ``QUERIES`` queries per tagging batch (projection + matmul)."""
+    from rtaudio.model.vocab import label_queries
     from rtaudio.runtime.text import TextSpace
 
     space = TextSpace(model.path)
-    texts = [label.replace("_", " ") for label in (model.info.labels * QUERIES)[:QUERIES]]
+    texts = label_queries((model.info.labels * QUERIES)[:QUERIES])
     matrix = space.texts(texts)
     embed = median_ms(lambda: space.texts([texts[0]]), repeats)
     dim = int(model.info.embedding_dim or space.projection.get_inputs()[0].shape[1])

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rtaudio.model.vocab import file_in
+
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0..3, in this order
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
@@ -93,16 +95,12 @@ class CaptionTokenizer:
 
     def save(self, path: str | Path) -> Path:
         """Write tokenizer.json (a file, or ``tokenizer.json`` inside a directory)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / TOKENIZER_FILE
+        path = file_in(path, TOKENIZER_FILE)
         path.write_text(json.dumps(self.config, ensure_ascii=False))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> CaptionTokenizer:
         """Read tokenizer.json (a file, or the one inside a directory); no ``tokenizers`` needed."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / TOKENIZER_FILE
+        path = file_in(path, TOKENIZER_FILE)
         return cls(json.loads(path.read_text()))

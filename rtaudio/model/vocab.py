@@ -28,6 +28,18 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def file_in(path: str | Path, name: str) -> Path:
+    """``path`` itself, or the file ``name`` inside it when ``path`` is a directory (a model dir)."""
+    path = Path(path)
+    return path / name if path.is_dir() else path
+
+
+def label_queries(labels: Sequence[str]) -> list[str]:
+    """Each label as the free-text query a site would type ("smoke_alarm" -> "smoke alarm"): how
+    training tunes the query threshold, eval scores zero-shot tagging and the bench times queries."""
+    return [label.replace("_", " ") for label in labels]
+
+
 class Vocabulary:
     """Word <-> id map built from training captions; ids 0 and 1 are ``<pad>`` and ``<unk>``."""
 
@@ -75,18 +87,14 @@ class Vocabulary:
 
     def save(self, path: str | Path) -> Path:
         """Write vocab.json (a file, or ``vocab.json`` inside a directory)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / VOCAB_FILE
+        path = file_in(path, VOCAB_FILE)
         path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
         """Read a saved vocabulary; refuses a file of another kind or format."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / VOCAB_FILE
+        path = file_in(path, VOCAB_FILE)
         data = json.loads(path.read_text(encoding="utf-8"))
         missing = [k for k in ("format", "kind", "max_len", "tokens") if k not in data]
         if missing or data["kind"] != "rtaudio.words" or data["format"] != VOCAB_FORMAT:

@@ -30,7 +30,6 @@ from rtaudio.runtime.sources import Source, create_source
 from rtaudio.runtime.sources.file import FileSource
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_TOKENS = 32  # caption length cap when model.json has no extra.text.max_tokens
 
 
 def window_sizes(config: SiteConfig, info: ModelInfo) -> tuple[int, int]:
@@ -80,8 +79,7 @@ def build_caption_worker(config: SiteConfig, model: ModelDir, publishers: Sequen
     from rtaudio.runtime.text import Captioner
 
     info = model.info
-    max_tokens = int(info.extra.get("text", {}).get("max_tokens", DEFAULT_MAX_TOKENS))
-    captioner = Captioner(config.model, max_tokens, config.captions.threads)
+    captioner = Captioner(config.model, threads=config.captions.threads)
     return CaptionWorker(captioner, info.model_id, info.version, info.sample_rate, publishers, health, config.captions.max_pending)
 
 

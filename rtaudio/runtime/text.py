@@ -19,12 +19,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rtaudio.contract import load_model_dir
 from rtaudio.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, CaptionTokenizer, strip
 from rtaudio.model.vocab import Vocabulary, words
 
 CAPTION_AUDIO_FILE, CROSS_FILE, STEP_FILE = "caption_audio.onnx", "caption_cross.onnx", "caption_step.onnx"
 TEXT_ENCODER_FILE, AUDIO_TEXT_FILE = "text_encoder.onnx", "audio_text.onnx"
 NEG_INF = -1e9
+DEFAULT_MAX_TOKENS = 32  # caption length cap for a model.json without extra.text.max_tokens
 
 
 def session(path: Path, threads: int | None = None) -> Any:
@@ -83,12 +85,16 @@ class CachedGreedy:
 class Captioner:
     """Clips of the model's caption window -> captions (greedy, KV cache)."""
 
-    def __init__(self, model_dir: str | Path, max_tokens: int, threads: int | None = None):
+    def __init__(self, model_dir: str | Path, max_tokens: int | None = None, threads: int | None = None):
+        """``max_tokens`` (with ``<bos>``/``<eos>``) defaults to the model's, from model.json ``extra.text``."""
         root = Path(model_dir)
         self.audio = session(root / CAPTION_AUDIO_FILE, threads)
         self.samples = int(self.audio.get_inputs()[0].shape[1])
         self.decode = CachedGreedy(root, threads)
         self.tokenizer = CaptionTokenizer.load(root)
+        if max_tokens is None:
+            text = load_model_dir(root, check_hash=False).info.extra.get("text", {})
+            max_tokens = int(text.get("max_tokens", DEFAULT_MAX_TOKENS))
         self.max_tokens = max_tokens
 
     def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,9 +104,16 @@ class Captioner:
         memory, embedding = self.audio.run(None, {"waveform": np.ascontiguousarray(audio, dtype=np.float32)})
         return memory, embedding
 
+    def greedy(self, memory: np.ndarray) -> GreedyResult:
+        """Greedy decoding of ``encode``'s memory, up to ``max_tokens``."""
+        return self.decode(memory, self.max_tokens - 1)
+
+    def describe(self, memory: np.ndarray) -> list[str]:
+        """One caption per row of ``encode``'s memory."""
+        return [self.tokenizer.decode(ids) for ids in self.greedy(memory).tokens]
+
     def __call__(self, audio: np.ndarray) -> list[str]:
-        memory, _ = self.encode(audio)
-        return [self.tokenizer.decode(ids) for ids in self.decode(memory, self.max_tokens - 1).tokens]
+        return self.describe(self.encode(audio)[0])
 
 
 class TextSpace:

@@ -22,6 +22,7 @@ import numpy as np
 
 from rtaudio.contract import ModelDir
 from rtaudio.runtime.engines.onnxruntime import OnnxRuntimeEngine
+from rtaudio.model.vocab import label_queries
 from rtaudio.runtime.text import CAPTION_AUDIO_FILE, Captioner, TextSpace
 from rtaudio.train.caption_metrics import caption_scores, retrieval_scores, zero_shot_tagging
 from rtaudio.train.data import Clip, fit_window
@@ -32,11 +33,6 @@ EXAMPLES = 8
 
 def has_text_heads(model: ModelDir) -> bool:
     return (model.path / CAPTION_AUDIO_FILE).is_file()
-
-
-def label_queries(labels: Sequence[str]) -> list[str]:
-    """The free-text form of each label, as a site would type it."""
-    return [label.replace("_", " ") for label in labels]
 
 
 def caption_clips(clips: Sequence[Clip]) -> list[Clip]:
@@ -53,7 +49,7 @@ def evaluate_text(model: ModelDir, clips: Sequence[Clip], tagged: Sequence[Clip]
 
     info = model.info
     text = info.extra.get("text", {})
-    captioner = Captioner(model.path, int(text.get("max_tokens", 40)))
+    captioner = Captioner(model.path)
     space = TextSpace(model.path)
     out: dict[str, Any] = {"query_threshold": text.get("query_threshold")}
     chosen = caption_clips(clips)
@@ -63,7 +59,7 @@ def evaluate_text(model: ModelDir, clips: Sequence[Clip], tagged: Sequence[Clip]
             batch = np.stack([fit_window(clip_audio(c, info.sample_rate), captioner.samples, random=False)
                               for c in chosen[start:start + BATCH]]).astype(np.float32)
             memory, embedding = captioner.encode(batch)
-            generated += [captioner.tokenizer.decode(ids) for ids in captioner.decode(memory, captioner.max_tokens - 1).tokens]
+            generated += captioner.describe(memory)
             embeddings.append(embedding)
         references = [c.captions for c in chosen]
         scores = caption_scores(generated, references, external=external)

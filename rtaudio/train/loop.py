@@ -144,10 +144,11 @@ def query_threshold(model: FusedTagger, y: np.ndarray, embeddings: np.ndarray) -
     the threshold is the F1-optimal one over all (window, label) pairs, so a site's own queries,
     which have no validation data, start from a threshold measured on queries that do.
     """
+    from rtaudio.model.vocab import label_queries
     from rtaudio.train.metrics import tune_thresholds
 
     heads = model.text
-    names = [label.replace("_", " ") for label in model.config.labels]
+    names = label_queries(model.config.labels)
     with torch.no_grad():
         text = heads.space.text(*(torch.from_numpy(a).to(embeddings.device) for a in heads.vocab.encode(names)))
         sims = (heads.space.audio(embeddings) @ text.T).cpu().numpy()
