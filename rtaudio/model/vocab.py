@@ -71,6 +71,10 @@ class Vocabulary:
         out = [self.index[word] for word in words(text) if word in self.index][: self.max_len]
         return out or [UNK_ID]
 
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of ``text`` this vocabulary lacks (``ids`` drops them)."""
+        return [word for word in words(text) if word not in self.index]
+
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """A batch -> ``ids`` and ``mask`` (int64 ``[B, L]``, L the longest text; mask 1 on real words)."""
         rows = [self.ids(text) for text in texts]

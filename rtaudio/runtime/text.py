@@ -21,7 +21,7 @@ import numpy as np
 
 from rtaudio.contract import load_model_dir
 from rtaudio.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, CaptionTokenizer, strip
-from rtaudio.model.vocab import Vocabulary, words
+from rtaudio.model.vocab import Vocabulary
 
 CAPTION_AUDIO_FILE, CROSS_FILE, STEP_FILE = "caption_audio.onnx", "caption_cross.onnx", "caption_step.onnx"
 TEXT_ENCODER_FILE, AUDIO_TEXT_FILE = "text_encoder.onnx", "audio_text.onnx"
@@ -132,7 +132,7 @@ class TextSpace:
 
     def unknown_words(self, text: str) -> list[str]:
         """Words of ``text`` the model never saw in training (they carry no meaning for it)."""
-        return [w for w in words(text) if w not in self.vocab.index]
+        return self.vocab.unknown_words(text)
 
     def audio(self, embedding: np.ndarray) -> np.ndarray:
         """Fused window embeddings ``[B, E]`` -> ``[B, D]``."""
