@@ -126,7 +126,7 @@ class TextSpace:
         self.projection = session(root / AUDIO_TEXT_FILE, threads)
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
-        """``[len(texts), D]``; words the vocabulary lacks count as ``<unk>``."""
+        """``[len(texts), D]``; words the vocabulary lacks are dropped (``Vocabulary.ids``)."""
         ids, mask = self.vocab.encode(list(texts))
         return self.text_encoder.run(None, {"ids": ids, "mask": mask})[0]
 
