@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from rtaudio.model.tokenizer import BOS_ID
 from rtaudio.runtime.text import AUDIO_TEXT_FILE, CAPTION_AUDIO_FILE, TEXT_ENCODER_FILE, CachedGreedy, session
 
 # |ONNX Runtime - PyTorch|, absolute. The memory holds the timbre stream's frames, whose float32
@@ -87,7 +88,7 @@ def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int
     export_caption_onnx(decoder, root, memory_len=memory.shape[1], files=KV_CACHE_FILES)
     greedy = CachedGreedy(root)(got_memory, config.max_tokens - 1)  # end to end: ONNX Runtime's memory too
     with torch.no_grad():  # the logits PyTorch gives for the tokens ONNX Runtime chose
-        prefix = torch.cat([torch.full((len(x), 1), 1), torch.from_numpy(greedy.generated[:, :-1])], dim=1)
+        prefix = torch.cat([torch.full((len(x), 1), BOS_ID), torch.from_numpy(greedy.generated[:, :-1])], dim=1)
         parity["decoder_logits"] = float(np.abs(decoder(prefix, memory).numpy() - greedy.logits).max())
     parity["caption_tokens_equal"] = float(np.mean([a == b for a, b in zip(greedy.tokens, tokens)]))
     limits = {"memory": MEMORY_ATOL, "embedding": EMBEDDING_ATOL, "text_encoder": SPACE_ATOL, "audio_text": SPACE_ATOL,
