@@ -115,10 +115,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     out = args.out or args.model / "eval"
     command = shlex.join(["rtaudio", "eval", "--model", str(args.model), "--data", str(args.data), "--split", args.split, "--out", str(out),
-                          *(a for c in args.compare for a in ("--compare", str(c))), *(["--no-java-metrics"] if args.no_java_metrics else [])])
+                          *(a for c in args.compare for a in ("--compare", str(c))), *(["--no-java-metrics"] if args.no_java_metrics else []),
+                          *(["--baselines"] if args.baselines else [])])
     try:
         summary = evaluate(args.model, args.data, split=args.split, compare=args.compare, out=out, command=command,
-                           external_metrics=not args.no_java_metrics)
+                           external_metrics=not args.no_java_metrics, baselines=args.baselines, teacher_cache=args.teacher_cache)
     except (ContractError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -151,6 +152,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:  # data and fine-tuning errors name what was wrong
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    return 0
+
+
+def cmd_data_debian(args: argparse.Namespace) -> int:
+    from rtaudio.train.corpus.debian import CorpusError, build_corpus, which_tools
+    from rtaudio.train.corpus.rules import PACKAGES
+
+    missing = which_tools()
+    if missing:
+        print(f"error: data debian needs {', '.join(missing)} (Debian: apt-get install dpkg ffmpeg)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        summary = build_corpus(args.out, args.packages or PACKAGES, cache=args.cache, sample_rate=args.sample_rate,
+                               max_clip_s=args.max_clip_s, max_pieces=args.max_pieces)
+    except CorpusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    pieces = summary["pieces"]
+    print(f"{pieces['labelled']} labelled and {pieces['unlabelled']} unlabelled pieces "
+          f"({pieces['duplicates_dropped']} duplicates dropped) from {len(summary['packages'])} packages")
+    for label, counts in summary["labels"].items():
+        print(f"  {label:<16} " + "  ".join(f"{split} {n}" for split, n in counts.items()))
+    print(f"manifest: {args.out / 'manifest.csv'}")
     return 0
 
 
@@ -277,7 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=None, help="report folder (default: MODEL/eval)")
     ev.add_argument("--compare", type=Path, action="append", default=[], metavar="DIR", help="another model dir for the same table (repeatable)")
     ev.add_argument("--no-java-metrics", action="store_true", help="skip METEOR and SPICE even where java and their jars are installed")
+    ev.add_argument("--baselines", action="store_true",
+                    help="also fit and score a linear probe on the pretrained (aisfx) embedding and hand-feature logistic regression on the train split")
+    ev.add_argument("--teacher-cache", type=Path, default=None, metavar="PATH", help="teacher embedding cache (default: beside the manifest)")
     ev.set_defaults(func=cmd_eval)
+
+    data = sub.add_parser("data", help="build training corpora")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SOURCE")
+    deb = data_sub.add_parser("debian", help="real-audio corpus from sounds shipped in Debian packages (labelled by reviewed rules, split by package)")
+    deb.add_argument("--out", "-o", type=Path, required=True, help="corpus folder (manifest.csv, unlabelled.csv, audio/, licences/)")
+    deb.add_argument("--package", dest="packages", action="append", default=[], metavar="NAME",
+                     help="a package to take (repeatable; default: every package the rules know)")
+    deb.add_argument("--cache", type=Path, default=None, help="where .deb files are downloaded (default: OUT/debs)")
+    deb.add_argument("--sample-rate", type=int, default=16000, help="rate of the written audio (default 16000, the model rate)")
+    deb.add_argument("--max-clip-s", type=float, default=10.0, help="longest piece cut from a file (default 10)")
+    deb.add_argument("--max-pieces", type=int, default=3, help="most pieces cut from one file (default 3)")
+    deb.set_defaults(func=cmd_data_debian)
 
     ex = sub.add_parser("export", help="checkpoint -> engines/NAME/: simplified ONNX with metadata, parity, TensorRT op check, FP16 list")
     ex.add_argument("checkpoint", type=Path, help="model.ckpt, or a training checkpoint (runs/NAME/checkpoints/last.ckpt)")

@@ -82,6 +82,8 @@ class SyntheticData(SplitFractions):
     hop_s: float = Field(0.5, title="Hop between windows (s)", gt=0, le=30)
     sample_rate: int = Field(16000, title="Sample rate (Hz)", ge=8000, le=48000)
     labels: list[str] | None = Field(None, title="Labels", description="A subset of the generator's labels; null for all.")
+    names: dict[str, str] = Field(default_factory=dict, title="Label renames",
+                                  description="Generator label -> the label the model learns, e.g. {dog_bark: dog} to join a real corpus's names.")
     min_heard_s: float = Field(0.25, title="Shortest audible stretch that labels a window (s)", gt=0, le=10)
     captions_per_clip: int = Field(3, title="Captions per window", ge=0, le=20, description="Phrasings of each window's part of the scene; 0: no captions.")
     caption_window_s: float | None = Field(4.0, title="Caption clips cut from scenes (s)", gt=0, le=60, description="Longer caption-only clips for the caption decoder; null: none.")

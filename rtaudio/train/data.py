@@ -205,14 +205,15 @@ def _cuts(audio: np.ndarray, timeline: list, spec: SyntheticData, window_s: floa
         heard = window_labels(timeline, t0, t0 + window_s, spec.min_heard_s)
         part = window_timeline(timeline, t0, t0 + window_s, heard)
         captions = [caption_scene(part, rng) for _ in range(spec.captions_per_clip)]
-        yield Clip(None, heard, split, captions, audio[start : start + win], spec.sample_rate, tagged)  # views share the scene
+        labels = sorted({spec.names.get(label, label) for label in heard})
+        yield Clip(None, labels, split, captions, audio[start : start + win], spec.sample_rate, tagged)  # views share the scene
 
 
 def _synthetic(spec: SyntheticData) -> list[Clip]:
     from rtaudio.train.synth import LABELS, make_scene
 
     labels = spec.labels or list(LABELS)
-    unknown = sorted(set(labels) - set(LABELS))
+    unknown = sorted((set(labels) | set(spec.names)) - set(LABELS))
     if unknown:
         raise DataError(f"synthetic labels {unknown} are not generated; allowed: {', '.join(LABELS)}")
     clips: list[Clip] = []

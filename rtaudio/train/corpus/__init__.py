@@ -1,0 +1,1 @@
+"""Real-audio corpora built from registry packages (training side only)."""
