@@ -149,10 +149,31 @@ def _row(name: str, y: np.ndarray, scores: np.ndarray, val_y: np.ndarray | None,
     return {"name": name, **metrics.summarize(y, scores, thresholds).row()}
 
 
+def _baseline_rows(data_spec: Any, clips: list[Clip], chosen: dict[str, list[Clip]], split: str, labels: list[str], info: Any,
+                   y: np.ndarray, val_y: np.ndarray | None, saved: np.ndarray, teacher_cache: str | Path | None,
+                   out: str | Path | None) -> list[dict[str, Any]]:
+    """Ablation rows of the two baselines, fitted on the data's train clips."""
+    from rtaudio.train.baselines import baseline_scores
+
+    splits = {"train": [c for c in clips if c.split == "train" and c.path is not None], **chosen}
+    if not splits["train"]:
+        raise DataError(f"{describe(data_spec)}: --baselines needs tagged audio files in the train split to fit on; there are none")
+    specs = data_spec if isinstance(data_spec, (list, tuple)) else [data_spec]
+    manifest = next((s.path for s in specs if getattr(s, "type", None) == "manifest"), None)
+    cache = Path(teacher_cache) if teacher_cache else manifest.parent / "teacher.npz" if manifest else Path(out or ".") / "teacher.npz"
+    scored = baseline_scores(splits, labels, info.sample_rate, info.window_s, info.hop_s, cache)
+    return [_row(f"baseline: {name}", y, scores[split], val_y, scores.get(TUNE_SPLIT) if split != TUNE_SPLIT else None, saved)
+            for name, scores in scored.items()]
+
+
 def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig] | str | Path, split: str = "test",
              compare: Sequence[str | Path] = (), out: str | Path | None = None, command: str | None = None,
-             external_metrics: bool = True) -> dict[str, Any]:
+             external_metrics: bool = True, baselines: bool = False, teacher_cache: str | Path | None = None) -> dict[str, Any]:
     """Score ``model_dir`` (and ``compare`` models) on ``split``; write the report into ``out`` when given.
+
+    ``baselines`` adds a linear probe on the pretrained (aisfx) embedding and hand-feature logistic
+    regression, both fitted on the data's train split (``rtaudio.train.baselines``); their teacher
+    embeddings are cached in ``teacher_cache`` (default: beside the manifest, else in ``out``).
 
     Models with text heads also get caption, retrieval and zero-shot metrics (``evaluate_text``);
     ``external_metrics`` False skips the Java ones (METEOR, SPICE) even where installed.
@@ -190,6 +211,9 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
         other_val = other_scores[TUNE_SPLIT]
         ablation.append(_row(f"fused — {other.info.model_id} ({Path(other_path).name})", y, other_scores[split]["onnx"], val_y,
                              other_val["onnx"] if other_val else None, np.asarray(other.info.thresholds)))
+
+    if baselines:
+        ablation += _baseline_rows(data_spec, clips, chosen, split, labels, model.info, y, val_y, saved, teacher_cache, out)
 
     summary: dict[str, Any] = {
         "command": command or f"evaluate({str(model_dir)!r}, split={split!r})",

@@ -1,0 +1,106 @@
+"""Reference points for real-audio results: a linear probe on the pretrained (teacher) embedding and
+logistic regression on hand features (log-mel and MFCC statistics).
+
+Both are trained on windows of the training clips (each window takes its clip's labels) and
+score a clip like the runtime and ``rtaudio eval`` do: the maximum over its windows. A model
+that does not beat them has learnt nothing the embedding or plain spectra do not already give.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from rtaudio.train.data import Clip
+from rtaudio.train.teacher import TeacherCache, clip_key
+
+
+def window_set(clips: Sequence[Clip], cache: TeacherCache, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings [windows, D], targets [windows, C], owner clip index [windows]) of ``clips``."""
+    index = {label: i for i, label in enumerate(labels)}
+    xs, ys, owners = [], [], []
+    for n, clip in enumerate(clips):
+        emb = cache.clip_embeddings(clip_key(clip))
+        y = np.zeros((len(emb), len(labels)), np.float32)
+        y[:, [index[lb] for lb in clip.labels if lb in index]] = 1.0
+        xs.append(emb)
+        ys.append(y)
+        owners.append(np.full(len(emb), n))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(owners)
+
+
+class LinearProbe:
+    """Standardised features -> one L2-regularised logistic regression per label (labels without both
+    classes in training score 0)."""
+
+    def __init__(self, c: float = 1.0):
+        self.c = c
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> LinearProbe:
+        from sklearn.linear_model import LogisticRegression
+
+        self.mean, self.std = x.mean(0), x.std(0) + 1e-6
+        z = (x - self.mean) / self.std
+        self.models = []
+        for c in range(y.shape[1]):
+            positives = int(y[:, c].sum())
+            if positives == 0 or positives == len(y):
+                self.models.append(None)
+                continue
+            self.models.append(LogisticRegression(C=self.c, max_iter=2000, class_weight="balanced").fit(z, y[:, c]))
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        z = (x - self.mean) / self.std
+        cols = [m.predict_proba(z)[:, 1] if m is not None else np.zeros(len(x)) for m in self.models]
+        return np.stack(cols, axis=1)
+
+
+def clip_max(window_scores: np.ndarray, owners: np.ndarray, clips: int) -> np.ndarray:
+    """Clip scores: the maximum of each clip's window scores."""
+    out = np.full((clips, window_scores.shape[1]), -np.inf)
+    np.maximum.at(out, owners, window_scores)
+    return out
+
+
+def hand_features(windows: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Per window: mean and standard deviation of a 64-band log-mel and its 20 MFCCs over time (168 numbers)."""
+    from rtaudio.dsp import LogMel
+
+    mel = LogMel(sample_rate, 512, 160, 64)
+    with torch.no_grad():
+        logmel = mel(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))).numpy()  # [n, 64, T]
+    n = np.arange(64)
+    dct = np.cos(np.pi / 64 * (n[None, :] + 0.5) * np.arange(20)[:, None])  # DCT-II rows
+    mfcc = np.einsum("km,bmt->bkt", dct, logmel)
+    return np.concatenate([logmel.mean(2), logmel.std(2), mfcc.mean(2), mfcc.std(2)], axis=1).astype(np.float32)
+
+
+def baseline_scores(splits: dict[str, Sequence[Clip]], labels: Sequence[str], sample_rate: int, window_s: float, hop_s: float,
+                    cache_path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Clip scores of both baselines on every split but train, fitted on ``splits['train']``:
+    ``{"linear probe on the aisfx embedding": {split: [clips, C]}, "hand features + logistic regression": {...}}``."""
+    from rtaudio.train.evaluate import clip_windows
+    from rtaudio.train.teacher import aisfx_teacher, build_teacher_cache
+
+    every = [c for clips in splits.values() for c in clips]
+    cache = build_teacher_cache(every, aisfx_teacher(sample_rate), sample_rate, window_s, hop_s, cache_path)
+    window, hop = round(window_s * sample_rate), round(hop_s * sample_rate)
+
+    def hand(clips: Sequence[Clip]) -> np.ndarray:
+        return np.concatenate([hand_features(clip_windows(c, sample_rate, window, hop), sample_rate) for c in clips])
+
+    sets = {split: window_set(clips, cache, labels) for split, clips in splits.items()}
+    x, y, _ = sets["train"]
+    probe = LinearProbe().fit(x, y)
+    hand_probe = LinearProbe().fit(hand(splits["train"]), y)
+    out: dict[str, dict[str, np.ndarray]] = {"linear probe on the aisfx embedding": {}, "hand features + logistic regression": {}}
+    for split, (xs, _, owners) in sets.items():
+        if split == "train":
+            continue
+        out["linear probe on the aisfx embedding"][split] = clip_max(probe.predict(xs), owners, len(splits[split]))
+        out["hand features + logistic regression"][split] = clip_max(hand_probe.predict(hand(splits[split])), owners, len(splits[split]))
+    return out
