@@ -30,7 +30,7 @@ from rtaudio.export.fp16 import FP16_MAX, analyse_fp16
 from rtaudio.export.onnx import EMBEDDING_ATOL, SCORE_ATOL, export_checkpoint, onnx_bytes, onnx_metadata, with_window
 from rtaudio.export.trt_ops import check_model
 from rtaudio.export.windows import synthetic_windows
-from rtaudio.model.config import STREAMS, ModelConfig
+from rtaudio.model.config import DEFAULT_STREAMS, ModelConfig
 from rtaudio.model.fused import FusedTagger, load_checkpoint, save_checkpoint
 
 LABELS = ["smoke_alarm", "doorbell", "speech"]
@@ -53,7 +53,7 @@ def one_torch_thread() -> Iterator[None]:
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small FusedTagger with every stream, BN statistics and codebooks moved by one training pass."""
     torch.manual_seed(0)
-    model = FusedTagger(ModelConfig(labels=LABELS, streams=list(STREAMS), layers=1, n_mels=32, window_s=0.5, hop_s=0.25))
+    model = FusedTagger(ModelConfig(labels=LABELS, streams=list(DEFAULT_STREAMS), layers=1, n_mels=32, window_s=0.5, hop_s=0.25))
     with torch.no_grad():
         model.train().run(torch.from_numpy(synthetic_windows(16000, 8000, count=4)[0]))
     path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
@@ -94,11 +94,11 @@ def test_cli_export_writes_a_loadable_model_dir_with_metadata(exported: tuple[Pa
     model_dir = load_model_dir(out)
     info, extra = model_dir.info, model_dir.info.extra
     assert (info.model_id, info.version, info.labels, info.thresholds) == ("tiny", "9.9.9", LABELS, pytest.approx(THRESHOLDS))
-    assert (info.sample_rate, info.window_s, info.hop_s, info.embedding_dim, info.streams) == (16000, 0.5, 0.25, 64 * 6, list(STREAMS))
+    assert (info.sample_rate, info.window_s, info.hop_s, info.embedding_dim, info.streams) == (16000, 0.5, 0.25, 64 * 6, list(DEFAULT_STREAMS))
     meta = onnx_metadata(model_dir.onnx_path)
     assert set(meta) == METADATA_KEYS
     assert {k: meta[k] for k in ("model_id", "version", "labels", "sample_rate", "window_s", "hop_s", "streams")} == {
-        "model_id": "tiny", "version": "9.9.9", "labels": LABELS, "sample_rate": 16000, "window_s": 0.5, "hop_s": 0.25, "streams": list(STREAMS)}
+        "model_id": "tiny", "version": "9.9.9", "labels": LABELS, "sample_rate": 16000, "window_s": 0.5, "hop_s": 0.25, "streams": list(DEFAULT_STREAMS)}
     assert meta["thresholds"] == pytest.approx(THRESHOLDS)
     written_ckpt = hashlib.sha256((out / "model.ckpt").read_bytes()).hexdigest()
     assert meta["checkpoint_sha256"] == extra["checkpoint_sha256"] == written_ckpt

@@ -47,6 +47,7 @@ class StreamOutput:
     frames: torch.Tensor  # [B, T', EMBED_DIM]
     pooled: torch.Tensor  # [B, EMBED_DIM]
     aux: dict[str, torch.Tensor] = field(default_factory=dict)  # own losses (training only)
+    teacher: torch.Tensor | None = None  # [B, D] a pretrained network's own embedding, for distillation (not exported)
 
 
 class SinusoidalPosition(nn.Module):

@@ -6,8 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-STREAMS = ("e2e", "pitch", "timbre", "neuralogram", "generative", "codes")
-StreamName = Literal["e2e", "pitch", "timbre", "neuralogram", "generative", "codes"]
+STREAMS = ("e2e", "pitch", "timbre", "neuralogram", "generative", "codes", "pretrained")
+StreamName = Literal["e2e", "pitch", "timbre", "neuralogram", "generative", "codes", "pretrained"]
+DEFAULT_STREAMS = STREAMS[:6]  # "pretrained" (the aisfx CNN, ~4.7 M parameters) is opt-in: defaults and old configs stay the six
 
 
 class TextConfig(BaseModel):
@@ -38,7 +39,7 @@ class ModelConfig(BaseModel):
     n_fft: int = Field(512, title="STFT size", ge=64, le=8192)
     stft_hop: int = Field(160, title="STFT hop (samples)", ge=16, le=4096)
     n_mels: int = Field(64, title="Mel bands", ge=16, le=256)
-    streams: list[StreamName] = Field(default_factory=lambda: list(STREAMS), title="Streams", min_length=1)
+    streams: list[StreamName] = Field(default_factory=lambda: list(DEFAULT_STREAMS), title="Streams", min_length=1)
     fusion: Literal["concat", "gated"] = Field("concat", title="Fusion", description="concat + linear (Verma) or gated generative/discriminative weighting.")
     layers: int = Field(2, title="Transformer layers per stream", ge=1, le=8)
     heads: int = Field(4, title="Attention heads", ge=1, le=16)

@@ -17,6 +17,7 @@ import torch
 from rtaudio.model.config import ModelConfig, TextConfig
 from rtaudio.model.fused import CHECKPOINT_FILE, FusedTagger, load_checkpoint
 from rtaudio.train.config import TrainConfig
+from rtaudio.train.pretrained import AISFX, fetch_aisfx, load_aisfx_state
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,14 @@ def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagge
 
 def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[str] = ()) -> FusedTagger:
     """A new ``FusedTagger`` for ``labels`` (with text heads when ``config.captions``), initialised
-    from ``config.init_from`` when set."""
+    from ``config.init_from`` when set; from scratch, a pretrained stream gets aisfx's weights (downloaded once)."""
     if config.init_from is None:
-        return FusedTagger(ModelConfig(labels=list(labels), **config.model.model_dump(), text=text_config(config, captions)))
+        model = FusedTagger(ModelConfig(labels=list(labels), **config.model.model_dump(), text=text_config(config, captions)))
+        if "pretrained" in model.streams:  # from scratch, the aisfx CNN still starts from its published weights
+            path = fetch_aisfx()
+            model.streams["pretrained"].load_aisfx(load_aisfx_state(path))
+            log.info("pretrained stream: aisfx %s weights from %s (%s, %s)", AISFX["version"], path, AISFX["licence"], AISFX["url"])
+        return model
     source, _ = load_checkpoint(checkpoint_path(config.init_from))
     arch = source.config.model_dump(exclude={"labels", "text"})
     asked = config.model.model_dump(include=config.model.model_fields_set)

@@ -97,12 +97,16 @@ class Objective(nn.Module):
 
 
 def set_stage(model: FusedTagger, objective: Objective) -> None:
-    """Train mode; frozen streams (and front-end) get no gradients and keep their BatchNorm statistics."""
-    model.train()
+    """Train mode; frozen streams (and front-end) get no gradients and keep their BatchNorm statistics.
+
+    Gradients are set before ``train()`` so that a stream's own ``train`` can re-freeze what it keeps
+    fixed (the pretrained stream's CNN blocks)."""
     for module in (model.frontend, model.streams):
         module.requires_grad_(not objective.frozen)
-        if objective.frozen:
-            module.eval()
+    model.train()
+    if objective.frozen:
+        model.frontend.eval()
+        model.streams.eval()
 
 
 def seed_all(seed: int, epoch: int, rank: int) -> torch.Generator:
