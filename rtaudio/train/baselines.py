@@ -53,6 +53,11 @@ class LinearProbe:
             self.models.append(LogisticRegression(C=self.c, max_iter=2000, class_weight="balanced").fit(z, y[:, c]))
         return self
 
+    def logits(self, x: np.ndarray, missing: float) -> np.ndarray:
+        """Log-odds per label; ``missing`` for labels that had no model."""
+        z = (x - self.mean) / self.std
+        return np.stack([m.decision_function(z) if m is not None else np.full(len(x), missing) for m in self.models], axis=1)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         z = (x - self.mean) / self.std
         cols = [m.predict_proba(z)[:, 1] if m is not None else np.zeros(len(x)) for m in self.models]

@@ -142,6 +142,8 @@ class StagedSchedule(Strict):
     pretrain_epochs: int = Field(0, title="Stage-0 epochs", ge=0, description="Self-supervised pretraining of the generative and codes streams before stage 1 (labels unused).")
     stream_epochs: int = Field(title="Stage-1 epochs", ge=0, description="The remaining epochs (at least one) train the fusion.")
     freeze_streams: bool = Field(True, title="Freeze streams in stage 2", description="false fine-tunes them with the fusion.")
+    streams: list[str] | None = Field(None, title="Streams stage 1 trains",
+                                      description="null: all. A subset (e.g. [pretrained] after init_from added it) leaves the others as loaded, and stage 1 runs only them.")
 
 
 class JointSchedule(Strict):
@@ -181,6 +183,17 @@ class CaptionTraining(Strict):
     decoder_dim: int = Field(128, title="Caption decoder width", ge=16, le=1024)
 
 
+class DistillConfig(Strict):
+    """Knowledge distillation from the pretrained (aisfx) teacher into the model's streams (``rtaudio.train.distill``)."""
+
+    unlabelled: list[Path] = Field(default_factory=list, title="Unlabelled audio CSVs",
+                                   description="e.g. data/debian/unlabelled.csv; only their train-split rows are used, for the KD loss alone.")
+    cache: Path | None = Field(None, title="Teacher cache file", description="Per-window teacher embeddings; default: output/teacher.npz. Reused across runs.")
+    kd_weight: float = Field(1.0, title="KD loss weight (teacher tag logits)", ge=0, le=100)
+    embedding_weight: float = Field(1.0, title="Embedding loss weight (similarity-preserving)", ge=0, le=100)
+    temperature: float = Field(2.0, title="KD temperature", ge=0.5, le=10)
+
+
 class TrainConfig(Strict):
     """The whole of ``train.yaml``."""
 
@@ -198,6 +211,7 @@ class TrainConfig(Strict):
     workers: int = Field(0, title="Data loader workers", ge=0, le=64)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", title="Device")
     aux_weights: dict[str, float] = Field(default_factory=dict, title="Aux loss weights", description="By '<stream>.<loss>', e.g. generative.kl: 0.1; unlisted aux losses weigh 1.")
+    distill: DistillConfig | None = Field(None, title="Distillation", description="Teacher: the aisfx CNN over every training window, cached; null: none.")
     captions: CaptionTraining | None = Field(None, title="Captions and free-text queries", description="Trains the caption decoder and the audio-text heads on the data's captions; null: a tagger only.")
     init_from: Path | None = Field(None, title="Fine-tune from", description="A model dir with model.ckpt (e.g. engines/default): streams reused, heads rebuilt for this data's labels.")
     resume: bool = Field(False, title="Resume", description="Continue from output/checkpoints/last.ckpt if it exists.")
@@ -208,11 +222,16 @@ class TrainConfig(Strict):
     def _stages(self) -> TrainConfig:
         if isinstance(self.schedule, StagedSchedule):
             before = self.schedule.pretrain_epochs + self.schedule.stream_epochs
+            unknown = sorted(set(self.schedule.streams or []) - set(self.model.streams))
+            if unknown:
+                raise ValueError(f"schedule.streams {unknown} are not among model.streams {list(self.model.streams)}")
             if before >= self.epochs:
                 raise ValueError(f"schedule.pretrain_epochs + stream_epochs = {before} leaves none of the {self.epochs} epochs "
                                  "to train the fusion; keep the sum below epochs")
         if self.captions is not None and self.augment.mixup_alpha > 0:
             raise ValueError("captions cannot be trained with augment.mixup_alpha > 0 (a mixed clip matches neither caption); set one of them off")
+        if self.distill is not None and (self.captions is not None or self.augment.mixup_alpha > 0):
+            raise ValueError("distill cannot be combined with captions or augment.mixup_alpha > 0 yet; train them in separate runs")
         if self.augment.noise_snr_db[0] > self.augment.noise_snr_db[1]:
             raise ValueError(f"augment.noise_snr_db {list(self.augment.noise_snr_db)} must be [low, high]")
         return self

@@ -59,15 +59,15 @@ def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[s
     """A new ``FusedTagger`` for ``labels`` (with text heads when ``config.captions``), initialised
     from ``config.init_from`` when set; from scratch, a pretrained stream gets aisfx's weights (downloaded once)."""
     if config.init_from is None:
-        model = FusedTagger(ModelConfig(labels=list(labels), **config.model.model_dump(), text=text_config(config, captions)))
-        if "pretrained" in model.streams:  # from scratch, the aisfx CNN still starts from its published weights
-            path = fetch_aisfx()
-            model.streams["pretrained"].load_aisfx(load_aisfx_state(path))
-            log.info("pretrained stream: aisfx %s weights from %s (%s, %s)", AISFX["version"], path, AISFX["licence"], AISFX["url"])
-        return model
+        return _with_aisfx(FusedTagger(ModelConfig(labels=list(labels), **config.model.model_dump(), text=text_config(config, captions))),
+                           set(config.model.streams))
     source, _ = load_checkpoint(checkpoint_path(config.init_from))
     arch = source.config.model_dump(exclude={"labels", "text"})
     asked = config.model.model_dump(include=config.model.model_fields_set)
+    added = [s for s in asked.get("streams", []) if s not in arch["streams"]]
+    if added and [s for s in asked["streams"] if s in arch["streams"]] == arch["streams"]:
+        arch["streams"] = asked["streams"]  # growing the source: its streams kept, the new ones start fresh
+        log.info("init_from: adding stream(s) %s to the source's %s; the fusion is rebuilt", added, source.config.streams)
     conflicts = {k: (v, arch[k]) for k, v in asked.items() if k != "dropout" and v != arch[k]}
     if conflicts:
         details = "; ".join(f"{k}: {v!r} (source has {s!r})" for k, (v, s) in conflicts.items())
@@ -78,18 +78,32 @@ def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[s
         wanted = 0 if config.captions.diffusion_weight == 0 else config.captions.diffusion_steps
         text = text.model_copy(update={"diffusion_steps": wanted})
     model = FusedTagger(ModelConfig(labels=list(labels), **arch, text=text))
-    reused, new = transfer(source, model)
+    reused, new = transfer(source, model, refit=bool(added))
     log.info("init_from %s: %d tensors reused, %d/%d labels new in the heads", config.init_from, reused, new, len(labels))
+    return _with_aisfx(model, set(added))
+
+
+def _with_aisfx(model: FusedTagger, fresh: set[str]) -> FusedTagger:
+    """A fresh pretrained stream starts from aisfx's published weights (fetched once, SHA-256 checked)."""
+    if "pretrained" in fresh and "pretrained" in model.streams:
+        path = fetch_aisfx()
+        model.streams["pretrained"].load_aisfx(load_aisfx_state(path))
+        log.info("pretrained stream: aisfx %s weights from %s (%s, %s)", AISFX["version"], path, AISFX["licence"], AISFX["url"])
     return model
 
 
-def transfer(source: FusedTagger, target: FusedTagger) -> tuple[int, int]:
-    """Copy ``source``'s weights into ``target``; returns (tensors copied whole, labels new to the heads)."""
+def transfer(source: FusedTagger, target: FusedTagger, refit: bool = False) -> tuple[int, int]:
+    """Copy ``source``'s weights into ``target``; returns (tensors copied whole, labels new to the heads).
+
+    ``refit`` (the target has more streams): tensors over all streams (fusion, text heads) whose
+    shapes changed start fresh instead of failing."""
     old = {label: i for i, label in enumerate(source.config.labels)}
     pairs = [(i, old[label]) for i, label in enumerate(target.config.labels) if label in old]
     src, state, reused = source.state_dict(), target.state_dict(), 0
     for key, value in state.items():
         if key not in src:
+            continue
+        if refit and src[key].shape != value.shape and key.startswith(("fusion.", "text.")):
             continue
         if key.startswith(CLASS_INDEXED):
             if pairs:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from rtaudio.model.fused import FusedTagger, save_checkpoint
 from rtaudio.train import ddp
@@ -64,6 +64,9 @@ class Objective(nn.Module):
         self.stream_weight = config.schedule.stream_loss_weight if isinstance(config.schedule, JointSchedule) else 1.0
         self.frozen = stage == "fusion" and isinstance(config.schedule, StagedSchedule) and config.schedule.freeze_streams
         self.only = [name for name, s in model.streams.items() if s.self_supervised] if stage == "pretrain" else None
+        if stage == "streams" and isinstance(config.schedule, StagedSchedule) and config.schedule.streams:
+            self.only = list(config.schedule.streams)
+        self.distill = config.distill
         c = config.captions
         self.text_weights = {"caption": c.caption_weight, "retrieval": c.retrieval_weight, "diffusion": c.diffusion_weight} if c else {}
         if self.only == []:
@@ -71,17 +74,27 @@ class Objective(nn.Module):
                              "(generative, codes do)")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, text: Sequence[torch.Tensor] = (),
-                captions: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                captions: Sequence[torch.Tensor] = (), teacher: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Tagging loss of the batch ``x, y``; with text heads (not in pretraining) also the text losses
         of its captions ``text`` (tokens, word ids, word mask, group) and of a caption-only batch
-        ``captions`` (waveform, then the same four)."""
+        ``captions`` (waveform, then the same four); with distillation ``teacher`` holds (labelled,
+        teacher embedding, teacher logits, has teacher) per row."""
+        from rtaudio.train.distill import kd_loss, masked_bce, similarity_loss
+
         out = self.model.run(x, self.only)
-        bce = nn.functional.binary_cross_entropy_with_logits
+        labelled = teacher[0] if teacher else torch.ones(len(x), device=x.device)
         parts: dict[str, torch.Tensor] = {}
         if self.stage in ("streams", "joint"):
-            parts["streams"] = self.stream_weight * sum(bce(logits, y) for logits in out.stream_logits.values())
+            parts["streams"] = self.stream_weight * sum(masked_bce(logits, y, labelled) for logits in out.stream_logits.values())
         if self.stage in ("fusion", "joint"):
-            parts["fused"] = bce(out.logits, y)
+            parts["fused"] = masked_bce(out.logits, y, labelled)
+        if teacher and self.distill is not None and self.stage != "pretrain":
+            _, t_emb, t_logits, has = teacher
+            d = self.distill
+            students = list(out.stream_logits.values()) if self.stage == "streams" else [out.logits]
+            parts["kd"] = d.kd_weight * sum(kd_loss(s, t_logits, has, d.temperature) for s in students) / len(students)
+            if not self.frozen:
+                parts["kd_embedding"] = d.embedding_weight * similarity_loss(out.embedding, t_emb, has)
         if not self.frozen:
             parts.update({f"aux.{k}": self.aux_weights.get(k, 1.0) * v for k, v in out.aux.items()})
         heads = self.model.text
@@ -212,11 +225,16 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
     mc = model.config
     train_set = ClipDataset(by_split["train"], labels, mc.sample_rate, mc.window_s, train=True)
     val_set = ClipDataset(by_split["val"], labels, mc.sample_rate, mc.window_s, train=False)
-    weights = balanced_weights(train_set.targets()) if config.augment.balanced else None
-    sampler = EpochSampler(len(train_set), config.seed, dist.rank, dist.world, weights)
     heads, caption_batches = model.text, None
-    loader = DataLoader(train_set if heads is None else CaptionedDataset(train_set, heads.tokenizer, heads.vocab, mc.text.max_tokens),
-                        batch_size=config.batch_size, sampler=sampler, num_workers=config.workers)
+    data: Any = train_set if heads is None else CaptionedDataset(train_set, heads.tokenizer, heads.vocab, mc.text.max_tokens)
+    weights = balanced_weights(train_set.targets()) if config.augment.balanced else None
+    if config.distill is not None:
+        data = _distill_data(config, train_set, labels)
+        if weights is not None:  # unlabelled clips are drawn as often as an average labelled one
+            extra = len(data) - len(train_set)
+            weights = np.concatenate([weights * len(train_set), np.ones(extra)]) / (len(train_set) + extra)
+    sampler = EpochSampler(len(data), config.seed, dist.rank, dist.world, weights)
+    loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers)
     if heads is not None and caption_only and config.captions.batch_size:
         clip_set = CaptionedDataset(ClipDataset(caption_only, labels, mc.sample_rate, mc.text.caption_window_s, train=True),
                                     heads.tokenizer, heads.vocab, mc.text.max_tokens)
@@ -246,13 +264,15 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
             sums: dict[str, float] = {}
             progress.update(task, description=f"epoch {epoch + 1}/{config.epochs} {plan[epoch]}")
             for x, y, *text in loader:
+                teacher, text = (text, []) if config.distill is not None else ([], text)
                 x, y = augment_batch(x, y, config.augment, gen, mc.sample_rate)
                 clips: list[torch.Tensor] = []
                 if caption_batches is not None and plan[epoch] != "pretrain":
                     xc, yc, *targets = next(caption_batches)
                     clips = [augment_batch(xc, yc, config.augment, gen, mc.sample_rate)[0], *targets]
                 device = dist.device
-                loss, parts = step_fn(x.to(device), y.to(device), [t.to(device) for t in text], [t.to(device) for t in clips])
+                loss, parts = step_fn(x.to(device), y.to(device), [t.to(device) for t in text], [t.to(device) for t in clips],
+                                      [t.to(device) for t in teacher])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -270,6 +290,24 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
     if not dist.main:
         return None
     return _finish(config, model, val_set, len(train_set), dist.device)
+
+
+def _distill_data(config: TrainConfig, train_set: ClipDataset, labels: list[str]) -> Dataset:
+    """The training windows with cached teacher outputs (computed on first use; ``rtaudio.train.distill``)."""
+    from rtaudio.train.distill import DistillDataset, teacher_logits, unlabelled_clips
+    from rtaudio.train.teacher import aisfx_teacher, build_teacher_cache
+
+    d = config.distill
+    unlabelled = unlabelled_clips(d.unlabelled)
+    files = [c for c in train_set.clips if c.path is not None]
+    model_rate, window_s = train_set.sample_rate, train_set.samples / train_set.sample_rate
+    hop_s = config.model.hop_s
+    cache = build_teacher_cache(files + unlabelled, aisfx_teacher(model_rate), model_rate, window_s, hop_s,
+                                d.cache or config.output / "teacher.npz")
+    logits = teacher_logits(cache, files, labels)
+    log.info("distill: %d labelled and %d unlabelled clips with a teacher, %d in memory without", len(files), len(unlabelled),
+             len(train_set.clips) - len(files))
+    return DistillDataset(train_set, unlabelled, cache, logits, window_s, hop_s)
 
 
 def _save(config: TrainConfig, model: FusedTagger, optimiser: torch.optim.Optimizer, scheduler: Any, epoch: int) -> None:

@@ -96,31 +96,32 @@ def embed_windows(stream: torch.nn.Module, windows: np.ndarray, batch: int = 32)
 
 def build_teacher_cache(clips: Sequence[Clip], stream: torch.nn.Module, sample_rate: int, window_s: float, hop_s: float,
                         path: Path, batch: int = 32) -> TeacherCache:
-    """Embed every window of ``clips`` (files only) with ``stream``; reuses ``path`` when it already holds exactly
-    these clips with these settings, else computes and writes it."""
+    """Embed every window of ``clips`` (files only) with ``stream``, reusing what ``path`` already holds
+    for the same settings: only clips it lacks are computed, and the merged cache is written back."""
     settings = {"weights": weights_digest(stream), "sample_rate": str(sample_rate), "window_s": str(window_s), "hop_s": str(hop_s)}
-    keys = sorted({clip_key(c) for c in clips})
+    old = TeacherCache([], np.zeros(1, np.int64), np.zeros((0, 512), np.float16), settings)
     if path.is_file():
         try:
-            cache = TeacherCache.load(path, settings)
-            if set(keys) <= set(cache.keys):
-                log.info("teacher cache %s: %d clips, %d windows (reused)", path, len(cache.keys), len(cache.embeddings))
-                return cache
+            old = TeacherCache.load(path, settings)
         except ValueError as exc:
             log.warning("%s", exc)
-    window, hop = round(window_s * sample_rate), round(hop_s * sample_rate)
     by_key = {clip_key(c): c for c in clips}
-    offsets, parts = [0], []
-    for n, key in enumerate(keys):
+    todo = sorted(set(by_key) - set(old.keys))
+    if not todo:
+        log.info("teacher cache %s: all %d clips there (%d windows)", path, len(by_key), len(old.embeddings))
+        return old
+    window, hop = round(window_s * sample_rate), round(hop_s * sample_rate)
+    keys, offsets, parts = list(old.keys), list(old.offsets), [old.embeddings] if old.keys else []
+    for n, key in enumerate(todo):
         emb = embed_windows(stream, clip_windows(by_key[key], sample_rate, window, hop), batch)
+        keys.append(key)
         parts.append(emb.astype(np.float16))
         offsets.append(offsets[-1] + len(emb))
-        if n % 200 == 0:
-            log.info("teacher: %d/%d clips, %d windows", n, len(keys), offsets[-1])
-    cache = TeacherCache(keys, np.array(offsets, np.int64), np.concatenate(parts) if parts else np.zeros((0, 512), np.float16),
-                         settings)
+        if n % 500 == 0:
+            log.info("teacher: %d/%d new clips, %d windows", n, len(todo), offsets[-1])
+    cache = TeacherCache(keys, np.array(offsets, np.int64), np.concatenate(parts), settings)
     cache.save(path)
-    log.info("teacher cache %s: %d clips, %d windows", path, len(keys), len(cache.embeddings))
+    log.info("teacher cache %s: %d clips (%d new), %d windows", path, len(keys), len(todo), len(cache.embeddings))
     return cache
 
 

@@ -106,6 +106,8 @@ def licence_of(copyright_text: str) -> str:
     names = []
     for match in re.finditer(r"^License:\s*(\S[^\n]*)$", copyright_text, flags=re.MULTILINE):
         name = match.group(1).strip()
+        if len(name) > 40 or ":" in name:  # prose in a pre-DEP-5 file, not a short licence name
+            continue
         if name not in names:
             names.append(name)
     return "; ".join(names) if names else "see copyright"

@@ -144,6 +144,49 @@ RULES: list[Rule] = [
         (r"/camaro", ("engine", "vehicle")),
         (r"/detonation", ("explosion",)),
     ),
+    *_rules(
+        "netpanzer-data",
+        (r"/sound/expl_", ("explosion",)),
+        (r"/sound/scream_", ("shout_scream",)),
+        (r"/sound/(yessir|move_(affirm|movout|yessir)|target_(affirm|tarconf|yessir))", ("speech",)),
+        (r"/sound/battle_mg", ("gunshot",)),
+        (r"/sound/(tankidle|hevidle|hevmov|hevstart)", ("engine", "vehicle")),
+    ),
+    *_rules(
+        "brainparty-data",
+        (r"/glass_break", ("glass_break",)),
+        (r"/meow", ("cat",)),
+        (r"/gun\d", ("gunshot",)),
+        (r"/explosion", ("explosion",)),
+    ),
+    *_rules(
+        "tuxtype-data",
+        (r"/sounds/cheer", ("crowd",)),
+        (r"/sounds/excuseme", ("speech",)),
+        (r"/sounds/explosion", ("explosion",)),
+        (r"/sounds/(amidst_the_raindrops|chiptune)", ("music",)),
+    ),
+    *_rules("granatier", (r"/sounds/(corpse_)?explode", ("explosion",))),
+    *_rules("kgoldrunner", (r"/step\.", ("footsteps",))),
+    *_rules("lordsawar-data", (r"/music/", ("music",))),
+    *_rules(
+        "starfighter-data",
+        (r"/music/", ("music",)),
+        (r"/sound/explode", ("explosion",)),
+        (r"/sound/maledeath", ("shout_scream",)),
+    ),
+    *_rules(
+        "powermanga-data",
+        (r"/music_", ("music",)),
+        (r"_explosion_", ("explosion",)),
+    ),
+    *_rules(
+        "freedroidrpg-data",
+        (r"/titles/", ("music",)),
+        (r"/glass_break", ("glass_break",)),
+        (r"/influencer_scream", ("shout_scream",)),
+        (r"/blast_sound", ("explosion",)),
+    ),
     *_rules("openclonk-data", (r"/music\.ocg/", ("music",))),
     *_rules("boswars-data", (r"/campaigns/tutorial/", ("speech",))),
 ]
@@ -152,13 +195,14 @@ RULES: list[Rule] = [
 PACKAGES: tuple[str, ...] = (
     "megaglest-data", "widelands-data", "warmux-data", "redeclipse-data", "nexuiz-data", "lugaru-data", "torcs-data",
     "naev-data", "freeorion-data", "marsshooter-data", "lgeneral-data", "stormbaancoureur-data", "openclonk-data",
-    "boswars-data", "endless-sky-data", "pokerth-data", "teeworlds-data",
+    "boswars-data", "endless-sky-data", "pokerth-data", "teeworlds-data", "netpanzer-data", "brainparty-data", "tuxtype-data",
+    "granatier", "kgoldrunner", "lordsawar-data", "starfighter-data", "powermanga-data", "freedroidrpg-data",
 )
 
 # Whole packages per split; packages not named here train.
 PACKAGE_SPLITS: dict[str, str] = {
     "redeclipse-data": "test", "marsshooter-data": "test", "lgeneral-data": "test", "stormbaancoureur-data": "test",
-    "warmux-data": "val",
+    "netpanzer-data": "test", "warmux-data": "val",
 }
 
 
