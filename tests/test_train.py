@@ -296,6 +296,29 @@ def test_init_from_reuses_streams_with_a_new_label_set(trained: tuple[Path, dict
         build_model(TrainConfig.model_validate({**tiny_config(tmp_path, manifest), "init_from": str(out), "model": {"n_mels": 64}}), ["low"])
 
 
+def test_init_from_grows_a_stream_and_stage_one_trains_only_it(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = trained
+    source = load_checkpoint(out / "model.ckpt")[0].state_dict()
+    manifest = tone_manifest(tmp_path, clips=6)
+    config = TrainConfig.model_validate({**tiny_config(tmp_path, manifest, epochs=2), "init_from": str(out),
+                                         "augment": {"mixup_alpha": 0.0},
+                                         "model": {"streams": ["e2e", "timbre"], "stream_options": {"timbre": {}}},
+                                         "schedule": {"type": "staged", "stream_epochs": 1, "streams": ["timbre"]}})
+    model = build_model(config, ["high", "low"])
+    state = model.state_dict()
+    assert model.config.streams == ["e2e", "timbre"] and model.config.n_mels == 32
+    assert all(torch.equal(state[k], source[k]) for k in source if k.startswith("streams.e2e."))
+    assert state["fusion.classifier.weight"].shape == (2, 128)  # rebuilt over both streams
+    objective = loop.Objective(model, "streams", config)
+    loop.set_stage(model, objective)
+    loss, parts = objective(0.1 * torch.randn(3, 8000), torch.ones(3, 2))
+    loss.backward()
+    assert all(p.grad is None for p in model.streams["e2e"].parameters())
+    assert any(p.grad is not None for p in model.streams["timbre"].parameters())
+    with pytest.raises(ValueError, match="schedule.streams \\['pitch'\\] are not among"):
+        TrainConfig.model_validate({**config.model_dump(mode="json"), "schedule": {"type": "staged", "stream_epochs": 1, "streams": ["pitch"]}})
+
+
 def test_set_overrides_dotted_keys_with_yaml_values(tmp_path: Path) -> None:
     path = tmp_path / "train.yaml"
     path.write_text("data: {type: synthetic}\noutput: runs/a\ncaptions: {diffusion_weight: 0.0}\n")

@@ -67,6 +67,9 @@ def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[s
     added = [s for s in asked.get("streams", []) if s not in arch["streams"]]
     if added and [s for s in asked["streams"] if s in arch["streams"]] == arch["streams"]:
         arch["streams"] = asked["streams"]  # growing the source: its streams kept, the new ones start fresh
+        options = asked.get("stream_options", {})
+        arch["stream_options"] = {**arch["stream_options"], **{k: v for k, v in options.items() if k in added}}
+        asked["stream_options"] = {**arch["stream_options"], **options}
         log.info("init_from: adding stream(s) %s to the source's %s; the fusion is rebuilt", added, source.config.streams)
     conflicts = {k: (v, arch[k]) for k, v in asked.items() if k != "dropout" and v != arch[k]}
     if conflicts:
