@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from rtaudio.train.config import ManifestData, TrainConfig
 from rtaudio.train.data import ClipDataset, load_clips
 from rtaudio.train.distill import DistillDataset, kd_loss, masked_bce, similarity_loss, teacher_logits, unlabelled_clips
-from rtaudio.train.teacher import TeacherCache, build_teacher_cache
+from rtaudio.train.teacher import TeacherCache, build_teacher_cache, weights_digest
 from tests.test_train import tiny_config, tone, tone_manifest
 
 
@@ -20,13 +21,14 @@ class CountingTeacher(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(1))
+        self.cnn = torch.nn.Linear(1, 1)  # what the cache's weights hash covers
+        self.features = SimpleNamespace(win_length=4, hop=2, n_fft=4, bands=1, peak_normalise=False, peak_floor=1e-3)
         self.windows = 0
 
     def forward(self, features):  # the stream interface: reads only the waveform
         x = features.waveform
         self.windows += len(x)
-        emb = torch.stack([x.pow(2).mean(1).sqrt(), x.abs().amax(1)], dim=1) * self.scale
+        emb = torch.stack([x.pow(2).mean(1).sqrt(), x.abs().amax(1)], dim=1)
         return type("Out", (), {"teacher": emb})()
 
 
@@ -42,6 +44,8 @@ def test_cache_computes_only_new_clips_and_refuses_other_settings(tmp_path: Path
     np.testing.assert_array_equal(again.clip_embeddings(str(clips[0].path)), cache.clip_embeddings(str(clips[0].path)))
     with pytest.raises(ValueError, match="teacher cache made with"):
         TeacherCache.load(path, {**again.settings, "hop_s": "0.5"})
+    teacher.cnn.weight.data += 1  # other weights: another digest, so the cache is not reused
+    assert weights_digest(teacher) != again.settings["weights"]
 
 
 def test_losses() -> None:

@@ -36,7 +36,7 @@ class LinearProbe:
     """Standardised features -> one L2-regularised logistic regression per label (labels without both
     classes in training score 0)."""
 
-    def __init__(self, c: float = 1.0):
+    def __init__(self, c: float = 0.1):  # chosen on the corpus val split (0.01 / 0.1 / 1.0)
         self.c = c
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> LinearProbe:

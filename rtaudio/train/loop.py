@@ -343,6 +343,10 @@ def _finish(config: TrainConfig, model: FusedTagger, val_set: ClipDataset, n_tra
     extra: dict[str, Any] = {"training": {"clips": {"train": n_train, "val": len(val_set)}, "epochs": config.epochs,
                                           "schedule": config.schedule.type, "seed": config.seed, "torch": torch.__version__,
                                           "init_from": str(config.init_from) if config.init_from else None}}
+    if "pretrained" in model.streams:  # CC BY 4.0: the weights' source travels with the model
+        from rtaudio.train.pretrained import AISFX
+
+        extra["pretrained_weights"] = {"stream": "pretrained", **AISFX}
     if len(val_set):
         y, (scores, embeddings) = val_set.targets(), predict(model, val_set, config.batch_size, device)
         thresholds = tune_thresholds(y, scores).tolist()

@@ -73,9 +73,12 @@ def clip_key(clip: Clip) -> str:
     return str(clip.path)
 
 
-def weights_digest(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
+def weights_digest(stream: torch.nn.Module) -> str:
+    """Hash of what makes the teacher's embedding: the CNN's weights and the front-end's settings (not
+    the stream's projection, which is trained and re-initialised per run)."""
+    f = stream.features
+    digest = hashlib.sha256(f"{f.win_length} {f.hop} {f.n_fft} {f.bands} {f.peak_normalise} {f.peak_floor}".encode())
+    for name, value in sorted(stream.cnn.state_dict().items()):
         digest.update(name.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
