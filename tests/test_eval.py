@@ -133,10 +133,18 @@ def test_clear_errors(setup: dict[str, Path], tmp_path: Path) -> None:
     (tmp_path / "train_only.csv").write_text(f"path,labels,split\n{setup['root'] / 'audio' / 'c0.wav'},high,train\n")
     with pytest.raises(DataError, match="no clips in split 'test'"):
         evaluate(setup["model"], tmp_path / "train_only.csv")
-    odd = make_model_dir(tmp_path / "odd", seed=2, labels=["high", "other"])
-    with pytest.raises(DataError, match="differ from"):
-        evaluate(setup["model"], setup["csv"], compare=[odd])
+    alien = make_model_dir(tmp_path / "alien", seed=2, labels=["x", "other"])
+    with pytest.raises(DataError, match="none of its labels"):
+        evaluate(setup["model"], setup["csv"], compare=[alien])
     assert main(["eval", "--model", str(tmp_path / "missing"), "--data", str(setup["csv"])]) == 2
+
+
+def test_compare_with_another_label_set_uses_the_shared_labels(setup: dict[str, Path], tmp_path: Path) -> None:
+    odd = make_model_dir(tmp_path / "odd", seed=2, labels=["high", "other"])
+    rows = {r["name"]: r for r in evaluate(setup["model"], setup["csv"], compare=[odd])["ablation"]}
+    theirs = next(name for name in rows if "on the 1 shared labels" in name)
+    ours = next(name for name in rows if "on the same 1 labels" in name)
+    assert 0.0 <= rows[theirs]["map"] <= 1.0 and 0.0 <= rows[ours]["map"] <= 1.0
 
 
 def test_report_with_a_class_without_positives(tmp_path: Path) -> None:

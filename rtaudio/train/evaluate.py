@@ -184,8 +184,8 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
     labels = list(model.info.labels)
     others = [(path, load_model_dir(path)) for path in compare]
     for path, other in others:  # checked before any scoring
-        if list(other.info.labels) != labels:
-            raise DataError(f"--compare {path}: its labels {other.info.labels} differ from {labels}; compare models trained on the same label set")
+        if not set(other.info.labels) & set(labels):
+            raise DataError(f"--compare {path}: none of its labels {other.info.labels} is among {labels}; nothing to compare")
     every = load_clips(data_spec)
     clips = [c for c in every if c.tagged]
     chosen = {s: [c for c in clips if c.split == s] for s in dict.fromkeys((split, TUNE_SPLIT))}
@@ -209,8 +209,19 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
     for other_path, other in others:
         other_scores = _score_model(other, chosen, with_checkpoint=False)
         other_val = other_scores[TUNE_SPLIT]
-        ablation.append(_row(f"fused — {other.info.model_id} ({Path(other_path).name})", y, other_scores[split]["onnx"], val_y,
-                             other_val["onnx"] if other_val else None, np.asarray(other.info.thresholds)))
+        name = f"fused — {other.info.model_id} ({Path(other_path).name})"
+        if list(other.info.labels) == labels:
+            ablation.append(_row(name, y, other_scores[split]["onnx"], val_y, other_val["onnx"] if other_val else None,
+                                 np.asarray(other.info.thresholds)))
+            continue
+        # another label set: both models on the labels they share, by name
+        shared = [lb for lb in labels if lb in other.info.labels]
+        ours, theirs = [labels.index(lb) for lb in shared], [list(other.info.labels).index(lb) for lb in shared]
+        sub_val = val_y[:, ours] if val_y is not None else None
+        ablation.append(_row(f"{name} on the {len(shared)} shared labels", y[:, ours], other_scores[split]["onnx"][:, theirs], sub_val,
+                             other_val["onnx"][:, theirs] if other_val else None, np.asarray(other.info.thresholds)[theirs]))
+        ablation.append(_row(f"fused — {model.info.model_id} on the same {len(shared)} labels", y[:, ours], test["onnx"][:, ours], sub_val,
+                             val["onnx"][:, ours] if val else None, saved[ours]))
 
     if baselines:
         ablation += _baseline_rows(data_spec, clips, chosen, split, labels, model.info, y, val_y, saved, teacher_cache, out)

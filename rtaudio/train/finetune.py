@@ -64,13 +64,16 @@ def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[s
     source, _ = load_checkpoint(checkpoint_path(config.init_from))
     arch = source.config.model_dump(exclude={"labels", "text"})
     asked = config.model.model_dump(include=config.model.model_fields_set)
-    added = [s for s in asked.get("streams", []) if s not in arch["streams"]]
-    if added and [s for s in asked["streams"] if s in arch["streams"]] == arch["streams"]:
-        arch["streams"] = asked["streams"]  # growing the source: its streams kept, the new ones start fresh
+    wanted = asked.get("streams") or arch["streams"]
+    added = [s for s in wanted if s not in arch["streams"]]
+    dropped = [s for s in arch["streams"] if s not in wanted]
+    if added or dropped:  # growing or shrinking the source: kept streams keep their weights, new ones start fresh
         options = asked.get("stream_options", {})
-        arch["stream_options"] = {**arch["stream_options"], **{k: v for k, v in options.items() if k in added}}
-        asked["stream_options"] = {**arch["stream_options"], **options}
-        log.info("init_from: adding stream(s) %s to the source's %s; the fusion is rebuilt", added, source.config.streams)
+        arch["stream_options"] = {k: v for k, v in {**arch["stream_options"], **options}.items() if k in wanted}
+        asked["stream_options"] = arch["stream_options"]
+        arch["streams"] = wanted
+        log.info("init_from: streams %s -> %s (added %s, dropped %s); the fusion is rebuilt", source.config.streams, wanted,
+                 added or "none", dropped or "none")
     conflicts = {k: (v, arch[k]) for k, v in asked.items() if k != "dropout" and v != arch[k]}
     if conflicts:
         details = "; ".join(f"{k}: {v!r} (source has {s!r})" for k, (v, s) in conflicts.items())
@@ -81,7 +84,7 @@ def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[s
         wanted = 0 if config.captions.diffusion_weight == 0 else config.captions.diffusion_steps
         text = text.model_copy(update={"diffusion_steps": wanted})
     model = FusedTagger(ModelConfig(labels=list(labels), **arch, text=text))
-    reused, new = transfer(source, model, refit=bool(added))
+    reused, new = transfer(source, model, refit=bool(added or dropped))
     log.info("init_from %s: %d tensors reused, %d/%d labels new in the heads", config.init_from, reused, new, len(labels))
     return _with_aisfx(model, set(added))
 
@@ -98,7 +101,7 @@ def _with_aisfx(model: FusedTagger, fresh: set[str]) -> FusedTagger:
 def transfer(source: FusedTagger, target: FusedTagger, refit: bool = False) -> tuple[int, int]:
     """Copy ``source``'s weights into ``target``; returns (tensors copied whole, labels new to the heads).
 
-    ``refit`` (the target has more streams): tensors over all streams (fusion, text heads) whose
+    ``refit`` (the target has other streams): tensors over all streams (fusion, text heads) whose
     shapes changed start fresh instead of failing."""
     old = {label: i for i, label in enumerate(source.config.labels)}
     pairs = [(i, old[label]) for i, label in enumerate(target.config.labels) if label in old]
