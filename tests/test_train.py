@@ -333,3 +333,12 @@ def test_manifest_with_a_byte_order_mark(tmp_path: Path) -> None:
     tone(tmp_path / "x.wav", ["low"])
     (tmp_path / "m.csv").write_bytes("path,labels\nx.wav,low\n".encode("utf-8-sig"))  # as Excel saves CSV
     assert load_clips(ManifestData(type="manifest", path=tmp_path / "m.csv"))[0].labels == ["low"]
+
+
+def test_warns_at_start_when_there_is_no_validation_split(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    manifest = tone_manifest(tmp_path, clips=3)
+    manifest.write_text(manifest.read_text().replace(",val\n", ",train\n"))
+    config = TrainConfig.model_validate(tiny_config(tmp_path, manifest))
+    with caplog.at_level("WARNING"):
+        loop._datasets(config)
+    assert "no validation clips" in caplog.text and "stay at 0.5" in caplog.text

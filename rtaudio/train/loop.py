@@ -198,6 +198,9 @@ def _datasets(config: TrainConfig) -> tuple[list[str], dict[str, list[Clip]], li
     by_split = {s: [c for c in tagged if c.split == s] for s in SPLITS}
     if not by_split["train"]:
         raise DataError(f"no tagged clips in the 'train' split (of {len(clips)}); check the split column or fractions")
+    if not by_split["val"]:
+        log.warning("no validation clips (no 'val' rows in the data's split column, or val_fraction 0): the per-label thresholds "
+                    "will stay at 0.5; give the manifest some 'val' rows to tune them")
     labels = label_set(tagged)
     if not labels:
         raise DataError("the data has no labels at all; a manifest's labels column holds ';'-separated names")
