@@ -100,6 +100,8 @@ def test_build_from_a_real_deb(tmp_path: Path) -> None:
     assert set(by_source) == {"usr/share/games/torcs/data/sound/porsche_engine.wav", "usr/share/games/torcs/data/music/torcs.ogg",
                               "usr/share/games/torcs/data/music/torcs.ogg#1"}
     assert by_source["usr/share/games/torcs/data/sound/porsche_engine.wav"]["labels"] == "engine;vehicle"
+    caption = by_source["usr/share/games/torcs/data/sound/porsche_engine.wav"]["caption"].lower()
+    assert "engine" in caption or "motor" in caption  # a caption from its labels, for the text heads
     assert {r["split"] for r in rows} == {"train"} and {r["package"] for r in rows} == {"torcs-data"}
     unlabelled = list(csv.DictReader(open(out / "unlabelled.csv")))
     assert [r["source"] for r in unlabelled] == ["usr/share/games/torcs/data/sound/boom.wav"]

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".ogg", ".flac", ".mp3", ".opus", ".wv")
 ARCHIVE_SUFFIXES = (".pk3", ".zip")
-COLUMNS = ("path", "labels", "split", "package", "source")
+COLUMNS = ("path", "labels", "split", "package", "source", "caption")
 
 
 class CorpusError(RuntimeError):
@@ -193,6 +193,17 @@ def package_pieces(package: str, deb: Path, sample_rate: int, max_clip_s: float 
     return pieces, copyright_text
 
 
+def label_caption(labels: Sequence[str], seconds: float, key: str) -> str:
+    """A one-sentence caption of a labelled piece from its labels (the synthetic scenes' phrasings,
+    chosen by a hash of ``key`` so a rebuild writes the same text); empty for unlabelled pieces."""
+    from rtaudio.train.captions import caption_scene
+
+    if not labels:
+        return ""
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+    return caption_scene([(label, 0.0, seconds) for label in labels], rng)
+
+
 def _file_name(source: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.replace("!", "__").replace("#", "_part")).strip("_")
     return f"{stem[-150:]}.flac"
@@ -232,7 +243,8 @@ def build_corpus(out: Path, packages: Sequence[str] = PACKAGES, cache: Path | No
             path = folder / _file_name(piece.source)
             sf.write(str(path), pcm, sample_rate, format="FLAC", subtype="PCM_16")
             rows.append({"path": path.relative_to(out).as_posix(), "labels": ";".join(piece.labels), "split": info.split,
-                         "package": package, "source": piece.source})
+                         "package": package, "source": piece.source,
+                         "caption": label_caption(piece.labels, len(piece.audio) / sample_rate, f"{package}:{piece.source}")})
             info.counts["labelled" if piece.labels else "unlabelled"] += 1
         infos.append(info)
         log.info("%s %s (%s, %s): %d labelled, %d unlabelled pieces", package, info.version, info.split, info.licence,
