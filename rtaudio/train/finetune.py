@@ -32,7 +32,8 @@ def checkpoint_path(init_from: Path) -> Path:
     return path
 
 
-def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagger | None = None) -> TextConfig | None:
+def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagger | None = None,
+                labels: Sequence[str] = ()) -> TextConfig | None:
     """The text heads' config: the source model's (same vocabularies, so its heads' weights fit) or
     a BPE tokenizer and word vocabulary learnt from ``captions``; None when captions are not trained."""
     if config.captions is None:
@@ -44,11 +45,11 @@ def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagge
         raise ValueError("captions: the training split has no captions; give the data captions (manifest 'caption' column, "
                          "audiocaps, clotho, synthetic captions_per_clip > 0) or set captions: null")
     from rtaudio.model.tokenizer import CaptionTokenizer
-    from rtaudio.model.vocab import Vocabulary
+    from rtaudio.model.vocab import Vocabulary, label_queries
 
     c = config.captions
     tokenizer = CaptionTokenizer.train(captions, vocab_size=c.tokenizer_size)
-    words = Vocabulary.build(captions)
+    words = Vocabulary.build(list(captions) + label_queries(labels))  # label names are words a query may use
     log.info("captions: BPE tokenizer of %d tokens and %d words from %d training captions", tokenizer.vocab_size, len(words), len(captions))
     return TextConfig(tokenizer=tokenizer.config, words=words.tokens, caption_window_s=c.window_s, decoder_dim=c.decoder_dim,
                       decoder_layers=c.decoder_layers, max_tokens=c.max_tokens,
@@ -59,7 +60,7 @@ def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[s
     """A new ``FusedTagger`` for ``labels`` (with text heads when ``config.captions``), initialised
     from ``config.init_from`` when set; from scratch, a pretrained stream gets aisfx's weights (downloaded once)."""
     if config.init_from is None:
-        return _with_aisfx(FusedTagger(ModelConfig(labels=list(labels), **config.model.model_dump(), text=text_config(config, captions))),
+        return _with_aisfx(FusedTagger(ModelConfig(labels=list(labels), **config.model.model_dump(), text=text_config(config, captions, labels=labels))),
                            set(config.model.streams))
     source, _ = load_checkpoint(checkpoint_path(config.init_from))
     arch = source.config.model_dump(exclude={"labels", "text"})
@@ -79,7 +80,7 @@ def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[s
         details = "; ".join(f"{k}: {v!r} (source has {s!r})" for k, (v, s) in conflicts.items())
         raise ValueError(f"init_from {config.init_from} fixes the architecture; model settings differ: {details}")
     arch["dropout"] = asked.get("dropout", arch["dropout"])
-    text = text_config(config, captions, source)
+    text = text_config(config, captions, source, labels)
     if text is not None and source.config.text is not None:
         wanted = 0 if config.captions.diffusion_weight == 0 else config.captions.diffusion_steps
         text = text.model_copy(update={"diffusion_steps": wanted})
