@@ -6,7 +6,8 @@
    model, fine-tuned on the corpus + synthetic alarm scenes and distilled from the aisfx
    teacher (cached per window in data/debian/teacher.npz) -> runs/small.
 3. ``rtaudio train --config config/train-default-real.yaml``: runs/small grown by the pretrained
-   aisfx stream, fused -> runs/default-real.
+   aisfx stream, fused -> runs/default-real; then ``config/train-default-real-captions.yaml``: its
+   caption decoder and audio-text heads over frozen streams -> runs/default-real-captions.
 4. ``rtaudio eval`` of both on the corpus's test packages, with the baselines (linear probe on
    the aisfx embedding, hand features) and the previous model compared on the shared labels.
 
@@ -23,8 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data" / "debian"
-RUNS = {"small": ROOT / "runs" / "small", "default": ROOT / "runs" / "default-real"}
-RECIPES = {"small": ROOT / "config" / "train-small.yaml", "default": ROOT / "config" / "train-default-real.yaml"}
+RUNS = {"small": ROOT / "runs" / "small", "default": ROOT / "runs" / "default-real-captions"}
+RECIPES = ("train-small.yaml", "train-default-real.yaml", "train-default-real-captions.yaml")  # in order: each starts from the one before
 
 
 def rtaudio(*args: str) -> None:
@@ -42,15 +43,15 @@ def main() -> None:
     if not args.skip_corpus:
         rtaudio("data", "debian", "--out", str(CORPUS))
     if not args.skip_train:
-        rtaudio("train", "--config", str(RECIPES["small"]))
-        rtaudio("train", "--config", str(RECIPES["default"]), "--set", f"output={RUNS['default']}")
+        for recipe in RECIPES:
+            rtaudio("train", "--config", str(ROOT / "config" / recipe))
     for name, run in RUNS.items():
         out = args.engines / name
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        for path in run.iterdir():  # model.onnx/json/ckpt/pt
-            if path.is_file() and path.suffix != ".npz":
+        for path in run.iterdir():  # model.onnx/json/ckpt/pt and the text heads' graphs and vocabularies
+            if path.is_file():
                 shutil.copy2(path, out / path.name)
     previous = ["--compare", str(args.previous)] if args.previous else []
     for name in RUNS:
