@@ -232,7 +232,7 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
     data: Any = train_set if heads is None else CaptionedDataset(train_set, heads.tokenizer, heads.vocab, mc.text.max_tokens)
     weights = balanced_weights(train_set.targets()) if config.augment.balanced else None
     if config.distill is not None:
-        data = _distill_data(config, train_set, labels)
+        data = _distill_data(config, train_set, labels, mc.hop_s)
         if weights is not None:  # unlabelled clips are drawn as often as an average labelled one
             extra = len(data) - len(train_set)
             weights = np.concatenate([weights * len(train_set), np.ones(extra)]) / (len(train_set) + extra)
@@ -295,7 +295,7 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
     return _finish(config, model, val_set, len(train_set), dist.device)
 
 
-def _distill_data(config: TrainConfig, train_set: ClipDataset, labels: list[str]) -> Dataset:
+def _distill_data(config: TrainConfig, train_set: ClipDataset, labels: list[str], hop_s: float) -> Dataset:
     """The training windows with cached teacher outputs (computed on first use; ``rtaudio.train.distill``)."""
     from rtaudio.train.distill import DistillDataset, teacher_logits, unlabelled_clips
     from rtaudio.train.teacher import aisfx_teacher, build_teacher_cache
@@ -304,7 +304,6 @@ def _distill_data(config: TrainConfig, train_set: ClipDataset, labels: list[str]
     unlabelled = unlabelled_clips(d.unlabelled)
     files = [c for c in train_set.clips if c.path is not None]
     model_rate, window_s = train_set.sample_rate, train_set.samples / train_set.sample_rate
-    hop_s = config.model.hop_s
     cache = build_teacher_cache(files + unlabelled, aisfx_teacher(model_rate), model_rate, window_s, hop_s,
                                 d.cache or config.output / "teacher.npz")
     logits = teacher_logits(cache, files, labels)

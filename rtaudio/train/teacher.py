@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -40,11 +41,10 @@ class TeacherCache:
         i = self.index[key]
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
-    @property
+    @cached_property
     def index(self) -> dict[str, int]:
-        if not hasattr(self, "_index"):
-            self._index = {k: i for i, k in enumerate(self.keys)}
-        return self._index
+        """Clip key -> its position in ``keys``."""
+        return {k: i for i, k in enumerate(self.keys)}
 
     def clip_embeddings(self, key: str) -> np.ndarray:
         return self.embeddings[self.rows(key)].astype(np.float32)
