@@ -248,7 +248,8 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
             for i, label in enumerate(labels)
         ],
     }
-    text_models = [(f"{model.info.model_id}", model)] + [(f"{o.info.model_id} ({Path(p).name})", o) for p, o in others]
+    text_models = [(f"{model.info.model_id}", model)] + [(f"{o.info.model_id} ({Path(p).name})", o) for p, o in others
+                                                          if list(o.info.labels) == labels]  # zero-shot scoring needs the same labels
     text_models = [(name, m) for name, m in text_models if has_text_heads(m)]
     if text_models:
         split_clips = [c for c in every if c.split == split]
