@@ -1,4 +1,8 @@
-"""Train, export and evaluate the shipped default model engines/default/ (CPU is enough).
+"""Train, export and evaluate the 0.4.0 default model (synthetic scenes only; CPU is enough).
+
+Superseded as the shipped default by 0.5.0 (``tools/train_real_models.py``: real audio, the
+pretrained stream, distillation); kept to reproduce 0.4.0 and its DiffATR comparison. It
+writes to ``--out`` (engines/default unless told otherwise).
 
 1. ``rtaudio train --config config/train-default.yaml``: the six-stream fused tagger on synthetic
    building scenes, Verma's staged recipe (about 1 h on 2 cores) -> runs/default.
