@@ -6,6 +6,8 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import BinaryIO
+
 import numpy as np
 
 from rtaudio.config import AutoEngine, EventsConfig, OnnxRuntimeEngine as OrtConfig, TagsConfig, TorchEngine as TorchConfig
@@ -34,13 +36,14 @@ class Collector(Publisher):
         self.events.append(event)
 
 
-def read_mono(path: Path, sample_rate: int) -> np.ndarray:
-    """A whole audio file as mono float32 at ``sample_rate``; ValueError naming the file if unreadable."""
+def read_mono(path: Path | BinaryIO, sample_rate: int) -> np.ndarray:
+    """A whole audio file (a path, or an open binary file such as an archive member's bytes) as mono
+    float32 at ``sample_rate``; ValueError naming the file if unreadable."""
     import soundfile as sf
     import soxr
 
     try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        audio, rate = sf.read(path if hasattr(path, "read") else str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise ValueError(f"{path}: cannot read audio ({exc}); WAV, FLAC and OGG are supported") from exc
     mono = audio.mean(axis=1)

@@ -59,9 +59,10 @@ class LinearProbe:
         return np.stack([m.decision_function(z) if m is not None else np.full(len(x), missing) for m in self.models], axis=1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        z = (x - self.mean) / self.std
-        cols = [m.predict_proba(z)[:, 1] if m is not None else np.zeros(len(x)) for m in self.models]
-        return np.stack(cols, axis=1)
+        """Probabilities per label (logistic regression's sigmoid of its log-odds; 0 for labels without a model)."""
+        from scipy.special import expit
+
+        return expit(self.logits(x, -np.inf))
 
 
 def clip_max(window_scores: np.ndarray, owners: np.ndarray, clips: int) -> np.ndarray:
@@ -74,13 +75,12 @@ def clip_max(window_scores: np.ndarray, owners: np.ndarray, clips: int) -> np.nd
 def hand_features(windows: np.ndarray, sample_rate: int) -> np.ndarray:
     """Per window: mean and standard deviation of a 64-band log-mel and its 20 MFCCs over time (168 numbers)."""
     from rtaudio.dsp import LogMel
+    from rtaudio.dsp.mfcc import dct_matrix
 
     mel = LogMel(sample_rate, 512, 160, 64)
     with torch.no_grad():
         logmel = mel(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))).numpy()  # [n, 64, T]
-    n = np.arange(64)
-    dct = np.cos(np.pi / 64 * (n[None, :] + 0.5) * np.arange(20)[:, None])  # DCT-II rows
-    mfcc = np.einsum("km,bmt->bkt", dct, logmel)
+    mfcc = np.einsum("km,bmt->bkt", dct_matrix(64, 20), logmel)
     return np.concatenate([logmel.mean(2), logmel.std(2), mfcc.mean(2), mfcc.std(2)], axis=1).astype(np.float32)
 
 

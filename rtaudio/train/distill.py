@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from rtaudio.train.baselines import LinearProbe, window_set
 from rtaudio.train.data import Clip, ClipDataset, DataError
-from rtaudio.train.evaluate import clip_windows
+from rtaudio.train.evaluate import clip_audio, cut_window, window_starts
 from rtaudio.train.teacher import TeacherCache
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,9 @@ class DistillDataset(Dataset):
             return x, y, torch.tensor(1.0), torch.zeros(self.dim), torch.zeros(labels), torch.tensor(0.0)
         rows = self.cache.rows(key)
         r = int(torch.randint(rows.start, rows.stop, (1,)))
-        windows = clip_windows(clip, self.base.sample_rate, self.window, self.hop)
-        x = torch.from_numpy(np.ascontiguousarray(windows[r - rows.start], dtype=np.float32))
+        audio = clip_audio(clip, self.base.sample_rate)
+        start = window_starts(len(audio), self.window, self.hop)[r - rows.start]  # the window the teacher saw
+        x = torch.from_numpy(np.ascontiguousarray(cut_window(audio, start, self.window), dtype=np.float32))
         y = torch.zeros(labels)
         if i < self.labelled:
             y[[self.base.index[lb] for lb in clip.labels]] = 1.0

@@ -71,15 +71,25 @@ def clip_audio(clip: Clip, sample_rate: int) -> np.ndarray:
     return clip.audio
 
 
+def window_starts(samples: int, window: int, hop: int) -> list[int]:
+    """Where a clip of ``samples`` is cut: every ``hop``, the tail covered; ``[0]`` for a short clip (padded)."""
+    if samples <= window:
+        return [0]
+    starts = list(range(0, samples - window + 1, hop))
+    if starts[-1] + window < samples:
+        starts.append(samples - window)
+    return starts
+
+
+def cut_window(audio: np.ndarray, start: int, window: int) -> np.ndarray:
+    """The window at ``start`` of ``window_starts``: a short clip padded to ``window``."""
+    return fit_window(audio, window, random=False) if len(audio) <= window else audio[start : start + window]
+
+
 def clip_windows(clip: Clip, sample_rate: int, window: int, hop: int) -> np.ndarray:
     """``[n, window]``: a short clip padded, a long one cut at ``hop`` with the tail covered."""
     audio = clip_audio(clip, sample_rate)
-    if len(audio) <= window:
-        return fit_window(audio, window, random=False)[None]
-    starts = list(range(0, len(audio) - window + 1, hop))
-    if starts[-1] + window < len(audio):
-        starts.append(len(audio) - window)
-    return np.stack([audio[s : s + window] for s in starts])
+    return np.stack([cut_window(audio, s, window) for s in window_starts(len(audio), window, hop)])
 
 
 def _batches(clips: Sequence[Clip], sample_rate: int, window: int, hop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -36,8 +36,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
-import soxr
 
+from rtaudio.runtime.offline import read_mono
 from rtaudio.train.corpus.rules import PACKAGE_SPLITS, PACKAGES, label_path
 
 log = logging.getLogger(__name__)
@@ -117,11 +117,8 @@ def decode(data_or_path: bytes | Path, sample_rate: int) -> np.ndarray:
     """Mono float32 at ``sample_rate``: libsndfile + soxr in-process where it reads the file (WAV, OGG, FLAC),
     else ffmpeg (MP3, WavPack, odd WAVs); empty when neither decodes it."""
     try:
-        audio, rate = sf.read(io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else str(data_or_path),
-                              dtype="float32", always_2d=True)
-        mono = audio.mean(axis=1)
-        return mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate).astype(np.float32)
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
+        return read_mono(io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path, sample_rate)
+    except ValueError:
         pass
     source = "pipe:0" if isinstance(data_or_path, bytes) else str(data_or_path)
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", source, "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"]
