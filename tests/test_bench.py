@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 
 from rtaudio.bench import capacity
+from rtaudio.bench import engine as bench_engine
 from rtaudio.bench.capacity import Trial, find_capacity
-from rtaudio.bench.engine import batch_sizes, bench_engines, candidates
-from rtaudio.bench.suite import ratios
+from rtaudio.bench.engine import MIN_PAIRS, WARMUP_CALLS, PairedPoint, batch_sizes, bench_engines, candidates, time_batches, time_pairs
+from rtaudio.bench.suite import SCHEMA, ratios
+from rtaudio.bench.yardsticks import Cost, Yardstick
+from rtaudio.runtime.engines import OnnxRuntimeEngine
 from rtaudio.cli import main
 from rtaudio.contract import ModelDir
 from tests.tinymodel import make_tiny_model
@@ -84,10 +89,13 @@ def test_yardsticks_have_their_architectures_sizes_and_export(tiny: ModelDir) ->
     params = {name: sum(p.numel() for p in module.parameters()) for name, _, module, _ in build_yardsticks(tiny.info)}
     assert 3.6e6 < params["yamnet-arch"] < 3.9e6  # YAMNet: 3.75M
     assert 4.7e6 < params["efficientat-mn10-like"] < 5.1e6  # EfficientAT mn10: 4.88M
-    (yamnet,) = bench_yardsticks(tiny.info, max_batch=2, seconds=0.02, names=["yamnet-arch"])  # one export keeps the test short
+    with OnnxRuntimeEngine(tiny, ["CPUExecutionProvider"]) as own:  # one export keeps the test short
+        (yamnet,) = bench_yardsticks(tiny.info, max_batch=2, seconds=0.02, names=["yamnet-arch"], model_engine=own)
     assert yamnet.cost.params == params["yamnet-arch"]
     assert 50e6 < yamnet.cost.macs < 200e6  # ~69M MACs per 0.96 s patch, plus the STFT
     assert [b for b, _, _ in yamnet.points] == [1, 2] and all(ms > 0 for _, ms, _ in yamnet.points)
+    assert [p.batch for p in yamnet.paired] == [1, 2]
+    assert all(p.pairs >= MIN_PAIRS and p.a_ms > 0 and p.b_ms > 0 and 0 < p.ratio_p25 <= p.ratio <= p.ratio_p75 for p in yamnet.paired)
 
 
 def test_model_cost_comes_from_its_fused_checkpoint(tiny: ModelDir) -> None:
@@ -105,12 +113,66 @@ def test_model_cost_comes_from_its_fused_checkpoint(tiny: ModelDir) -> None:
     assert 0 < cost.params <= sum(p.numel() for p in tagger.parameters()) and cost.macs > 0
 
 
-def test_ratios_divide_model_by_yardstick_per_window() -> None:
-    points = [{"backend": "onnxruntime-cpu", "batch": 1, "ms_per_batch": 2.0}, {"backend": "onnxruntime-cpu", "batch": 4, "ms_per_batch": 4.0},
-              {"backend": "torch-cpu", "batch": 1, "ms_per_batch": 99.0}]
-    sticks = [{"name": "y", "points": [(1, 1.0, 1000.0), (4, 8.0, 500.0)]}]
-    rows = ratios(points, sticks)
-    assert [(r["batch"], r["ratio"]) for r in rows] == [(1, 2.0), (4, 0.5)]
+class FakeClock:
+    """Stands in for ``time`` in ``rtaudio.bench.engine``: fake engines advance it by what they report."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class DriftingEngine:
+    """``base_ms`` per call times a machine load that rises with the (fake) time, alike for every engine on the clock."""
+
+    def __init__(self, clock: FakeClock, base_ms: float) -> None:
+        self.clock, self.base_ms, self.last_ms = clock, base_ms, 0.0
+
+    def infer(self, x: np.ndarray) -> None:
+        self.last_ms = self.base_ms * (1 + self.clock.now)  # the load doubles over the first second
+        self.clock.now += self.last_ms / 1000
+
+
+class ScriptedEngine:
+    """Reports the given times, one per call."""
+
+    def __init__(self, times: list[float]) -> None:
+        self.times, self.last_ms = iter(times), 0.0
+
+    def infer(self, x: np.ndarray) -> None:
+        self.last_ms = next(self.times)
+
+
+def test_pairs_report_median_and_quartiles_of_the_per_pair_ratios() -> None:
+    warm = [1.0] * WARMUP_CALLS
+    a = ScriptedEngine(warm + [1.0, 2.0, 3.0, 4.0, 5.0])
+    b = ScriptedEngine(warm + [1.0] * 5)
+    assert MIN_PAIRS == 5  # seconds=0: exactly the minimum, no more calls than scripted
+    (point,) = time_pairs(a, b, window=8, batches=[4], seconds=0.0)  # type: ignore[arg-type]
+    assert point == PairedPoint(4, 3.0, 1.0, 3.0, 2.0, 4.0, 5)
+
+
+def test_interleaved_ratio_cancels_a_load_drift_that_separate_medians_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(bench_engine, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    model, yardstick = DriftingEngine(clock, 2.0), DriftingEngine(clock, 1.0)  # the true ratio is 2
+    paired = time_pairs(model, yardstick, window=8, batches=[1, 2], seconds=1.0)  # type: ignore[arg-type]
+    for p in paired:
+        assert p.ratio == pytest.approx(2.0, rel=0.01) and p.ratio_p25 <= p.ratio <= p.ratio_p75
+        assert p.ratio_p75 - p.ratio_p25 < 0.01 and p.pairs > 100
+    ((_, model_ms, _),) = time_batches(model, 8, [1], seconds=1.0)  # type: ignore[arg-type]
+    ((_, yardstick_ms, _),) = time_batches(yardstick, 8, [1], seconds=1.0)  # type: ignore[arg-type]
+    assert model_ms / yardstick_ms < 1.7  # the yardstick, timed later under more load, looks slower than it is
+
+
+def test_ratios_rows_come_from_the_interleaved_pairs() -> None:
+    sticks = [Yardstick("y", "arch", Cost(1, 1), [(1, 1.0, 1000.0), (4, 8.0, 500.0)],
+                        [PairedPoint(1, 2.0, 1.0, 1.9, 1.8, 2.1, 7), PairedPoint(4, 4.0, 8.0, 0.5, 0.45, 0.55, 6)])]
+    rows = ratios(sticks)
+    assert [(r["batch"], r["ratio"], r["ratio_p25"], r["ratio_p75"], r["pairs"]) for r in rows] == [(1, 1.9, 1.8, 2.1, 7), (4, 0.5, 0.45, 0.55, 6)]
+    assert [(r["model_ms_per_window"], r["yardstick_ms_per_window"]) for r in rows] == [(2.0, 1.0), (1.0, 2.0)]
+    assert all(r["yardstick"] == "y" for r in rows)
 
 
 def test_cli_json_is_valid(tiny: ModelDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,7 +181,7 @@ def test_cli_json_is_valid(tiny: ModelDir, tmp_path: Path, capsys: pytest.Captur
                  "--skip-capacity", "--skip-yardsticks", "--json", str(out)])
     assert code == 0
     result = json.loads(out.read_text())
-    assert result["schema"] == 1 and result["machine"]["cores"] >= 1 and result["versions"]["onnxruntime"]
+    assert result["schema"] == SCHEMA and result["machine"]["cores"] >= 1 and result["versions"]["onnxruntime"]
     assert [p["batch"] for p in result["engine"]["points"]] == [1, 2]
     assert result["capacity"] == {"skipped": "--skip-capacity"} and result["yardsticks"] == {"skipped": "--skip-yardsticks"}
     assert result["command"].startswith("rtaudio bench --model")

@@ -45,6 +45,35 @@ def test_reserved_packages_are_refused(tmp_path: Path) -> None:
     assert main(["data", "debian", "--out", str(tmp_path / "cli"), "--package", "sound-theme-freedesktop"]) == 2
 
 
+def _catalogue(entries: list[tuple[str, bytes]]) -> bytes:
+    """An OpenTTD sound catalogue: (offset | flag, size) uint32 pairs, then length-prefixed descriptions and WAVs."""
+    import struct
+
+    table, body, offset = b"", b"", 8 * len(entries)
+    for description, wav in entries:
+        entry = bytes([len(description) + 1]) + description.encode("latin-1") + b"\0" + wav
+        table += struct.pack("<II", (offset + len(body)) | 0x80000000, len(entry))
+        body += entry
+    return table + body
+
+
+def test_openttd_catalogue_members_are_named_by_their_title(tmp_path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    sf.write(buffer, (0.3 * np.sin(np.arange(8000) / 3.0)).astype(np.float32), 16000, format="WAV")
+    wav = buffer.getvalue()
+    data = _catalogue([('"Modern bus start". Original "london bus.wav" by "x". License: CC BY 3.0.', wav),
+                       ('"Unused/Nothing". Trivial empty sound file.', b""), ('"Toyland: Jet take off". By y.', wav)])
+    members = list(debian.catalogue_members(data))
+    assert [name for name, _ in members] == ["00-modern-bus-start.wav", "02-toyland-jet-take-off.wav"]  # empty entry skipped
+    assert members[0][1] == wav and len(debian.decode(members[0][1], 16000)) == 8000
+    cat = "usr/share/games/openttd/baseset/opensfx/opensfx.cat"
+    assert label_path("openttd-opensfx", f"{cat}!00-modern-bus-start.wav") == ("vehicle", "engine")
+    assert label_path("openttd-opensfx", f"{cat}!02-toyland-jet-take-off.wav") == ()  # cartoon mixes stay unlabelled
+    assert list(debian.catalogue_members(b"\x00")) == []
+
+
 def test_licence_names_come_from_the_copyright_file() -> None:
     text = "Files: *\nCopyright: 2009 A\nLicense: GPL-2+\n\nFiles: sounds/*\nLicense: CC-BY-SA-3.0\n\nLicense: GPL-2+\n text\n"
     assert debian.licence_of(text) == "GPL-2+; CC-BY-SA-3.0"

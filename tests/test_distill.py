@@ -11,7 +11,7 @@ import torch
 
 from rtaudio.train.config import ManifestData, TrainConfig
 from rtaudio.train.data import ClipDataset, load_clips
-from rtaudio.train.distill import DistillDataset, kd_loss, masked_bce, similarity_loss, teacher_logits, unlabelled_clips
+from rtaudio.train.distill import DistillDataset, fit_probe, kd_loss, masked_bce, similarity_loss, teacher_logits, unlabelled_clips
 from rtaudio.train.teacher import TeacherCache, build_teacher_cache, weights_digest
 from tests.test_train import tiny_config, tone, tone_manifest
 
@@ -68,7 +68,7 @@ def test_dataset_gives_cached_windows_and_masks_unlabelled(tmp_path: Path) -> No
     clips = [c for c in load_clips(ManifestData(type="manifest", path=manifest)) if c.split == "train"]
     base = ClipDataset(clips, ["high", "low"], 16000, 0.5, train=True)
     cache = build_teacher_cache(clips + unlabelled, CountingTeacher(), 16000, 0.5, 0.25, tmp_path / "t.npz")
-    logits = teacher_logits(cache, clips, ["high", "low"])
+    logits = teacher_logits(fit_probe(cache, clips, ["high", "low"]), cache)
     assert logits.shape == (len(cache.embeddings), 2)
     data = DistillDataset(base, unlabelled, cache, logits, 0.5, 0.25)
     x, y, labelled, emb, t_logits, has = data[len(data) - 1]
@@ -103,3 +103,28 @@ def test_tiny_run_with_the_real_teacher(tmp_path: Path) -> None:
     assert (out / "model.onnx").is_file() and (config.output / "teacher.npz").is_file()
     cache = TeacherCache.load(config.output / "teacher.npz")
     assert str(tmp_path / "wav" / "u0.wav") in cache.keys and cache.embeddings.shape[1] == 512
+
+
+def test_probe_head_is_fitted_on_the_teacher_cache_and_kept_through_training(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    from rtaudio.model.fused import load_checkpoint
+    from rtaudio.train.loop import train
+    from rtaudio.train.pretrained import fetch_aisfx
+
+    try:
+        fetch_aisfx()
+    except Exception as exc:
+        pytest.skip(f"aisfx weights unavailable: {exc}")
+    manifest = tone_manifest(tmp_path, clips=8)
+    config = TrainConfig.model_validate(tiny_config(tmp_path, manifest, augment={"mixup_alpha": 0.0},
+                                                    model={"streams": ["e2e", "pretrained"], "layers": 1, "n_mels": 32,
+                                                           "window_s": 0.5, "hop_s": 0.25, "probe_head": True}))
+    out = train(config)
+    model, _ = load_checkpoint(out / "model.ckpt")
+    clips = [c for c in load_clips(ManifestData(type="manifest", path=manifest)) if c.split == "train"]
+    cache = TeacherCache.load(config.output / "teacher.npz")
+    mean, std, weight, bias = fit_probe(cache, clips, model.config.labels).tensors()
+    assert np.abs(weight).sum() > 0  # both labels had positives and negatives
+    np.testing.assert_allclose(model.probe.linear.weight.detach().numpy(), weight, atol=1e-6)
+    np.testing.assert_allclose(model.probe.linear.bias.detach().numpy(), bias, atol=1e-6)
+    np.testing.assert_allclose(model.probe.mean.numpy(), mean, atol=1e-6)

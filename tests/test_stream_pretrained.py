@@ -244,6 +244,22 @@ def test_training_stages_keep_the_frozen_cnn_frozen() -> None:
     assert all(p.requires_grad for p in model.streams["e2e"].parameters()) and model.streams["e2e"].training
 
 
+def test_probe_head_adds_a_fixed_linear_probe_of_the_raw_embedding_to_the_fused_logits() -> None:
+    with pytest.raises(ValueError, match="probe_head needs the pretrained stream"):
+        ModelConfig(labels=["a"], streams=["e2e"], probe_head=True)
+    torch.manual_seed(0)
+    model = FusedTagger(ModelConfig(labels=["a", "b"], streams=["e2e", "pretrained"], layers=1, probe_head=True)).eval()
+    x = torch.from_numpy(np.stack([mixture(16000, seed=s) for s in range(3)]))
+    before = model.run(x).logits  # a new head adds nothing
+    weight = torch.randn(2, AISFX_DIM)
+    model.probe.load_probe(torch.full((AISFX_DIM,), 0.1), torch.full((AISFX_DIM,), 2.0), weight, torch.tensor([1.0, -1.0]))
+    out = model.run(x)
+    expected = ((out.streams["pretrained"].teacher - 0.1) / 2.0) @ weight.T + torch.tensor([1.0, -1.0])
+    torch.testing.assert_close(out.logits - before, expected, atol=1e-4, rtol=1e-4)
+    set_stage(model, SimpleNamespace(frozen=False))
+    assert not any(p.requires_grad for p in model.probe.parameters())  # training keeps the fitted probe
+
+
 def test_the_model_package_imports_neither_librosa_nor_training_code() -> None:
     code = "import sys, rtaudio.model.fused; print(sorted(m for m in sys.modules if m == 'librosa' or m.startswith('rtaudio.train')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -255,7 +271,8 @@ def test_the_model_package_imports_neither_librosa_nor_training_code() -> None:
 
 def test_two_stream_model_exports_and_onnx_runtime_matches_torch() -> None:
     torch.manual_seed(0)
-    model = FusedTagger(ModelConfig(labels=["a", "b", "c"], streams=["e2e", "pretrained"], layers=1)).eval()
+    model = FusedTagger(ModelConfig(labels=["a", "b", "c"], streams=["e2e", "pretrained"], layers=1, probe_head=True)).eval()
+    model.probe.linear.weight.data.normal_(0, 0.05)  # a probe head in the graph too
     samples = model.config.sample_rate
     proto = build_graph(model, samples)
     assert check_model(proto).ok

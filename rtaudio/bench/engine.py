@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 WARMUP_CALLS = 3  # TorchScript's profiling executor specialises over the first calls of each shape
 MIN_CALLS = 3
+MIN_PAIRS = 5  # enough for a median and quartiles of the per-pair ratios
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,19 @@ class EnginePoint:
     ms_per_batch: float
     windows_per_s: float
     calls: int
+
+
+@dataclass
+class PairedPoint:
+    """Two engines timed in alternation at one batch size: medians over the pairs."""
+
+    batch: int
+    a_ms: float  # median ms per batch of the first engine
+    b_ms: float  # median ms per batch of the second
+    ratio: float  # median over the pairs of a ms / b ms
+    ratio_p25: float
+    ratio_p75: float
+    pairs: int
 
 
 @dataclass
@@ -130,6 +144,41 @@ def time_batches(engine: Engine, window: int, batches: Sequence[int], seconds: f
             times.append(engine.last_ms)
         results.append((batch, statistics.median(times), len(times)))
     return results
+
+
+def time_pairs(a: Engine, b: Engine, window: int, batches: Sequence[int], seconds: float, seed: int = 0) -> list[PairedPoint]:
+    """``a`` and ``b`` called in turn (a b a b ...) on the same batch for about ``seconds`` per batch size.
+
+    Both halves of a pair run within milliseconds of each other, so a slow drift in the
+    machine's load (a neighbour's job) scales both and cancels in the pair's ratio, where it
+    would not between two medians timed one after the other.
+    """
+    rng = np.random.default_rng(seed)
+    results = []
+    for batch in batches:
+        x = (0.1 * rng.standard_normal((batch, window))).astype(np.float32)
+        for _ in range(WARMUP_CALLS):
+            a.infer(x)
+            b.infer(x)
+        a_ms: list[float] = []
+        b_ms: list[float] = []
+        deadline = time.perf_counter() + seconds
+        while len(a_ms) < MIN_PAIRS or time.perf_counter() < deadline:
+            a.infer(x)
+            a_ms.append(a.last_ms)
+            b.infer(x)
+            b_ms.append(b.last_ms)
+        results.append(paired_point(batch, a_ms, b_ms))
+    return results
+
+
+def paired_point(batch: int, a_ms: Sequence[float], b_ms: Sequence[float]) -> PairedPoint:
+    """Medians of both engines' times and the median and quartiles of the per-pair ratios ``a / b``."""
+    if not a_ms or len(a_ms) != len(b_ms):
+        raise ValueError(f"need as many times of a as of b, at least one each; got {len(a_ms)} and {len(b_ms)}")
+    per_pair = np.asarray(a_ms) / np.asarray(b_ms)
+    p25, p50, p75 = np.percentile(per_pair, [25, 50, 75])
+    return PairedPoint(batch, statistics.median(a_ms), statistics.median(b_ms), float(p50), float(p25), float(p75), len(per_pair))
 
 
 def bench_engines(model: ModelDir, backends: Sequence[str] | None, max_batch: int, seconds: float) -> EngineBench:

@@ -20,6 +20,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _ratio(value: float) -> str:
+    """Three significant digits, trailing zeros kept so a spread lines up (1.20, not 1.2)."""
+    return f"{value:#.3g}".rstrip(".")
+
+
 def _millions(value: int | None) -> str:
     return "-" if value is None else f"{value / 1e6:.2f}M"
 
@@ -77,10 +82,13 @@ def _yardsticks(console: Console, yardsticks: dict[str, Any], points: list[dict[
         console.print(escape(f"  {y['name']}: {y['architecture']}, random weights"))
     console.print(escape(f"  this model's parameters and MACs: {yardsticks['model_cost_note']}"))
     if yardsticks["ratios"]:
-        ratio = Table("yardstick", "batch", "model ms / window", "yardstick ms / window", "model / yardstick", title="Cost ratio")
+        ratio = Table("yardstick", "batch", "model ms / window", "yardstick ms / window", "model / yardstick (p25-p75)", "pairs", title="Cost ratio")
         for r in yardsticks["ratios"]:
-            ratio.add_row(r["yardstick"], str(r["batch"]), f"{r['model_ms_per_window']:.3f}", f"{r['yardstick_ms_per_window']:.3f}", f"{r['ratio']:.3g}x")
+            ratio.add_row(r["yardstick"], str(r["batch"]), f"{r['model_ms_per_window']:.3f}", f"{r['yardstick_ms_per_window']:.3f}",
+                          f"{_ratio(r['ratio'])}x ({_ratio(r['ratio_p25'])}-{_ratio(r['ratio_p75'])})", str(r["pairs"]))
         console.print(ratio)
+        console.print(escape(f"  model and yardstick timed interleaved (model, yardstick, model, ...) on {RATIO_BACKEND}, so both see the same load; "
+                             "median of the per-pair ratios (25th-75th percentile)"))
 
 
 def _text(console: Console, text: dict[str, Any]) -> None:

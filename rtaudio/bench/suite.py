@@ -3,7 +3,8 @@ and the text heads when the model has them.
 
 ``run_bench`` returns a JSON-ready dict (``SCHEMA`` versioned); ``report.print_report``
 renders it. Ratios are model / yardstick per-window time on ONNX Runtime CPU, both timed in
-this run, so they travel between machines better than absolute figures.
+this run, so they travel between machines better than absolute figures; the two are timed
+interleaved (model, yardstick, model, ...) so a shift in the machine's load hits both alike.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ import platform
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rtaudio import __version__
 from rtaudio.bench.engine import bench_engines
 from rtaudio.contract import load_model_dir
 
+if TYPE_CHECKING:
+    from rtaudio.bench.yardsticks import Yardstick
+
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
+SCHEMA = 2  # 2: ratios from interleaved pairs, with ratio_p25, ratio_p75 and pairs
 RATIO_BACKEND = "onnxruntime-cpu"
 PACKAGES = ("numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "torch", "tensorrt", "paho-mqtt")
 
@@ -57,15 +61,15 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def ratios(points: list[dict[str, Any]], yardsticks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Model / yardstick ms per window at each batch size both were timed at on ``RATIO_BACKEND``."""
-    model = {p["batch"]: p["ms_per_batch"] / p["batch"] for p in points if p["backend"] == RATIO_BACKEND}
+def ratios(yardsticks: Sequence[Yardstick]) -> list[dict[str, Any]]:
+    """Model / yardstick ms per window at each batch size, from their interleaved pairs: the
+    median of the per-pair ratios and its 25th and 75th percentiles."""
     rows = []
     for y in yardsticks:
-        for batch, ms, _ in y["points"]:
-            if batch in model:
-                rows.append({"yardstick": y["name"], "batch": batch, "model_ms_per_window": round(model[batch], 4),
-                             "yardstick_ms_per_window": round(ms / batch, 4), "ratio": round(model[batch] / (ms / batch), 3)})
+        for p in y.paired:
+            rows.append({"yardstick": y.name, "batch": p.batch, "model_ms_per_window": round(p.a_ms / p.batch, 4),
+                         "yardstick_ms_per_window": round(p.b_ms / p.batch, 4), "ratio": round(p.ratio, 3),
+                         "ratio_p25": round(p.ratio_p25, 3), "ratio_p75": round(p.ratio_p75, 3), "pairs": p.pairs})
     return rows
 
 
@@ -93,7 +97,7 @@ def run_bench(model_path: Path, backends: Sequence[str] | None = None, max_batch
         from rtaudio.bench.capacity import find_capacity
 
         result["capacity"] = asdict(find_capacity(model_path, audio, capacity_engine, seconds, max_batch, backlog, max_streams))
-    result["yardsticks"] = _yardsticks(model, max_batch, seconds, result["engine"]["points"], skip_yardsticks)
+    result["yardsticks"] = _yardsticks(model, max_batch, seconds, skip_yardsticks)
     from rtaudio.bench.text import bench_text
 
     text = bench_text(model, result["engine"]["points"], RATIO_BACKEND, text_repeats, seconds, audio)
@@ -102,8 +106,9 @@ def run_bench(model_path: Path, backends: Sequence[str] | None = None, max_batch
     return result
 
 
-def _yardsticks(model: Any, max_batch: int, seconds: float, points: list[dict[str, Any]], skip: bool) -> dict[str, Any]:
+def _yardsticks(model: Any, max_batch: int, seconds: float, skip: bool) -> dict[str, Any]:
     from rtaudio.bench.yardsticks import bench_yardsticks, model_cost, torch_missing
+    from rtaudio.runtime.engines import EngineError, OnnxRuntimeEngine
 
     if skip:
         return {"skipped": "--skip-yardsticks"}
@@ -112,8 +117,19 @@ def _yardsticks(model: Any, max_batch: int, seconds: float, points: list[dict[st
         log.warning("bench: yardsticks skipped: %s", why)
         return {"skipped": why}
     cost, note = model_cost(model)
-    timed = [asdict(y) for y in bench_yardsticks(model.info, max_batch, seconds)]
-    table = ratios(points, timed)
-    if not table:
-        note += f"; no ratios: the model was not timed on {RATIO_BACKEND}"
-    return {"models": timed, "model_cost": asdict(cost) if cost else None, "model_cost_note": note, "ratios": table}
+    engine = OnnxRuntimeEngine(model, ["CPUExecutionProvider"])  # RATIO_BACKEND, whatever --backends says: the yardsticks run there
+    try:
+        engine.open()
+    except EngineError as exc:
+        note += f"; no ratios: the model does not open on {RATIO_BACKEND}: {exc}"
+        timed = bench_yardsticks(model.info, max_batch, seconds)
+    else:
+        try:
+            timed = bench_yardsticks(model.info, max_batch, seconds, model_engine=engine)
+        finally:
+            engine.close()
+    table = ratios(timed)
+    models = [asdict(y) for y in timed]
+    for m in models:
+        del m["paired"]  # in the ratios table
+    return {"models": models, "model_cost": asdict(cost) if cost else None, "model_cost_note": note, "ratios": table}

@@ -2,7 +2,9 @@
 
 Each reference architecture (``yardstick_models``) is built with random weights at the
 model's sample rate and window, exported to ONNX (opset 17, dynamic batch) in a temporary
-model directory and timed through the same ONNX Runtime CPU engine at the same batch sizes.
+model directory and timed through the same ONNX Runtime CPU engine at the same batch sizes:
+alone, and interleaved with the model (model, yardstick, model, ...) for the ratios, so that
+both halves of each pair see the same machine load.
 Parameters and multiply-accumulates per window are counted the way ``rtaudio.model.summary``
 counts the fused model's (``FlopCounterMode`` on a batch-1 eval forward, FLOPs / 2).
 """
@@ -12,13 +14,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from rtaudio.bench.engine import batch_sizes, time_batches
+from rtaudio.bench.engine import PairedPoint, batch_sizes, time_batches, time_pairs
 from rtaudio.contract import ModelDir, ModelInfo, write_model_dir
-from rtaudio.runtime.engines import OnnxRuntimeEngine
+from rtaudio.runtime.engines import Engine, OnnxRuntimeEngine
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ class Yardstick:
     name: str
     architecture: str
     cost: Cost
-    points: list[tuple[int, float, float]]  # (batch, ms per batch, windows/s) on ONNX Runtime CPU
+    points: list[tuple[int, float, float]]  # (batch, ms per batch, windows/s) on ONNX Runtime CPU, timed alone
+    paired: list[PairedPoint] = field(default_factory=list)  # interleaved with the model: a = model, b = this yardstick
 
 
 def torch_missing() -> str | None:
@@ -78,9 +81,15 @@ def build_yardsticks(info: ModelInfo) -> list[tuple[str, str, Any, int]]:
     ]
 
 
-def bench_yardsticks(info: ModelInfo, max_batch: int, seconds: float, names: Sequence[str] | None = None) -> list[Yardstick]:
-    """Build, export and time each yardstick on ONNX Runtime CPU at batch 1..``max_batch``."""
+def bench_yardsticks(info: ModelInfo, max_batch: int, seconds: float, names: Sequence[str] | None = None,
+                     model_engine: Engine | None = None) -> list[Yardstick]:
+    """Build, export and time each yardstick on ONNX Runtime CPU at batch 1..``max_batch``.
+
+    Each is timed alone, then, when the model's open ``model_engine`` is given, interleaved
+    with it (``Yardstick.paired``, the ratios).
+    """
     results = []
+    batches = batch_sizes(max_batch)
     with tempfile.TemporaryDirectory(prefix="rtaudio-yardsticks-") as tmp:
         for name, architecture, module, classes in build_yardsticks(info):
             if names is not None and name not in names:
@@ -89,8 +98,9 @@ def bench_yardsticks(info: ModelInfo, max_batch: int, seconds: float, names: Seq
             model = export_yardstick(module, info, name, classes, Path(tmp) / name)
             log.info("bench: timing yardstick %s (%.2fM params, %.1fM MACs per window)", name, cost.params / 1e6, cost.macs / 1e6)
             with OnnxRuntimeEngine(model, ["CPUExecutionProvider"]) as engine:
-                timed = time_batches(engine, info.window_samples, batch_sizes(max_batch), seconds)
-            results.append(Yardstick(name, architecture, cost, [(b, round(ms, 3), round(1000 * b / ms, 1)) for b, ms, _ in timed]))
+                timed = time_batches(engine, info.window_samples, batches, seconds)
+                paired = [] if model_engine is None else time_pairs(model_engine, engine, info.window_samples, batches, seconds)
+            results.append(Yardstick(name, architecture, cost, [(b, round(ms, 3), round(1000 * b / ms, 1)) for b, ms, _ in timed], paired))
     return results
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 STREAMS = ("e2e", "pitch", "timbre", "neuralogram", "generative", "codes", "pretrained")
 StreamName = Literal["e2e", "pitch", "timbre", "neuralogram", "generative", "codes", "pretrained"]
@@ -46,3 +46,12 @@ class ModelConfig(BaseModel):
     dropout: float = Field(0.1, title="Dropout", ge=0, lt=1)
     stream_options: dict[str, dict[str, Any]] = Field(default_factory=dict, title="Per-stream constructor options", description="e.g. codes: {codebooks: 3, codebook_size: 128}.")
     text: TextConfig | None = Field(None, title="Caption and audio-text heads", description="Set by training when the data has captions.")
+    probe_head: bool = Field(False, title="Probe head on the pretrained embedding",
+                             description="A linear head on the pretrained stream's raw 512-d embedding whose logits add to the "
+                                         "fused ones; training fits it as a linear probe and keeps it fixed. Needs the pretrained stream.")
+
+    @model_validator(mode="after")
+    def _probe_needs_pretrained(self) -> ModelConfig:
+        if self.probe_head and "pretrained" not in self.streams:
+            raise ValueError(f"probe_head needs the pretrained stream; streams are {', '.join(self.streams)}")
+        return self

@@ -18,7 +18,7 @@ import rtaudio.model.streams  # noqa: F401  (registers every stream)
 from rtaudio.contract import sha256_file
 from rtaudio.model.common import EMBED_DIM, FrontEnd, Stream, StreamOutput
 from rtaudio.model.config import ModelConfig
-from rtaudio.model.fusion import FUSIONS
+from rtaudio.model.fusion import FUSIONS, ProbeHead
 
 if TYPE_CHECKING:
     from rtaudio.model.heads import TextHeads
@@ -50,6 +50,11 @@ class FusedTagger(nn.Module):
         classes = len(config.labels)
         self.stream_heads = nn.ModuleDict({name: nn.Linear(EMBED_DIM, classes) for name in config.streams})
         self.fusion = FUSIONS[config.fusion]([type(s).kind for s in streams.values()], classes)
+        self.probe: ProbeHead | None = None
+        if config.probe_head:
+            from rtaudio.model.streams.pretrained import AISFX_DIM
+
+            self.probe = ProbeHead(AISFX_DIM, classes)
         self.text: TextHeads | None = None
         if config.text is not None:  # imported here: a tagger alone needs no tokenizer
             from rtaudio.model.heads import TextHeads
@@ -65,6 +70,8 @@ class FusedTagger(nn.Module):
         aux = {f"{name}.{key}": value for name, out in outs.items() for key, value in out.aux.items()}
         if set(names) == set(self.streams):
             logits, embedding = self.fusion([outs[name].pooled for name in self.streams])
+            if self.probe is not None:
+                logits = logits + self.probe(outs["pretrained"].teacher)
         else:  # a subset cannot use the fused classifier: average its own heads
             logits = torch.stack(list(stream_logits.values())).mean(0)
             embedding = torch.cat([out.pooled for out in outs.values()], dim=1)

@@ -40,4 +40,28 @@ class GatedFusion(nn.Module):
         return self.classifier(embedding), embedding
 
 
+class ProbeHead(nn.Module):
+    """A fixed-standardisation linear head on a raw embedding (a linear probe inside the graph): its logits
+    add to the fused ones, so the fusion learns what the probe misses (training fits it, ``load_probe``)."""
+
+    def __init__(self, dim: int, classes: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.linear = nn.Linear(dim, classes)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def load_probe(self, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Standardisation ``[D]`` and per-class weights ``[C, D]`` and biases ``[C]`` of a fitted linear probe."""
+        with torch.no_grad():
+            self.mean.copy_(mean)
+            self.std.copy_(std)
+            self.linear.weight.copy_(weight)
+            self.linear.bias.copy_(bias)
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.linear((embedding - self.mean) / self.std)
+
+
 FUSIONS = {"concat": ConcatFusion, "gated": GatedFusion}

@@ -61,7 +61,7 @@ def model_summary(model: FusedTagger, window_s: float) -> list[dict[str, Any]]:
     for name, stream in model.streams.items():
         rows.append({"part": name, "kind": type(stream).kind, "params": _params(stream),
                      "inference_params": _params(stream, ran), "macs": _macs(counts, f"{top}.streams.{name}")})
-    heads = [model.stream_heads, model.fusion]
+    heads = [model.stream_heads, model.fusion, *([model.probe] if model.probe is not None else [])]
     rows.append({"part": "heads+fusion", "kind": "classifier", "params": sum(_params(m) for m in heads),
                  "inference_params": sum(_params(m, ran) for m in heads), "macs": total - sum(r["macs"] for r in rows)})
     rows.append({"part": "total", "kind": "model", "params": _params(model),

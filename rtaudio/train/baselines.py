@@ -53,6 +53,16 @@ class LinearProbe:
             self.models.append(LogisticRegression(C=self.c, max_iter=2000, class_weight="balanced").fit(z, y[:, c]))
         return self
 
+    def tensors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(mean [D], std [D], weights [C, D], biases [C]) of the standardised probe; labels without a model
+        get zero weights and bias, so a head built from them adds nothing for those labels."""
+        weight = np.zeros((len(self.models), len(self.mean)), np.float32)
+        bias = np.zeros(len(self.models), np.float32)
+        for c, m in enumerate(self.models):
+            if m is not None:
+                weight[c], bias[c] = m.coef_[0], m.intercept_[0]
+        return self.mean.astype(np.float32), self.std.astype(np.float32), weight, bias
+
     def logits(self, x: np.ndarray, missing: float) -> np.ndarray:
         """Log-odds per label; ``missing`` for labels that had no model."""
         z = (x - self.mean) / self.std

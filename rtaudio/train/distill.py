@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from rtaudio.model.fused import FusedTagger
 from rtaudio.train.baselines import LinearProbe, window_set
 from rtaudio.train.data import Clip, ClipDataset, DataError
 from rtaudio.train.evaluate import clip_audio, cut_window, window_starts
@@ -46,11 +47,28 @@ def unlabelled_clips(paths: Sequence[Path]) -> list[Clip]:
     return clips
 
 
-def teacher_logits(cache: TeacherCache, labelled: Sequence[Clip], labels: Sequence[str]) -> np.ndarray:
-    """Teacher tag logits ``[cache windows, C]``: a linear probe on the embeddings of ``labelled`` windows."""
+def fit_probe(cache: TeacherCache, labelled: Sequence[Clip], labels: Sequence[str]) -> LinearProbe:
+    """A linear probe on the cached teacher embeddings of the ``labelled`` clips' windows."""
     x, y, _ = window_set(labelled, cache, labels)
-    probe = LinearProbe().fit(x, y)
+    return LinearProbe().fit(x, y)
+
+
+def teacher_logits(probe: LinearProbe, cache: TeacherCache) -> np.ndarray:
+    """Teacher tag logits ``[cache windows, C]`` of every cached window."""
     return probe.logits(cache.embeddings.astype(np.float32), NO_POSITIVES_LOGIT).astype(np.float32)
+
+
+def load_probe_head(model: FusedTagger, probe: LinearProbe) -> None:
+    """Put ``probe`` into the model's probe head (kept fixed in training: ``set_stage``). Its standardisation
+    and weights apply to the pretrained stream's raw embedding, which is the cached teacher embedding only
+    while that stream's CNN keeps aisfx's weights, hence the warning."""
+    assert model.probe is not None
+    if model.streams["pretrained"].trainable != "frozen":
+        log.warning("probe_head: the pretrained stream trains (%s), so the probe fitted on the cached aisfx embeddings "
+                    "drifts from what the head will see", model.streams["pretrained"].trainable)
+    model.probe.load_probe(*(torch.from_numpy(a) for a in probe.tensors()))
+    log.info("probe_head: a linear probe over %d labels with positives fitted on the cached embeddings",
+             sum(m is not None for m in probe.models))
 
 
 class DistillDataset(Dataset):

@@ -21,7 +21,8 @@ from rtaudio.train.pretrained import AISFX, fetch_aisfx, load_aisfx_state
 
 log = logging.getLogger(__name__)
 
-CLASS_INDEXED = ("stream_heads.", "fusion.classifier.")
+CLASS_INDEXED = ("stream_heads.", "fusion.classifier.", "probe.linear.")
+HEAD_SETTINGS = ("dropout", "probe_head")  # model settings a fine-tune may change: they leave the streams' weights as they are
 
 
 def checkpoint_path(init_from: Path) -> Path:
@@ -75,11 +76,11 @@ def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[s
         arch["streams"] = wanted
         log.info("init_from: streams %s -> %s (added %s, dropped %s); the fusion is rebuilt", source.config.streams, wanted,
                  added or "none", dropped or "none")
-    conflicts = {k: (v, arch[k]) for k, v in asked.items() if k != "dropout" and v != arch[k]}
+    conflicts = {k: (v, arch[k]) for k, v in asked.items() if k not in HEAD_SETTINGS and v != arch.get(k)}
     if conflicts:
         details = "; ".join(f"{k}: {v!r} (source has {s!r})" for k, (v, s) in conflicts.items())
         raise ValueError(f"init_from {config.init_from} fixes the architecture; model settings differ: {details}")
-    arch["dropout"] = asked.get("dropout", arch["dropout"])
+    arch.update({k: asked[k] for k in HEAD_SETTINGS if k in asked})
     text = text_config(config, captions, source, labels)
     if text is not None and source.config.text is not None:
         wanted = 0 if config.captions.diffusion_weight == 0 else config.captions.diffusion_steps

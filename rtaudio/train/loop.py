@@ -116,6 +116,8 @@ def set_stage(model: FusedTagger, objective: Objective) -> None:
     fixed (the pretrained stream's CNN blocks)."""
     for module in (model.frontend, model.streams):
         module.requires_grad_(not objective.frozen)
+    if model.probe is not None:  # a fitted linear probe: the rest learns what it misses
+        model.probe.requires_grad_(False)
     model.train()
     if objective.frozen:
         model.frontend.eval()
@@ -231,8 +233,10 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
     heads, caption_batches = model.text, None
     data: Any = train_set if heads is None else CaptionedDataset(train_set, heads.tokenizer, heads.vocab, mc.text.max_tokens)
     weights = balanced_weights(train_set.targets()) if config.augment.balanced else None
+    if config.distill is not None or model.probe is not None:
+        distilled = _teacher_data(config, model, train_set, labels, mc.hop_s)
     if config.distill is not None:
-        data = _distill_data(config, train_set, labels, mc.hop_s)
+        data = distilled
         if weights is not None:  # unlabelled clips are drawn as often as an average labelled one
             extra = len(data) - len(train_set)
             weights = np.concatenate([weights * len(train_set), np.ones(extra)]) / (len(train_set) + extra)
@@ -295,21 +299,24 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
     return _finish(config, model, val_set, len(train_set), dist.device)
 
 
-def _distill_data(config: TrainConfig, train_set: ClipDataset, labels: list[str], hop_s: float) -> Dataset:
-    """The training windows with cached teacher outputs (computed on first use; ``rtaudio.train.distill``)."""
-    from rtaudio.train.distill import DistillDataset, teacher_logits, unlabelled_clips
+def _teacher_data(config: TrainConfig, model: FusedTagger, train_set: ClipDataset, labels: list[str], hop_s: float) -> Dataset:
+    """The teacher's outputs over the training windows (cached on disk, computed on first use): a linear probe on
+    them fills the model's probe head; distillation trains on the returned windows (``rtaudio.train.distill``)."""
+    from rtaudio.train.distill import DistillDataset, fit_probe, load_probe_head, teacher_logits, unlabelled_clips
     from rtaudio.train.teacher import aisfx_teacher, build_teacher_cache
 
     d = config.distill
-    unlabelled = unlabelled_clips(d.unlabelled)
+    unlabelled = unlabelled_clips(d.unlabelled) if d is not None else []
     files = [c for c in train_set.clips if c.path is not None]
     model_rate, window_s = train_set.sample_rate, train_set.samples / train_set.sample_rate
     cache = build_teacher_cache(files + unlabelled, aisfx_teacher(model_rate), model_rate, window_s, hop_s,
-                                d.cache or config.output / "teacher.npz")
-    logits = teacher_logits(cache, files, labels)
-    log.info("distill: %d labelled and %d unlabelled clips with a teacher, %d in memory without", len(files), len(unlabelled),
+                                (d.cache if d is not None else None) or config.output / "teacher.npz")
+    probe = fit_probe(cache, files, labels)
+    if model.probe is not None:
+        load_probe_head(model, probe)
+    log.info("teacher: %d labelled and %d unlabelled clips with a teacher, %d in memory without", len(files), len(unlabelled),
              len(train_set.clips) - len(files))
-    return DistillDataset(train_set, unlabelled, cache, logits, window_s, hop_s)
+    return DistillDataset(train_set, unlabelled, cache, teacher_logits(probe, cache), window_s, hop_s)
 
 
 def _save(config: TrainConfig, model: FusedTagger, optimiser: torch.optim.Optimizer, scheduler: Any, epoch: int) -> None:

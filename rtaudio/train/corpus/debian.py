@@ -1,7 +1,7 @@
 """``rtaudio data debian``: a real-audio corpus from sounds shipped in Debian packages.
 
 Each package is fetched with ``apt-get download`` (nothing is installed) and unpacked with
-``dpkg-deb -x``; its audio files (and those inside .pk3/.zip archives) are labelled by the
+``dpkg-deb -x``; its audio files (and those inside .pk3/.zip archives and OpenTTD .cat sound catalogues) are labelled by the
 reviewed rules in ``rules.py``, decoded by ffmpeg to mono at the model rate, trimmed of
 leading and trailing silence, cut into pieces of at most ``max_clip_s`` (long music and
 ambience loops give a few pieces, not hundreds), de-duplicated by a hash of their samples
@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import zipfile
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".ogg", ".flac", ".mp3", ".opus", ".wv")
 ARCHIVE_SUFFIXES = (".pk3", ".zip")
+CATALOGUE_SUFFIX = ".cat"  # OpenTTD's sound catalogue (openttd-opensfx)
 COLUMNS = ("path", "labels", "split", "package", "source", "caption")
 
 
@@ -149,6 +151,28 @@ def pieces_of(audio: np.ndarray, sample_rate: int, max_clip_s: float, max_pieces
     return [audio[i : i + size] for i in range(0, len(audio), size)][:max_pieces]
 
 
+def catalogue_members(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """(``NN-title.wav``, WAV bytes) of an OpenTTD sound catalogue: a table of (offset, size) uint32 pairs
+    (the offset's top bit is a flag), each entry a length-prefixed description then a RIFF WAV. The title is
+    the description's first quoted phrase, lower-cased, so rules can match what the sound is."""
+    if len(data) < 8:
+        return
+    count = (struct.unpack_from("<I", data, 0)[0] & 0x7FFFFFFF) // 8
+    for index in range(count):
+        offset, size = struct.unpack_from("<II", data, index * 8)
+        offset &= 0x7FFFFFFF
+        if offset + size > len(data) or size < 2:
+            continue
+        length = data[offset]
+        description = data[offset + 1 : offset + 1 + length].rstrip(b"\0").decode("latin-1")
+        wav = data[offset + 1 + length : offset + size]
+        if not wav.startswith(b"RIFF"):
+            continue
+        quoted = re.match(r'\s*"([^"]+)"', description)
+        title = re.sub(r"[^a-z0-9]+", "-", (quoted.group(1) if quoted else description).lower()).strip("-")
+        yield f"{index:02d}-{title}.wav", wav
+
+
 def _audio_files(root: Path) -> Iterator[tuple[str, bytes | Path]]:
     """(path inside the package, file path or archived bytes) for every audio file under ``root``."""
     for path in sorted(root.rglob("*")):
@@ -163,6 +187,9 @@ def _audio_files(root: Path) -> Iterator[tuple[str, bytes | Path]]:
                 for member in sorted(archive.namelist()):
                     if member.lower().endswith(AUDIO_SUFFIXES):
                         yield f"{rel}!{member}", archive.read(member)
+        elif suffix == CATALOGUE_SUFFIX:
+            for member, wav in catalogue_members(path.read_bytes()):
+                yield f"{rel}!{member}", wav
 
 
 def package_pieces(package: str, deb: Path, sample_rate: int, max_clip_s: float = 10.0, max_pieces: int = 3,
