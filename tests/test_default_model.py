@@ -1,4 +1,4 @@
-"""The shipped default model: follows the contract, runs in every backend, hears what it was trained for."""
+"""The shipped models (default and small): follow the contract, run in every backend, hear what they were trained for."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ from rtaudio.train.synth import make_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "engines" / "default"
+SHIPPED = [MODEL, ROOT / "engines" / "small"]
+shipped = pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 
 
-def test_loads_and_runs_at_batch_1_and_8() -> None:
-    model = load_model_dir(MODEL)
-    assert model.info.model_id == "default" and len(model.info.labels) >= 8
+@shipped
+def test_loads_and_runs_at_batch_1_and_8(path: Path) -> None:
+    model = load_model_dir(path)
+    assert model.info.model_id == path.name and len(model.info.labels) >= 8
     rng = np.random.default_rng(5)
     with OnnxRuntimeEngine(model) as engine:
         for batch in (1, 8):
@@ -30,22 +33,24 @@ def test_loads_and_runs_at_batch_1_and_8() -> None:
             assert out["embedding"].shape == (batch, model.info.embedding_dim)
 
 
-def test_torchscript_twin_agrees_with_onnx() -> None:
+@shipped
+def test_torchscript_twin_agrees_with_onnx(path: Path) -> None:
     pytest.importorskip("torch")
-    model = load_model_dir(MODEL)
+    model = load_model_dir(path)
     batch = (0.05 * np.random.default_rng(6).standard_normal((3, model.info.window_samples))).astype(np.float32)
     with OnnxRuntimeEngine(model) as ort_engine, TorchEngine(model, "cpu") as torch_engine:
         ours, theirs = torch_engine.infer(batch), ort_engine.infer(batch)
     np.testing.assert_allclose(ours["scores"], theirs["scores"], atol=1e-4)
 
 
-def test_shipped_onnx_matches_its_checkpoint_on_real_windows() -> None:
+@shipped
+def test_shipped_onnx_matches_its_checkpoint_on_real_windows(path: Path) -> None:
     """The shipped graph is what model.ckpt computes (within 1e-3; the eval report shows 1.6e-4 over the test split), at batch 1 and 8."""
     torch = pytest.importorskip("torch")
     from rtaudio.model.fused import CHECKPOINT_FILE, load_checkpoint
 
-    model = load_model_dir(MODEL)
-    net, extra = load_checkpoint(MODEL / CHECKPOINT_FILE)
+    model = load_model_dir(path)
+    net, extra = load_checkpoint(path / CHECKPOINT_FILE)
     assert list(net.config.labels) == list(model.info.labels)
     np.testing.assert_allclose(extra["thresholds"], model.info.thresholds, atol=1e-6)
     win, sr = model.info.window_samples, model.info.sample_rate
@@ -59,10 +64,11 @@ def test_shipped_onnx_matches_its_checkpoint_on_real_windows() -> None:
             np.testing.assert_allclose(got["embedding"], embedding.numpy(), atol=1e-3)
 
 
+@shipped
 @pytest.mark.parametrize("label", ["smoke_alarm", "doorbell", "speech", "glass_break", "dog_bark", "knock"])
-def test_top_label_on_fresh_synthetic_clips(label: str) -> None:
+def test_top_label_on_fresh_synthetic_clips(path: Path, label: str) -> None:
     """Scenes from seeds the model never saw: the first second of the event must top the scores."""
-    model = load_model_dir(MODEL)
+    model = load_model_dir(path)
     win, sr = model.info.window_samples, model.info.sample_rate
     hits = 0
     with OnnxRuntimeEngine(model) as engine:
@@ -74,11 +80,12 @@ def test_top_label_on_fresh_synthetic_clips(label: str) -> None:
     assert hits >= 4, f"{label}: right in {hits}/5"
 
 
-def test_demo_recording_events_match_its_timeline() -> None:
+@shipped
+def test_demo_recording_events_match_its_timeline(path: Path) -> None:
     timeline = json.loads((ROOT / "config" / "demo.timeline.json").read_text())["events"]
     for item in timeline:  # the generator's label names -> the model's
         item["label"] = SYNTHETIC_NAMES.get(item["label"], item["label"])
-    with OnnxRuntimeEngine(load_model_dir(MODEL)) as engine:
+    with OnnxRuntimeEngine(load_model_dir(path)) as engine:
         result: Collector = tag_file(ROOT / "config" / "demo.flac", engine, EventsConfig(), TagsConfig())
     found = {(e.label, round(e.onset_time)) for e in result.events if e.kind == "onset"}
     expected = {item["label"] for item in timeline}

@@ -11,7 +11,9 @@ import torch
 
 from rtaudio.train.config import ManifestData, TrainConfig
 from rtaudio.train.data import ClipDataset, load_clips
-from rtaudio.train.distill import DistillDataset, fit_probe, kd_loss, masked_bce, similarity_loss, teacher_logits, unlabelled_clips
+from rtaudio.train.data import Clip
+from rtaudio.train.distill import (DistillDataset, fit_probe, kd_loss, masked_bce, memory_window_set, similarity_loss, teacher_logits,
+                                   unlabelled_clips)
 from rtaudio.train.teacher import TeacherCache, build_teacher_cache, weights_digest
 from tests.test_train import tiny_config, tone, tone_manifest
 
@@ -77,6 +79,20 @@ def test_dataset_gives_cached_windows_and_masks_unlabelled(tmp_path: Path) -> No
     assert any(torch.allclose(emb, torch.from_numpy(cache.embeddings[r].astype(np.float32))) for r in range(rows.start, rows.stop))
     x, y, labelled, *_ = data[0]
     assert float(labelled) == 1 and float(y.sum()) >= 1
+
+
+def test_the_probe_also_learns_in_memory_clips(tmp_path: Path) -> None:
+    """Synthetic scenes live in memory, not in the cache: their windows are embedded for the probe, so labels only
+    synthesis has (alarms) get a probe too instead of none."""
+    clips = [c for c in load_clips(ManifestData(type="manifest", path=tone_manifest(tmp_path, clips=6))) if c.split == "train"]
+    cache = build_teacher_cache(clips, CountingTeacher(), 16000, 0.5, 0.25, tmp_path / "t.npz")
+    rng = np.random.default_rng(0)
+    loud = [Clip(None, ["alarm"], "train", audio=(0.9 * rng.standard_normal(12000)).astype(np.float32), sample_rate=16000) for _ in range(3)]
+    x, y = memory_window_set(CountingTeacher(), loud, ["high", "low", "alarm"], 16000, 0.5, 0.25)
+    assert x.shape == (6, 2) and y.shape == (6, 3) and (y[:, 2] == 1).all() and y[:, :2].sum() == 0  # 0.75 s: two windows each
+    without = fit_probe(cache, clips, ["high", "low", "alarm"])
+    with_memory = fit_probe(cache, clips, ["high", "low", "alarm"], (x, y))
+    assert without.models[2] is None and with_memory.models[2] is not None
 
 
 def test_distill_refuses_captions_and_mixup(tmp_path: Path) -> None:

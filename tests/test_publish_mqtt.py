@@ -381,6 +381,14 @@ def test_wrong_key_passphrase_is_a_clear_error(tmp_path: Path) -> None:
 # ------------------------------------------------------------ the embedded broker (amqtt)
 
 
+def test_embedded_broker_without_amqtt_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtaudio.runtime.publish.embedded import start_embedded_broker
+
+    monkeypatch.setitem(sys.modules, "amqtt", None)  # import amqtt raises ImportError, as where the extra is not installed
+    with pytest.raises(RuntimeError, match=r"needs the amqtt package.*rtaudio\[demo\].*mqtt.broker"):
+        start_embedded_broker(1)
+
+
 @pytest.mark.integration
 def test_embedded_broker_carries_publisher_messages_and_retained_status(make_subscriber, publishers) -> None:
     from conftest import free_port

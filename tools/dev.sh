@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian/Ubuntu machine for rtaudio and run the demo or the tests.
 #   tools/dev.sh demo   -> rtaudio run --config config/demo.yaml (embedded MQTT broker on 127.0.0.1:1883)
-#   tools/dev.sh test   -> the whole test suite with real mosquitto, ffmpeg, PortAudio
-# Idempotent: a second run skips what is already installed.
+#   tools/dev.sh test   -> the whole test suite with real mosquitto, ffmpeg, PortAudio (slowest 25 listed)
+#   tools/dev.sh test --fast -> the edit-test loop: everything but the integration tests (-m "not integration")
+# Extra arguments go to pytest (or to rtaudio run). Idempotent: a second run skips what is already
+# installed, the pip step too while pyproject.toml is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-test}"
@@ -22,12 +24,21 @@ command -v systemctl >/dev/null 2>&1 && systemctl stop mosquitto >/dev/null 2>&1
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 py=.venv/bin/python
 $py -m pip install -q --upgrade pip >/dev/null
-if [ "$what" = test ]; then
+extras=demo; [ "$what" = test ] && extras=train,test
+stamp=".venv/.rtaudio-installed-$extras"
+wanted="$(sha256sum pyproject.toml | cut -c1-64)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   # torch first, pinned, so nothing pulls a CUDA build from the registry.
-  $py -m pip install -q torch==2.13.0
-  $py -m pip install -q -e ".[train,test]"
-  exec $py -m pytest -q -p no:cacheprovider "${@:2}"
+  [ "$what" = test ] && $py -m pip install -q torch==2.13.0
+  $py -m pip install -q -e ".[$extras]"
+  echo "$wanted" > "$stamp"
+fi
+if [ "$what" = test ]; then
+  args=("${@:2}")
+  if [ "${args[0]:-}" = "--fast" ]; then
+    exec $py -m pytest -q -p no:cacheprovider -m "not integration" "${args[@]:1}"
+  fi
+  exec $py -m pytest -q -p no:cacheprovider --durations=25 "${args[@]}"
 else
-  $py -m pip install -q -e .
   exec .venv/bin/rtaudio run --config config/demo.yaml "${@:2}"
 fi

@@ -1,13 +1,14 @@
 """Build the real-audio corpus, train engines/small and engines/default on it, and evaluate both (CPU is enough).
 
 1. ``rtaudio data debian --out data/debian``: sounds shipped in Debian packages, labelled by the
-   reviewed rules, split by package (a few minutes; about 1 GB of .deb files in data/debian/debs).
-2. ``rtaudio train --config config/train-small.yaml``: the six compact streams from the 0.4.0
-   model, fine-tuned on the corpus + synthetic alarm scenes and distilled from the aisfx
+   reviewed rules, split by package (a few minutes; about 1.2 GB of .deb files in data/debian/debs).
+2. ``rtaudio train --config config/train-small.yaml``: the e2e and generative streams of the 0.5.0
+   small model, fine-tuned on the corpus + synthetic alarm scenes and distilled from the aisfx
    teacher (cached per window in data/debian/teacher.npz) -> runs/small.
-3. ``rtaudio train --config config/train-default-real.yaml``: runs/small grown by the pretrained
-   aisfx stream, fused -> runs/default-real; then ``config/train-default-real-captions.yaml``: its
-   caption decoder and audio-text heads over frozen streams -> runs/default-real-captions.
+3. ``rtaudio train --config config/train-default-probe.yaml``: the 0.5.0 default (seven streams) with a
+   probe head on the aisfx embedding; its fusion, caption decoder and audio-text heads retrained over
+   frozen streams -> runs/default-probe. (How 0.5.0 itself was made: config/train-default-real.yaml and
+   train-default-real-captions.yaml, from the six-stream small recipe of commit 781ec85.)
 4. ``rtaudio eval`` of both on the corpus's test packages, with the baselines (linear probe on
    the aisfx embedding, hand features) and the previous model compared on the shared labels.
 
@@ -24,8 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data" / "debian"
-RUNS = {"small": ROOT / "runs" / "small", "default": ROOT / "runs" / "default-real-captions"}
-RECIPES = ("train-small.yaml", "train-default-real.yaml", "train-default-real-captions.yaml")  # in order: each starts from the one before
+RUNS = {"small": ROOT / "runs" / "small", "default": ROOT / "runs" / "default-probe"}
+RECIPES = ("train-small.yaml", "train-default-probe.yaml")  # each starts from the shipped model of its name
 
 
 def rtaudio(*args: str) -> None:

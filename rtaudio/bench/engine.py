@@ -11,7 +11,7 @@ import logging
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -129,21 +129,28 @@ def _selected(key: str, wanted: Sequence[str]) -> bool:
     return any(key == w or key.split("-")[0] == w for w in wanted)
 
 
-def time_batches(engine: Engine, window: int, batches: Sequence[int], seconds: float, seed: int = 0) -> list[tuple[int, float, int]]:
-    """(batch, median ms per call, calls) for each batch size, each timed for about ``seconds``."""
+def _rounds(engines: Sequence[Engine], window: int, batches: Sequence[int], seconds: float, minimum: int,
+            seed: int) -> Iterator[tuple[int, list[list[float]]]]:
+    """For each batch size: the engines called in turn on the same random batch (after warm-up) for about
+    ``seconds`` and at least ``minimum`` rounds; yields (batch, each engine's ms per call)."""
     rng = np.random.default_rng(seed)
-    results = []
     for batch in batches:
         x = (0.1 * rng.standard_normal((batch, window))).astype(np.float32)
         for _ in range(WARMUP_CALLS):
-            engine.infer(x)
-        times: list[float] = []
+            for engine in engines:
+                engine.infer(x)
+        times: list[list[float]] = [[] for _ in engines]
         deadline = time.perf_counter() + seconds
-        while len(times) < MIN_CALLS or time.perf_counter() < deadline:
-            engine.infer(x)
-            times.append(engine.last_ms)
-        results.append((batch, statistics.median(times), len(times)))
-    return results
+        while len(times[0]) < minimum or time.perf_counter() < deadline:
+            for engine, own in zip(engines, times):
+                engine.infer(x)
+                own.append(engine.last_ms)
+        yield batch, times
+
+
+def time_batches(engine: Engine, window: int, batches: Sequence[int], seconds: float, seed: int = 0) -> list[tuple[int, float, int]]:
+    """(batch, median ms per call, calls) for each batch size, each timed for about ``seconds``."""
+    return [(batch, statistics.median(own), len(own)) for batch, (own,) in _rounds([engine], window, batches, seconds, MIN_CALLS, seed)]
 
 
 def time_pairs(a: Engine, b: Engine, window: int, batches: Sequence[int], seconds: float, seed: int = 0) -> list[PairedPoint]:
@@ -153,23 +160,7 @@ def time_pairs(a: Engine, b: Engine, window: int, batches: Sequence[int], second
     machine's load (a neighbour's job) scales both and cancels in the pair's ratio, where it
     would not between two medians timed one after the other.
     """
-    rng = np.random.default_rng(seed)
-    results = []
-    for batch in batches:
-        x = (0.1 * rng.standard_normal((batch, window))).astype(np.float32)
-        for _ in range(WARMUP_CALLS):
-            a.infer(x)
-            b.infer(x)
-        a_ms: list[float] = []
-        b_ms: list[float] = []
-        deadline = time.perf_counter() + seconds
-        while len(a_ms) < MIN_PAIRS or time.perf_counter() < deadline:
-            a.infer(x)
-            a_ms.append(a.last_ms)
-            b.infer(x)
-            b_ms.append(b.last_ms)
-        results.append(paired_point(batch, a_ms, b_ms))
-    return results
+    return [paired_point(batch, a_ms, b_ms) for batch, (a_ms, b_ms) in _rounds([a, b], window, batches, seconds, MIN_PAIRS, seed)]
 
 
 def paired_point(batch: int, a_ms: Sequence[float], b_ms: Sequence[float]) -> PairedPoint:

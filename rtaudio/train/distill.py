@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from rtaudio.model.fused import FusedTagger
 from rtaudio.train.baselines import LinearProbe, window_set
 from rtaudio.train.data import Clip, ClipDataset, DataError
-from rtaudio.train.evaluate import clip_audio, cut_window, window_starts
+from rtaudio.train.evaluate import clip_audio, clip_windows, cut_window, window_starts
 from rtaudio.train.teacher import TeacherCache
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,33 @@ def unlabelled_clips(paths: Sequence[Path]) -> list[Clip]:
     return clips
 
 
-def fit_probe(cache: TeacherCache, labelled: Sequence[Clip], labels: Sequence[str]) -> LinearProbe:
-    """A linear probe on the cached teacher embeddings of the ``labelled`` clips' windows."""
+def memory_window_set(stream: nn.Module, clips: Sequence[Clip], labels: Sequence[str], sample_rate: int, window_s: float,
+                      hop_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """(teacher embeddings ``[windows, D]``, targets ``[windows, C]``) of every window of in-memory clips
+    (synthetic scenes), embedded now: they are regenerated from their seed each run, so never cached."""
+    from rtaudio.train.teacher import embed_windows
+
+    index = {label: i for i, label in enumerate(labels)}
+    window, hop = round(window_s * sample_rate), round(hop_s * sample_rate)
+    windows, targets = [], []
+    for clip in clips:
+        cut = clip_windows(clip, sample_rate, window, hop)
+        y = np.zeros((len(cut), len(labels)), np.float32)
+        y[:, [index[lb] for lb in clip.labels if lb in index]] = 1.0
+        windows.append(cut)
+        targets.append(y)
+    if not windows:
+        return np.zeros((0, 512), np.float32), np.zeros((0, len(labels)), np.float32)
+    return embed_windows(stream, np.concatenate(windows)), np.concatenate(targets)
+
+
+def fit_probe(cache: TeacherCache, labelled: Sequence[Clip], labels: Sequence[str],
+              extra: tuple[np.ndarray, np.ndarray] | None = None) -> LinearProbe:
+    """A linear probe on the cached teacher embeddings of the ``labelled`` clips' windows, plus ``extra``
+    (embeddings, targets) such as the synthetic windows of ``memory_window_set``."""
     x, y, _ = window_set(labelled, cache, labels)
+    if extra is not None and len(extra[0]):
+        x, y = np.concatenate([x, extra[0]]), np.concatenate([y, extra[1]])
     return LinearProbe().fit(x, y)
 
 

@@ -302,19 +302,22 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
 def _teacher_data(config: TrainConfig, model: FusedTagger, train_set: ClipDataset, labels: list[str], hop_s: float) -> Dataset:
     """The teacher's outputs over the training windows (cached on disk, computed on first use): a linear probe on
     them fills the model's probe head; distillation trains on the returned windows (``rtaudio.train.distill``)."""
-    from rtaudio.train.distill import DistillDataset, fit_probe, load_probe_head, teacher_logits, unlabelled_clips
+    from rtaudio.train.distill import (DistillDataset, fit_probe, load_probe_head, memory_window_set, teacher_logits,
+                                       unlabelled_clips)
     from rtaudio.train.teacher import aisfx_teacher, build_teacher_cache
 
     d = config.distill
     unlabelled = unlabelled_clips(d.unlabelled) if d is not None else []
     files = [c for c in train_set.clips if c.path is not None]
     model_rate, window_s = train_set.sample_rate, train_set.samples / train_set.sample_rate
-    cache = build_teacher_cache(files + unlabelled, aisfx_teacher(model_rate), model_rate, window_s, hop_s,
+    teacher = aisfx_teacher(model_rate)
+    cache = build_teacher_cache(files + unlabelled, teacher, model_rate, window_s, hop_s,
                                 (d.cache if d is not None else None) or config.output / "teacher.npz")
-    probe = fit_probe(cache, files, labels)
+    memory = [c for c in train_set.clips if c.path is None]  # synthetic scenes: the probe learns their labels too
+    probe = fit_probe(cache, files, labels, memory_window_set(teacher, memory, labels, model_rate, window_s, hop_s))
     if model.probe is not None:
         load_probe_head(model, probe)
-    log.info("teacher: %d labelled and %d unlabelled clips with a teacher, %d in memory without", len(files), len(unlabelled),
+    log.info("teacher: %d labelled and %d unlabelled clips cached, %d in memory embedded for the probe only", len(files), len(unlabelled),
              len(train_set.clips) - len(files))
     return DistillDataset(train_set, unlabelled, cache, teacher_logits(probe, cache), window_s, hop_s)
 

@@ -87,5 +87,13 @@ def _check_port_free(port: int) -> None:
 
 
 def start_embedded_broker(port: int = 1883) -> EmbeddedBroker:
-    """Start an amqtt broker on 127.0.0.1:``port`` in its own thread; returns a handle with ``stop()``."""
+    """Start an amqtt broker on 127.0.0.1:``port`` in its own thread; returns a handle with ``stop()``.
+
+    amqtt is an optional dependency (the ``demo`` extra): a site with a real broker never needs it."""
+    try:
+        import amqtt  # noqa: F401
+    except ImportError:
+        raise RuntimeError("mqtt.broker 'embedded' needs the amqtt package, which is not installed: install it with "
+                           "pip install 'rtaudio[demo]' (tools/dev.sh demo does), or set mqtt.broker to a running broker "
+                           "such as mosquitto") from None
     return EmbeddedBroker(port).start()
