@@ -342,3 +342,25 @@ def test_warns_at_start_when_there_is_no_validation_split(tmp_path: Path, caplog
     with caplog.at_level("WARNING"):
         loop._datasets(config)
     assert "no validation clips" in caplog.text and "stay at 0.5" in caplog.text
+
+
+def test_init_from_keeps_text_heads_only_while_the_streams_stay_frozen(text_model_dir: Path, tmp_path: Path) -> None:
+    """Retraining the fusion over frozen streams without captions: keeps the source's caption and audio-text heads
+    unchanged (they read only the streams); a schedule that trains the streams drops them."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from rtaudio.model.fused import load_checkpoint
+    from rtaudio.train.loop import set_stage
+
+    source, _ = load_checkpoint(text_model_dir / "model.ckpt")
+    base = {"data": {"type": "synthetic", "scenes": 2}, "output": str(tmp_path / "out"), "init_from": str(text_model_dir)}
+    frozen = TrainConfig.model_validate({**base, "schedule": {"type": "staged", "stream_epochs": 0, "freeze_streams": True}})
+    model = build_model(frozen, source.config.labels)
+    assert model.text is not None and model.config.text == source.config.text
+    for (name, mine), theirs in zip(model.text.state_dict().items(), source.text.state_dict().values()):
+        assert torch.equal(mine, theirs), name
+    set_stage(model, SimpleNamespace(frozen=True, text_weights={}))
+    assert not any(p.requires_grad for p in model.text.parameters()) and model.fusion.classifier.weight.requires_grad
+    assert build_model(TrainConfig.model_validate({**base, "schedule": {"type": "joint"}}), source.config.labels).text is None

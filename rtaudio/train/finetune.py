@@ -16,7 +16,7 @@ import torch
 
 from rtaudio.model.config import ModelConfig, TextConfig
 from rtaudio.model.fused import CHECKPOINT_FILE, FusedTagger, load_checkpoint
-from rtaudio.train.config import TrainConfig
+from rtaudio.train.config import StagedSchedule, TrainConfig
 from rtaudio.train.pretrained import AISFX, fetch_aisfx, load_aisfx_state
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,17 @@ def checkpoint_path(init_from: Path) -> Path:
 def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagger | None = None,
                 labels: Sequence[str] = ()) -> TextConfig | None:
     """The text heads' config: the source model's (same vocabularies, so its heads' weights fit) or
-    a BPE tokenizer and word vocabulary learnt from ``captions``; None when captions are not trained."""
+    a BPE tokenizer and word vocabulary learnt from ``captions``; None when captions are not trained,
+    except that a source's heads are kept as they are when its streams stay frozen (``keeps_streams``):
+    they read only the streams, so retraining the tagger's fusion leaves them valid."""
     if config.captions is None:
+        if source is not None and source.config.text is not None:
+            if keeps_streams(config):
+                log.info("init_from: keeping the source's caption and audio-text heads as they are (streams frozen, no captions: "
+                         "to train)")
+                return source.config.text
+            log.info("init_from: the source's caption and audio-text heads are dropped: the streams train, so they would no "
+                     "longer fit; give captions: to retrain them")
         return None
     if source is not None and source.config.text is not None:
         log.info("init_from: keeping the source's caption tokenizer and word vocabulary")
@@ -55,6 +64,13 @@ def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagge
     return TextConfig(tokenizer=tokenizer.config, words=words.tokens, caption_window_s=c.window_s, decoder_dim=c.decoder_dim,
                       decoder_layers=c.decoder_layers, max_tokens=c.max_tokens,
                       diffusion_steps=c.diffusion_steps if c.diffusion_weight > 0 else 0)
+
+
+def keeps_streams(config: TrainConfig) -> bool:
+    """Whether training leaves every stream as loaded: a staged schedule of fusion epochs only over frozen streams."""
+    schedule = config.schedule
+    return (isinstance(schedule, StagedSchedule) and schedule.pretrain_epochs == 0 and schedule.stream_epochs == 0
+            and schedule.freeze_streams)
 
 
 def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[str] = ()) -> FusedTagger:
@@ -82,7 +98,7 @@ def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[s
         raise ValueError(f"init_from {config.init_from} fixes the architecture; model settings differ: {details}")
     arch.update({k: asked[k] for k in HEAD_SETTINGS if k in asked})
     text = text_config(config, captions, source, labels)
-    if text is not None and source.config.text is not None:
+    if text is not None and source.config.text is not None and config.captions is not None:
         wanted = 0 if config.captions.diffusion_weight == 0 else config.captions.diffusion_steps
         text = text.model_copy(update={"diffusion_steps": wanted})
     model = FusedTagger(ModelConfig(labels=list(labels), **arch, text=text))

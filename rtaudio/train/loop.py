@@ -118,6 +118,8 @@ def set_stage(model: FusedTagger, objective: Objective) -> None:
         module.requires_grad_(not objective.frozen)
     if model.probe is not None:  # a fitted linear probe: the rest learns what it misses
         model.probe.requires_grad_(False)
+    if model.text is not None and not objective.text_weights:  # heads kept from init_from without captions: to train
+        model.text.requires_grad_(False)
     model.train()
     if objective.frozen:
         model.frontend.eval()
@@ -230,7 +232,7 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
     mc = model.config
     train_set = ClipDataset(by_split["train"], labels, mc.sample_rate, mc.window_s, train=True)
     val_set = ClipDataset(by_split["val"], labels, mc.sample_rate, mc.window_s, train=False)
-    heads, caption_batches = model.text, None
+    heads, caption_batches = (model.text if config.captions is not None else None), None  # kept heads do not train
     data: Any = train_set if heads is None else CaptionedDataset(train_set, heads.tokenizer, heads.vocab, mc.text.max_tokens)
     weights = balanced_weights(train_set.targets()) if config.augment.balanced else None
     if config.distill is not None or model.probe is not None:
