@@ -19,6 +19,7 @@ from rtaudio.contract import sha256_file
 from rtaudio.model.common import EMBED_DIM, FrontEnd, Stream, StreamOutput
 from rtaudio.model.config import ModelConfig
 from rtaudio.model.fusion import FUSIONS, ProbeHead
+from rtaudio.model.streams.pretrained import AISFX_DIM
 
 if TYPE_CHECKING:
     from rtaudio.model.heads import TextHeads
@@ -51,9 +52,7 @@ class FusedTagger(nn.Module):
         self.stream_heads = nn.ModuleDict({name: nn.Linear(EMBED_DIM, classes) for name in config.streams})
         self.fusion = FUSIONS[config.fusion]([type(s).kind for s in streams.values()], classes)
         self.probe: ProbeHead | None = None
-        if config.probe_head:
-            from rtaudio.model.streams.pretrained import AISFX_DIM
-
+        if config.probe_head:  # a linear probe on the pretrained stream's raw embedding (ModelConfig checks it is there)
             self.probe = ProbeHead(AISFX_DIM, classes)
         self.text: TextHeads | None = None
         if config.text is not None:  # imported here: a tagger alone needs no tokenizer
