@@ -92,7 +92,7 @@ def test_beam_width_one_is_greedy() -> None:
 
 def test_onnx_both_forms_match_pytorch(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
-    from rtaudio.model.caption_onnx import CachedGreedy, FixedLengthGreedy, export_caption_onnx, time_greedy
+    from rtaudio.export.caption_onnx import CachedGreedy, FixedLengthGreedy, export_caption_onnx, time_greedy
 
     torch.manual_seed(4)
     decoder = CaptionDecoder(80, STREAMS, dim=64, ff=128, max_len=16).eval()

@@ -19,7 +19,8 @@ from rtaudio.model.retrieval import (
     recall_at_k,
     train_retrieval,
 )
-from rtaudio.model.text_encoder import TextEncoder, export_text_encoder
+from rtaudio.export.text import export_text_encoder
+from rtaudio.model.text_encoder import TextEncoder
 from rtaudio.model.vocab import PAD_ID, UNK_ID, Vocabulary, words
 
 SOUNDS = ["dog", "siren", "doorbell", "drill", "kettle", "baby", "piano", "engine"]

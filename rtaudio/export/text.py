@@ -4,7 +4,7 @@ Written only after each graph matched PyTorch on ONNX Runtime (tolerances below)
 
 - caption_audio.onnx  ``waveform [B, caption window]`` -> ``memory [B, S, D]`` (the decoder's
   view of every stream's frames) and ``embedding [B, E]`` (the clip's fused embedding);
-- caption_cross.onnx, caption_step.onnx: the KV-cache decoder (``caption_onnx``); greedy
+- caption_cross.onnx, caption_step.onnx: the KV-cache decoder (``export.caption_onnx``); greedy
   decoding through them must give PyTorch's tokens;
 - text_encoder.onnx ``ids, mask [B, L]`` -> ``embedding [B, D]`` and audio_text.onnx
   ``embedding [B, E]`` -> ``audio [B, D]``: the audio-text space, unit vectors;
@@ -14,12 +14,15 @@ Written only after each graph matched PyTorch on ONNX Runtime (tolerances below)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rtaudio.model.tokenizer import BOS_ID
 from rtaudio.runtime.text import AUDIO_TEXT_FILE, CAPTION_AUDIO_FILE, TEXT_ENCODER_FILE, CachedGreedy, session
+
+if TYPE_CHECKING:
+    from rtaudio.model.text_encoder import TextEncoder
 
 # |ONNX Runtime - PyTorch|, absolute. The memory holds the timbre stream's frames, whose float32
 # power moments (up to ~4e7) round differently in the two runtimes: ~1e-2 on single frames (the
@@ -41,8 +44,7 @@ def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int
     from torch import nn
 
     from rtaudio.export.onnx import ExportError, graph_bytes
-    from rtaudio.model.caption_onnx import KV_CACHE_FILES, export_caption_onnx
-    from rtaudio.model.text_encoder import export_text_encoder
+    from rtaudio.export.caption_onnx import KV_CACHE_FILES, export_caption_onnx
 
     heads = model.text
     config = model.config.text
@@ -107,3 +109,25 @@ def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int
     session(root / CAPTION_AUDIO_FILE)  # the written file loads
     return {"caption_window_s": config.caption_window_s, "max_tokens": config.max_tokens, "shared_dim": config.shared_dim,
             "parity": {**parity, "clips": len(clips), "tolerance": limits}}
+
+
+def export_text_encoder(encoder: TextEncoder, path: str | Path | None = None, opset: int = 17) -> bytes:
+    """ONNX graph ``ids, mask -> embedding`` with dynamic batch and length; written to ``path`` when given.
+
+    Exported from an eval-mode CPU copy, so dropout is off and the caller's module is untouched.
+    """
+    import copy
+
+    import torch
+
+    from rtaudio.export.onnx import graph_bytes
+    from rtaudio.model.vocab import UNK_ID
+
+    model = copy.deepcopy(encoder).cpu().eval()
+    ids = torch.full((2, 5), UNK_ID, dtype=torch.int64)
+    mask = torch.ones(2, 5, dtype=torch.int64)
+    axes = {"ids": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}, "embedding": {0: "batch"}}
+    data = graph_bytes(model, (ids, mask), ["ids", "mask"], ["embedding"], axes, opset)
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data

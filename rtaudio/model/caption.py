@@ -5,7 +5,7 @@ tagged with a learned per-stream type embedding and its position inside its stre
 decoder cross-attends to generative and discriminative streams alike. Attention is written out
 (not ``nn.MultiheadAttention``) so the per-step decode can take and return its self-attention
 keys/values explicitly: the same code serves training (whole sequence, causal mask), the
-KV-cache step and the fixed-length decode exported to ONNX (``caption_onnx``).
+KV-cache step and the fixed-length decode exported to ONNX (``rtaudio.export.caption_onnx``).
 """
 
 from __future__ import annotations

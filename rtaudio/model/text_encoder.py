@@ -7,18 +7,15 @@ nothing but vocab.json and run the exported ONNX graph (``ids [B, L]`` + ``mask 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rtaudio.export.onnx import graph_bytes
 from rtaudio.model.attention import Attention
 from rtaudio.model.common import SinusoidalPosition
-from rtaudio.model.vocab import PAD_ID, UNK_ID, Vocabulary
+from rtaudio.model.vocab import PAD_ID, Vocabulary
 
 SHARED_DIM = 128
 
@@ -73,18 +70,3 @@ class TextEncoder(nn.Module):
         ids, mask = vocab.encode(texts)
         device = self.embed.weight.device
         return self(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
-
-
-def export_text_encoder(encoder: TextEncoder, path: str | Path | None = None, opset: int = 17) -> bytes:
-    """ONNX graph ``ids, mask -> embedding`` with dynamic batch and length; written to ``path`` when given.
-
-    Exported from an eval-mode CPU copy, so dropout is off and the caller's module is untouched.
-    """
-    model = copy.deepcopy(encoder).cpu().eval()
-    ids = torch.full((2, 5), UNK_ID, dtype=torch.int64)
-    mask = torch.ones(2, 5, dtype=torch.int64)
-    axes = {"ids": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}, "embedding": {0: "batch"}}
-    data = graph_bytes(model, (ids, mask), ["ids", "mask"], ["embedding"], axes, opset)
-    if path is not None:
-        Path(path).write_bytes(data)
-    return data
