@@ -23,11 +23,11 @@ command -v systemctl >/dev/null 2>&1 && systemctl stop mosquitto >/dev/null 2>&1
 
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 py=.venv/bin/python
-$py -m pip install -q --upgrade pip >/dev/null
 extras=demo; [ "$what" = test ] && extras=train,test
 stamp=".venv/.rtaudio-installed-$extras"
 wanted="$(sha256sum pyproject.toml | cut -c1-64)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  $py -m pip install -q --upgrade pip >/dev/null
   # torch first, pinned, so nothing pulls a CUDA build from the registry.
   [ "$what" = test ] && $py -m pip install -q torch==2.13.0
   $py -m pip install -q -e ".[$extras]"

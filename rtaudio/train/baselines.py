@@ -18,16 +18,20 @@ from rtaudio.train.data import Clip
 from rtaudio.train.teacher import TeacherCache, clip_key
 
 
+def window_targets(clip: Clip, labels: Sequence[str], windows: int) -> np.ndarray:
+    """``[windows, C]``: each window of ``clip`` takes its clip's labels (those among ``labels``)."""
+    y = np.zeros((windows, len(labels)), np.float32)
+    y[:, [labels.index(lb) for lb in clip.labels if lb in labels]] = 1.0
+    return y
+
+
 def window_set(clips: Sequence[Clip], cache: TeacherCache, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(embeddings [windows, D], targets [windows, C], owner clip index [windows]) of ``clips``."""
-    index = {label: i for i, label in enumerate(labels)}
     xs, ys, owners = [], [], []
     for n, clip in enumerate(clips):
         emb = cache.clip_embeddings(clip_key(clip))
-        y = np.zeros((len(emb), len(labels)), np.float32)
-        y[:, [index[lb] for lb in clip.labels if lb in index]] = 1.0
         xs.append(emb)
-        ys.append(y)
+        ys.append(window_targets(clip, labels, len(emb)))
         owners.append(np.full(len(emb), n))
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(owners)
 

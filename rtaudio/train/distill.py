@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from rtaudio.model.fused import FusedTagger
-from rtaudio.train.baselines import LinearProbe, window_set
+from rtaudio.train.baselines import LinearProbe, window_set, window_targets
 from rtaudio.train.data import Clip, ClipDataset, DataError
 from rtaudio.train.evaluate import clip_audio, clip_windows, cut_window, window_starts
 from rtaudio.train.teacher import TeacherCache
@@ -53,18 +53,11 @@ def memory_window_set(stream: nn.Module, clips: Sequence[Clip], labels: Sequence
     (synthetic scenes), embedded now: they are regenerated from their seed each run, so never cached."""
     from rtaudio.train.teacher import embed_windows
 
-    index = {label: i for i, label in enumerate(labels)}
     window, hop = round(window_s * sample_rate), round(hop_s * sample_rate)
-    windows, targets = [], []
-    for clip in clips:
-        cut = clip_windows(clip, sample_rate, window, hop)
-        y = np.zeros((len(cut), len(labels)), np.float32)
-        y[:, [index[lb] for lb in clip.labels if lb in index]] = 1.0
-        windows.append(cut)
-        targets.append(y)
-    if not windows:
-        return np.zeros((0, 512), np.float32), np.zeros((0, len(labels)), np.float32)
-    return embed_windows(stream, np.concatenate(windows)), np.concatenate(targets)
+    cut = [clip_windows(clip, sample_rate, window, hop) for clip in clips]
+    targets = [window_targets(clip, labels, len(w)) for clip, w in zip(clips, cut)]
+    windows = np.concatenate(cut) if cut else np.zeros((0, window), np.float32)
+    return embed_windows(stream, windows), np.concatenate(targets) if targets else np.zeros((0, len(labels)), np.float32)
 
 
 def fit_probe(cache: TeacherCache, labelled: Sequence[Clip], labels: Sequence[str],
