@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rtaudio import __version__
+from rtaudio.contract.files import EVAL_DIR
 
 log = logging.getLogger("rtaudio")
 
@@ -36,7 +37,8 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def _load_config(path: Path):
-    from rtaudio.config import ConfigError, load_site_config
+    from rtaudio.config.load import load_site_config
+    from rtaudio.config.loader import ConfigError
 
     try:
         return load_site_config(path)
@@ -100,7 +102,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
-    from rtaudio.config import SiteConfig
+    from rtaudio.config.site import SiteConfig
 
     print(json.dumps(SiteConfig.model_json_schema(), indent=2))
     return 0
@@ -113,7 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rtaudio.train.data import DataError
     from rtaudio.train.evaluate import evaluate
 
-    out = args.out or args.model / "eval"
+    out = args.out or args.model / EVAL_DIR
     command = shlex.join(["rtaudio", "eval", "--model", str(args.model), "--data", str(args.data), "--split", args.split, "--out", str(out),
                           *(a for c in args.compare for a in ("--compare", str(c))), *(["--no-java-metrics"] if args.no_java_metrics else []),
                           *(["--baselines"] if args.baselines else [])])
@@ -180,11 +182,12 @@ def cmd_data_debian(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from rtaudio.export.onnx import ExportError, export_checkpoint
-    from rtaudio.export.trt_ops import check_model
+    from rtaudio.tensorrt.ops import check_model
+    from rtaudio.train.parity_windows import synthetic_windows
 
     try:
         model_dir = export_checkpoint(args.checkpoint, args.out, args.id, args.version, args.window_s, opset=args.opset,
-                                      simplify=not args.no_simplify, allow_unsupported=args.allow_unsupported)
+                                      simplify=not args.no_simplify, allow_unsupported=args.allow_unsupported, scenes=synthetic_windows)
     except (FileNotFoundError, ValueError) as exc:  # no or unusable checkpoint, or a window the model refuses
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -204,9 +207,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_build_engine(args: argparse.Namespace) -> int:
     from rtaudio.contract import ContractError
-    from rtaudio.export.build import BuildError, build_engine
-    from rtaudio.export.calibration import CalibrationError
-    from rtaudio.runtime.engines.nvidia import CudaError, NvidiaUnavailable
+    from rtaudio.tensorrt.build import BuildError, build_engine
+    from rtaudio.tensorrt.calibration import CalibrationError
+    from rtaudio.tensorrt.cuda import CudaError, NvidiaUnavailable
 
     try:
         plan = build_engine(args.model_dir, args.precision, args.max_batch, args.workspace_mb,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rtaudio import __version__
+from rtaudio.tensorrt.cuda import gpu_names
 
 Status = Literal["ok", "missing", "error"]
 BROKER_TIMEOUT_S = 3.0
@@ -58,17 +59,6 @@ def check_python() -> Check:
     return Check("python", "ok", f"Python {platform.python_version()} ({sys.executable}), rtaudio {__version__}", required=True)
 
 
-def gpu_names() -> list[str]:
-    """Names of the NVIDIA GPUs seen by the driver (nvidia-smi, or the Jetson model); empty when none."""
-    listing = _run(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader"]) if shutil.which("nvidia-smi") else None
-    if listing:
-        return [line.strip() for line in listing.splitlines() if line.strip()]
-    jetson = Path("/proc/device-tree/model")
-    if Path("/etc/nv_tegra_release").is_file() and jetson.is_file():
-        return [jetson.read_text(errors="replace").strip("\x00 \n")]
-    return []
-
-
 def check_gpu() -> Check:
     names = gpu_names()
     if names:
@@ -101,7 +91,7 @@ def check_cuda() -> Check:
 
 
 def check_tensorrt() -> Check:
-    from rtaudio.runtime.engines.nvidia import NvidiaUnavailable, load_tensorrt
+    from rtaudio.tensorrt.cuda import NvidiaUnavailable, load_tensorrt
 
     try:
         tensorrt = load_tensorrt()
@@ -114,7 +104,7 @@ def check_tensorrt() -> Check:
 
 
 def check_cuda_python() -> Check:
-    from rtaudio.runtime.engines.nvidia import NvidiaUnavailable, load_cudart
+    from rtaudio.tensorrt.cuda import NvidiaUnavailable, load_cudart
 
     try:
         load_cudart()
@@ -198,7 +188,8 @@ def machine_checks() -> list[Check]:
 
 def config_checks(path: Path) -> list[Check]:
     """Checks of what ``path`` (a site.yaml) needs: config, model, engine, broker, devices."""
-    from rtaudio.config import ConfigError, load_site_config
+    from rtaudio.config.load import load_site_config
+    from rtaudio.config.loader import ConfigError
 
     try:
         config = load_site_config(path, check_model=False)
@@ -223,8 +214,8 @@ def config_checks(path: Path) -> list[Check]:
 
 def check_text_heads(config: Any) -> Check:
     """The model's caption/query files, and which words of each query the model knows (it drops the rest)."""
-    from rtaudio.config import text_head_problems
-    from rtaudio.model.vocab import Vocabulary, words
+    from rtaudio.config.check import text_head_problems
+    from rtaudio.contract.vocab import Vocabulary, words
 
     problems = text_head_problems(config)
     if problems:

@@ -1,148 +1,22 @@
-"""Shared fixtures: a real mosquitto on a free loopback port, and a real paho subscriber.
+"""Shared fixtures. The plain helpers they are built on (ports, waiting, ``Broker``, ``Subscriber``,
+audio files and sinks...) live in ``tests/helpers.py``, which test modules import.
 
 ``mosquitto`` is a started default broker (anonymous, no persistence). ``make_mosquitto``
-builds others (TLS listener, password file, persistence). A ``Broker`` can be stopped and
-started again on the SAME port, to test reconnects.
+builds others (TLS listener, users, persistence). A ``Broker`` can be stopped and started
+again on the SAME port, to test reconnects. ``tiny_model`` is the hand-built model of
+``tests/tinymodel.py``, one per test module.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    """Poll ``predicate`` every 20 ms until it holds or ``timeout`` seconds pass; its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Broker:
-    """A mosquitto process with its own config in ``directory``; restartable on the same port."""
-
-    host = "127.0.0.1"
-
-    def __init__(self, directory: Path, port: int | None = None, listener: Sequence[str] = (),
-                 settings: Sequence[str] = (), anonymous: bool = True, persistence: bool = False):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.log_path = self.directory / "mosquitto.log"
-        self.config_path = self.directory / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} {self.host}",
-            *listener,
-            f"allow_anonymous {'true' if anonymous else 'false'}",
-            f"persistence {'true' if persistence else 'false'}",
-            f"persistence_location {self.directory}/",
-            f"log_dest file {self.log_path}",
-            "log_type error", "log_type warning", "log_type notice", "log_type information",
-            *settings,
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")  # else mosquitto drops to 'mosquitto' and cannot read tmp files
-        self.config_path.write_text("\n".join(lines) + "\n")
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 10.0) -> Broker:
-        self._process = subprocess.Popen([MOSQUITTO, "-c", str(self.config_path)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self._process.returncode}:\n{self.log}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout} s:\n{self.log}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._process = None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-
-class Subscriber:
-    """A paho client that records every message on ``topic``; ``wait_for`` polls with a timeout.
-
-    ``broker`` is anything with ``host`` and ``port``. With ``clean=False`` and a fixed
-    ``client_id`` (MQTT 3.1.1) its session, and the QoS 1 messages queued for it, survive its
-    own reconnects and, on a broker with persistence, a broker restart.
-    """
-
-    def __init__(self, broker: Broker, topic: str = "#", protocol: int = mqtt.MQTTv311,
-                 client_id: str = "", clean: bool = True, qos: int = 1,
-                 username: str | None = None, password: str | None = None):
-        self.messages: list[mqtt.MQTTMessage] = []
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        kwargs = {} if protocol == mqtt.MQTTv5 else {"clean_session": clean}
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs)
-        self.client.reconnect_delay_set(1, 1)
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos)
-        self.client.on_subscribe = lambda *args: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port, 30)
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            raise RuntimeError(f"subscriber could not subscribe to {topic} on port {broker.port}")
-
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append(message)
-
-    def on(self, topic: str) -> list[mqtt.MQTTMessage]:
-        with self._lock:
-            return [m for m in self.messages if m.topic == topic]
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-        return wait_until(predicate, timeout)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+from rtaudio.contract import ModelDir
+from tests.helpers import Broker, Subscriber
+from tests.tinymodel import make_tiny_model
 
 
 @pytest.fixture
@@ -171,7 +45,7 @@ def make_subscriber() -> Iterator[Callable[..., Subscriber]]:
     """Factory of connected, subscribed ``Subscriber``s; all closed at teardown."""
     subscribers: list[Subscriber] = []
 
-    def make(broker: Broker, topic: str = "#", **kwargs: object) -> Subscriber:
+    def make(broker: object, topic: str = "#", **kwargs: object) -> Subscriber:
         subscriber = Subscriber(broker, topic, **kwargs)  # type: ignore[arg-type]
         subscribers.append(subscriber)
         return subscriber
@@ -179,6 +53,31 @@ def make_subscriber() -> Iterator[Callable[..., Subscriber]]:
     yield make
     for subscriber in subscribers:
         subscriber.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> ModelDir:
+    """The tiny ONNX model (tests/tinymodel.py), built once per test module."""
+    return make_tiny_model(tmp_path_factory.mktemp("m") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_torch_model(tmp_path_factory: pytest.TempPathFactory) -> ModelDir:
+    """``tiny_model`` with its equivalent TorchScript ``model.pt``, for the torch engine."""
+    return make_tiny_model(tmp_path_factory.mktemp("m") / "tiny", with_torch=True)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and on a busy (2-core, shared) CPU competing threads
+    cost seconds per call: one intra-op torch thread for the module. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -316,7 +316,7 @@ class CudaRuntime(types.ModuleType):
 
 def install(monkeypatch: pytest.MonkeyPatch, version: str = "10.3.0", gpus: int = 1) -> tuple[types.ModuleType, CudaRuntime]:
     """Put the fakes in ``sys.modules`` (undone after the test); return (tensorrt, cudart)."""
-    from rtaudio.runtime.engines import nvidia
+    from rtaudio.tensorrt import cuda as nvidia
 
     global MODULE
     MODULE = fake_tensorrt(version)

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import TypeAdapter
 
-from rtaudio.config import MicrophoneSource as MicrophoneConfig
 from rtaudio.runtime.sources import microphone
+from rtaudio.runtime.sources.microphone import MicrophoneConfig
 
 
 def rss_bytes() -> int:

@@ -16,9 +16,9 @@ from rtaudio.bench.capacity import Trial, find_capacity
 from rtaudio.bench.engine import MIN_PAIRS, WARMUP_CALLS, PairedPoint, batch_sizes, bench_engines, candidates, time_batches, time_pairs
 from rtaudio.bench.suite import SCHEMA, ratios
 from rtaudio.bench.yardsticks import Cost, Yardstick
-from rtaudio.runtime.engines import OnnxRuntimeEngine
 from rtaudio.cli import main
 from rtaudio.contract import ModelDir
+from rtaudio.runtime.engines import OnnxRuntimeEngine
 from tests.tinymodel import make_tiny_model
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rtaudio.bench.text import (
+from rtaudio.bench.text_heads import (
     CAPTION_BATCHES,
     QUERIES,
     SCORING_BATCHES,

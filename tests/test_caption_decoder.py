@@ -8,21 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from rtaudio.model.caption import BOS_ID, CaptionDecoder, pad_captions
-from rtaudio.model.tokenizer import SPECIAL_TOKENS, CaptionTokenizer, normalize_caption
+from rtaudio.contract.tokenizer import SPECIAL_TOKENS, CaptionTokenizer, normalize_caption
+from rtaudio.model.caption_decoder import BOS_ID, CaptionDecoder, pad_captions
 from rtaudio.train.synth import make_captioned_scene
 
 pytest.importorskip("tokenizers")
 STREAMS = ["e2e", "generative"]  # one discriminative, one generative stream: both reach the memory
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,46 +4,39 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from tests.tinymodel import make_tiny_model, tone, white_noise
+from tests.helpers import run_rtaudio, spawn_rtaudio, tiny_site
+from tests.tinymodel import tone, white_noise
 
 SR = 16000
-
-
-def rtaudio(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rtaudio", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("site")
-    make_tiny_model(root / "model")
     silence = np.zeros(SR, np.float32)
     # 0-1 s silence, 1-4 s 440 Hz, 4-5 s silence, 5-8 s noise, 8-9 s silence; at 44.1 kHz stereo
     audio = np.concatenate([silence, tone(440, 3.0), silence, white_noise(3.0), silence])
     import soxr
 
     wide = soxr.resample(audio, SR, 44100)
-    sf.write(root / "scene.flac", np.stack([wide, wide], axis=1), 44100)
+    tiny_site(root, "scene.flac", np.stack([wide, wide], axis=1), 44100)
     return root
 
 
 def test_version() -> None:
     from rtaudio import __version__
 
-    assert rtaudio("--version").stdout.strip() == f"rtaudio {__version__}"
+    assert run_rtaudio("--version").stdout.strip() == f"rtaudio {__version__}"
 
 
 def test_tag_json_lines_have_times_and_events(site: Path) -> None:
-    result = rtaudio("tag", str(site / "scene.flac"), "--model", str(site / "model"), "--json")
+    result = run_rtaudio("tag", str(site / "scene.flac"), "--model", str(site / "model"), "--json")
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     tags = [r for r in lines if r["type"] == "tags"]
@@ -60,21 +53,21 @@ def test_tag_json_lines_have_times_and_events(site: Path) -> None:
 def test_tag_table_and_unreadable_file(site: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio")
-    result = rtaudio("tag", str(site / "scene.flac"), str(bad), "--model", str(site / "model"))
+    result = run_rtaudio("tag", str(site / "scene.flac"), str(bad), "--model", str(site / "model"))
     assert result.returncode == 1
     assert "tone_440" in result.stdout and "events:" in result.stdout
     assert f"{bad}: cannot read audio" in result.stderr
 
 
 def test_tag_refuses_bad_model_dir(tmp_path: Path) -> None:
-    result = rtaudio("tag", "x.wav", "--model", str(tmp_path))
+    result = run_rtaudio("tag", "x.wav", "--model", str(tmp_path))
     assert result.returncode == 2 and "has no model.json" in result.stderr
 
 
 def test_run_file_source_without_mqtt_prints_tags_and_exits_at_end(site: Path) -> None:
     config = site / "run.yaml"
     config.write_text(f"site: t\nmodel: model\nmqtt: null\nsources:\n  - {{id: f, type: file, path: scene.flac, realtime: false}}\n")
-    result = rtaudio("run", "--config", str(config), timeout=120)
+    result = run_rtaudio("run", "--config", str(config), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "tone_440" in result.stdout and "noise" in result.stdout
     assert "every source has ended" in result.stderr
@@ -83,7 +76,7 @@ def test_run_file_source_without_mqtt_prints_tags_and_exits_at_end(site: Path) -
 def test_sigterm_stops_cleanly_with_exit_0(site: Path) -> None:
     config = site / "loop.yaml"
     config.write_text(f"site: t\nmodel: model\nmqtt: null\nsources:\n  - {{id: f, type: file, path: scene.flac, loop: true}}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "rtaudio", "run", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_rtaudio("run", "--config", str(config))
     time.sleep(4)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -94,7 +87,7 @@ def test_sigterm_stops_cleanly_with_exit_0(site: Path) -> None:
 def test_run_config_error_exits_2_and_starts_nothing(site: Path) -> None:
     config = site / "bad.yaml"
     config.write_text("site: t\nmodel: model\nsources:\n  - {id: f, type: file, path: scene.flac, relatime: false}\n")
-    result = rtaudio("run", "--config", str(config))
+    result = run_rtaudio("run", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {config}:4: sources[0].relatime: unknown key; allowed keys: id, enabled, gain_db, type, path, realtime, loop, block_s"]
 
@@ -102,6 +95,6 @@ def test_run_config_error_exits_2_and_starts_nothing(site: Path) -> None:
 def test_log_format_json(site: Path) -> None:
     config = site / "json.yaml"
     config.write_text(f"site: t\nmodel: model\nmqtt: null\nsources:\n  - {{id: f, type: file, path: scene.flac, realtime: false}}\n")
-    result = rtaudio("--log-format", "json", "run", "--config", str(config))
+    result = run_rtaudio("--log-format", "json", "run", "--config", str(config))
     records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rtaudio.config import ConfigError, FileSource, load_site_config
-from tests.tinymodel import make_tiny_model, tone
+from rtaudio.config.load import load_site_config
+from rtaudio.config.loader import ConfigError
+from rtaudio.runtime.sources.file import FileConfig as FileSource
+from tests.helpers import run_rtaudio, tiny_site
 
 BASE = """\
 site: lab
@@ -30,10 +32,7 @@ mqtt:
 
 @pytest.fixture()
 def site(tmp_path: Path) -> Path:
-    import soundfile as sf
-
-    make_tiny_model(tmp_path / "model")
-    sf.write(tmp_path / "clip.wav", tone(440, 1.0), 16000)
+    tiny_site(tmp_path)
     return tmp_path
 
 
@@ -44,7 +43,7 @@ def write(site: Path, text: str) -> Path:
 
 
 def check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rtaudio", "config", "check", str(path)], capture_output=True, text=True, timeout=60)
+    return run_rtaudio("config", "check", str(path), timeout=60)
 
 
 def problems(path: Path) -> list[str]:
@@ -78,7 +77,7 @@ def test_unknown_source_type(site: Path) -> None:
     result = check(path)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
-    assert "sources[1].type: 'webcam' is not allowed; expected one of microphone, rtp, ffmpeg, file" in line
+    assert "sources[1].type: 'webcam' is not allowed; expected one of ffmpeg, file, microphone, rtp" in line
 
 
 def test_bad_sample_rate(site: Path) -> None:
@@ -154,15 +153,15 @@ def test_not_yaml_and_not_a_mapping(site: Path) -> None:
 
 
 def test_schema_command_prints_json_schema() -> None:
-    result = subprocess.run([sys.executable, "-m", "rtaudio", "config", "schema"], capture_output=True, text=True, timeout=60)
+    result = run_rtaudio("config", "schema", timeout=60)
     schema = json.loads(result.stdout)
     assert schema["additionalProperties"] is False
-    assert set(schema["$defs"]["RtpSource"]["properties"]) >= {"port", "payload", "jitter_ms", "allow_from"}
+    assert set(schema["$defs"]["RtpConfig"]["properties"]) >= {"port", "payload", "jitter_ms", "allow_from"}
 
 
 def test_every_field_is_titled_and_described_or_bounded() -> None:
     """The example config and schema are only as good as the field docs."""
-    from rtaudio.config import SiteConfig
+    from rtaudio.config.site import SiteConfig
 
     schema = SiteConfig.model_json_schema()
     missing = [f"{name}.{field}" for name, model in schema["$defs"].items() for field, spec in model.get("properties", {}).items() if "title" not in spec]
@@ -175,7 +174,7 @@ def test_example_config_is_valid_and_shows_every_key(monkeypatch: pytest.MonkeyP
     example = root / "config" / "site.example.yaml"
     config = load_site_config(example, check_model=False)
     data = yaml.safe_load(example.read_text().replace("${MQTT_PASSWORD}", "x"))
-    from rtaudio.config import SiteConfig
+    from rtaudio.config.site import SiteConfig
 
     assert set(data) == set(SiteConfig.model_fields)
     types = {s["type"] for s in data["sources"]}

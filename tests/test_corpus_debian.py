@@ -13,10 +13,10 @@ import pytest
 import soundfile as sf
 
 from rtaudio.cli import main
+from rtaudio.train.config import ManifestData
 from rtaudio.train.corpus import debian
 from rtaudio.train.corpus.rules import PACKAGE_SPLITS, check_rules, label_path
 from rtaudio.train.data import load_clips
-from rtaudio.train.config import ManifestData
 
 needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in ("dpkg-deb", "ffmpeg")), reason="needs dpkg-deb and ffmpeg")
 

@@ -13,7 +13,7 @@ import yaml
 from rtaudio.contract import load_model_dir
 from rtaudio.model.fused import load_checkpoint
 from rtaudio.train.loop import weights_sha256
-from test_train import tone_manifest
+from tests.helpers import tone_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 

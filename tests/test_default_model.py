@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtaudio.config import EventsConfig, TagsConfig
+from rtaudio.config.site import EventsConfig, TagsConfig
 from rtaudio.contract import load_model_dir
 from rtaudio.runtime.engines import OnnxRuntimeEngine, TorchEngine
 from rtaudio.runtime.offline import Collector, tag_file
@@ -47,7 +47,8 @@ def test_torchscript_twin_agrees_with_onnx(path: Path) -> None:
 def test_shipped_onnx_matches_its_checkpoint_on_real_windows(path: Path) -> None:
     """The shipped graph is what model.ckpt computes (within 1e-3; the eval report shows 1.6e-4 over the test split), at batch 1 and 8."""
     torch = pytest.importorskip("torch")
-    from rtaudio.model.fused import CHECKPOINT_FILE, load_checkpoint
+    from rtaudio.contract.files import CHECKPOINT_FILE
+    from rtaudio.model.fused import load_checkpoint
 
     model = load_model_dir(path)
     net, extra = load_checkpoint(path / CHECKPOINT_FILE)
@@ -117,7 +118,7 @@ def test_demo_captions_and_its_water_query_over_mqtt(tmp_path: Path, mosquitto, 
 
     import yaml
 
-    from rtaudio.config import load_site_config
+    from rtaudio.config.load import load_site_config
     from rtaudio.runtime.site import run_site
 
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())

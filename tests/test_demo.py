@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import Subscriber, free_port
+from tests.helpers import Subscriber, free_port, spawn_rtaudio
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +34,7 @@ def test_demo_prints_tags_and_publishes_everything_on_the_embedded_broker(tmp_pa
     config.write_text(yaml.safe_dump(demo))
 
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "rtaudio", "run", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    proc = spawn_rtaudio("run", "--config", str(config), bufsize=1)
     first_tags: list[float] = []
     lines: list[str] = []
 

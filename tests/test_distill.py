@@ -10,12 +10,10 @@ import pytest
 import torch
 
 from rtaudio.train.config import ManifestData, TrainConfig
-from rtaudio.train.data import ClipDataset, load_clips
-from rtaudio.train.data import Clip
-from rtaudio.train.distill import (DistillDataset, fit_probe, kd_loss, masked_bce, memory_window_set, similarity_loss, teacher_logits,
-                                   unlabelled_clips)
+from rtaudio.train.data import Clip, ClipDataset, load_clips
+from rtaudio.train.distill import DistillDataset, fit_probe, kd_loss, masked_bce, memory_window_set, similarity_loss, teacher_logits, unlabelled_clips
 from rtaudio.train.teacher import TeacherCache, build_teacher_cache, weights_digest
-from tests.test_train import tiny_config, tone, tone_manifest
+from tests.helpers import tiny_config, tone_manifest, write_labelled_tone
 
 
 class CountingTeacher(torch.nn.Module):
@@ -63,7 +61,7 @@ def test_losses() -> None:
 def test_dataset_gives_cached_windows_and_masks_unlabelled(tmp_path: Path) -> None:
     manifest = tone_manifest(tmp_path, clips=6)
     for i in range(2):
-        tone(tmp_path / "wav" / f"u{i}.wav", ["mid"], seconds=1.2, seed=10 + i)
+        write_labelled_tone(tmp_path / "wav" / f"u{i}.wav", ["mid"], seconds=1.2, seed=10 + i)
     (tmp_path / "unlabelled.csv").write_text("path,labels,split\nwav/u0.wav,,train\nwav/u1.wav,,test\n")
     unlabelled = unlabelled_clips([tmp_path / "unlabelled.csv"])
     assert [c.path.name for c in unlabelled] == ["u0.wav"]  # test-package audio never trains
@@ -111,7 +109,7 @@ def test_tiny_run_with_the_real_teacher(tmp_path: Path) -> None:
     except Exception as exc:  # no registry here: the teacher's weights cannot be fetched
         pytest.skip(f"aisfx weights unavailable: {exc}")
     manifest = tone_manifest(tmp_path, clips=8)
-    tone(tmp_path / "wav" / "u0.wav", ["mid"], seconds=1.0, seed=99)
+    write_labelled_tone(tmp_path / "wav" / "u0.wav", ["mid"], seconds=1.0, seed=99)
     (tmp_path / "unlabelled.csv").write_text("path,labels,split\nwav/u0.wav,,train\n")
     config = TrainConfig.model_validate(tiny_config(tmp_path, manifest, augment={"mixup_alpha": 0.0},
                                                     distill={"unlabelled": [str(tmp_path / "unlabelled.csv")]}))

@@ -1,17 +1,22 @@
-"""``rtaudio doctor`` on this machine: real ONNX Runtime, PortAudio, ffmpeg, a real mosquitto."""
+"""``rtaudio doctor``: real ONNX Runtime and a real mosquitto; what depends on the host (GPU,
+CUDA driver, TensorRT, sound cards) is set by the test, so every outcome is checked on any machine."""
 
 from __future__ import annotations
 
 import json
-import subprocess
+import sys
+import types
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 
+from rtaudio import doctor
 from rtaudio.cli import main
-from rtaudio.doctor import Check, config_checks, gpu_names, report_json, run_doctor
-from tests.conftest import free_port
-from tests.tinymodel import make_tiny_model, tone
+from rtaudio.doctor import Check, config_checks, report_json, run_doctor
+from rtaudio.runtime.sources import microphone
+from tests.helpers import free_port, tiny_site
+from tests.tinymodel import tone
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:
@@ -20,29 +25,47 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 def site(tmp_path: Path, mqtt: str, sources: str = "") -> Path:
     """A site.yaml with the tiny model, one file source and the given mqtt block."""
-    make_tiny_model(tmp_path / "model")
-    sf.write(tmp_path / "clip.wav", tone(440, 1.0), 16000)
+    tiny_site(tmp_path)
     path = tmp_path / "site.yaml"
     path.write_text(f"site: doc\nmodel: model\nengine: onnxruntime\n{mqtt}\nsources:\n"
                     f"  - {{id: clip, type: file, path: clip.wav}}\n{sources}")
     return path
 
 
-def test_machine_report_names_what_is_missing_and_why() -> None:
+def nvidia_stack(monkeypatch: pytest.MonkeyPatch, present: bool) -> None:
+    """This host's GPU, CUDA driver and TensorRT, as the doctor probes them, made present or absent."""
+    monkeypatch.setattr(doctor, "gpu_names", lambda: ["NVIDIA H200, 9.0, 143771 MiB"] if present else [])
+    monkeypatch.setattr(doctor, "cuda_driver_version", lambda: "12.8" if present else None)
+    is_file = Path.is_file  # absent means no kernel driver either (else the gpu check is an error, not missing)
+    monkeypatch.setattr(Path, "is_file", lambda self: present if str(self) == "/proc/driver/nvidia/version" else is_file(self))
+    tensorrt = types.ModuleType("tensorrt")
+    tensorrt.__version__ = "10.3.0"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", tensorrt if present else None)  # None: import raises ImportError
+
+
+def test_machine_report_names_what_is_missing_and_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    nvidia_stack(monkeypatch, present=False)
     checks = by_name(run_doctor())
     ort = checks["onnxruntime"]
     assert ort.status == "ok" and "CPUExecutionProvider" in ort.detail
+    assert ort.required  # without TensorRT, ONNX Runtime is the engine
     assert checks["python"].ok and checks["paho-mqtt"].required
     assert not checks["torch"].required and "not needed by the runtime" in checks["torch"].detail
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        trt = checks["tensorrt"]
-        assert trt.status == "missing" and "not importable" in trt.detail and "JetPack" in trt.detail
-    if not gpu_names():
-        assert checks["gpu"].status == "missing" and "nvidia-smi" in checks["gpu"].detail and checks["gpu"].fix
-        assert checks["cuda"].status == "missing" and "libcuda" in checks["cuda"].detail
-    assert report_json(list(checks.values()))["ok"]  # nothing the bare runtime needs is missing here
+    trt = checks["tensorrt"]
+    assert trt.status == "missing" and "not importable" in trt.detail and "JetPack" in trt.detail
+    assert checks["gpu"].status == "missing" and "nvidia-smi" in checks["gpu"].detail and checks["gpu"].fix
+    assert checks["cuda"].status == "missing" and "libcuda" in checks["cuda"].detail
+    assert report_json(list(checks.values()))["ok"]  # nothing the bare runtime needs is missing
+
+
+def test_machine_report_with_a_gpu_cuda_and_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    nvidia_stack(monkeypatch, present=True)
+    checks = by_name(run_doctor())
+    assert checks["gpu"].ok and "NVIDIA H200" in checks["gpu"].detail
+    assert checks["cuda"].ok and "CUDA driver API 12.8" in checks["cuda"].detail
+    assert checks["tensorrt"].ok and checks["tensorrt"].detail == "TensorRT 10.3.0"
+    assert checks["onnxruntime"].ok and not checks["onnxruntime"].required  # TensorRT can serve instead
+    assert report_json(list(checks.values()))["ok"]
 
 
 def test_broker_check_connects_to_a_real_mosquitto(tmp_path: Path, mosquitto, capsys) -> None:
@@ -67,9 +90,7 @@ def test_broker_check_fails_on_a_closed_port_naming_host_and_port(tmp_path: Path
 
 
 def test_broker_check_reports_refused_credentials(tmp_path: Path, make_mosquitto) -> None:
-    passwords = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "rtaudio", "s3cret"], check=True)
-    broker = make_mosquitto(anonymous=False, settings=[f"password_file {passwords}"])
+    broker = make_mosquitto(users={"rtaudio": "s3cret"})
     good = site(tmp_path / "good", f"mqtt: {{broker: 127.0.0.1, port: {broker.port}, username: rtaudio, password: s3cret}}")
     bad = site(tmp_path / "bad", f"mqtt: {{broker: 127.0.0.1, port: {broker.port}, username: rtaudio, password: wrong}}")
     assert by_name(config_checks(good))["broker"].ok
@@ -77,7 +98,9 @@ def test_broker_check_reports_refused_credentials(tmp_path: Path, make_mosquitto
     assert refused.status == "error" and "refused" in refused.detail and "password" in refused.fix
 
 
-def test_config_problems_and_a_missing_microphone_are_required_failures(tmp_path: Path) -> None:
+def test_config_problems_and_a_missing_microphone_are_required_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    usb = {"index": 3, "name": "USB Audio Device", "hostapi": "ALSA", "max_input_channels": 1, "default_samplerate": 48000.0, "is_default": True}
+    monkeypatch.setattr(microphone, "list_input_devices", lambda: [usb])  # this host's sound cards, whatever they are
     broken = tmp_path / "broken.yaml"
     broken.write_text("site: doc\nsources: []\n")
     config = by_name(config_checks(broken))["config"]
@@ -86,6 +109,11 @@ def test_config_problems_and_a_missing_microphone_are_required_failures(tmp_path
     path = site(tmp_path, "mqtt: null", "  - {id: lobby, type: microphone, device: 'No Such Microphone'}\n")
     mic = by_name(config_checks(path))["microphone lobby"]
     assert mic.status == "error" and mic.required and "No Such Microphone" in mic.detail
+    assert "[3] USB Audio Device" in mic.detail  # and the devices there are
+
+    path = site(tmp_path / "usb", "mqtt: null", "  - {id: lobby, type: microphone, device: 'USB Audio'}\n")
+    mic = by_name(config_checks(path))["microphone lobby"]
+    assert mic.ok and mic.required and mic.detail == "[3] USB Audio Device, channel 0"
 
 
 def test_json_report_parses(capsys) -> None:

@@ -8,23 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtaudio.config import AutoEngine, OnnxRuntimeEngine as OrtConfig, TorchEngine as TorchConfig
 from rtaudio.contract import ModelDir
 from rtaudio.runtime.engines import EngineError, OnnxRuntimeEngine, TorchEngine, create_engine
+from rtaudio.runtime.engines.base import AutoConfig as AutoEngine
+from rtaudio.runtime.engines.onnxruntime import OnnxRuntimeConfig as OrtConfig
+from rtaudio.runtime.engines.torch import TorchConfig
 from tests.tinymodel import make_tiny_model, tone, white_noise
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> ModelDir:
-    return make_tiny_model(tmp_path_factory.mktemp("m") / "tiny", with_torch=True)
 
 
 def signals() -> np.ndarray:
     return np.stack([tone(440), tone(1000), white_noise(), np.zeros(16000, np.float32)])
 
 
-def test_onnxruntime_scores_and_shapes(model: ModelDir) -> None:
-    with OnnxRuntimeEngine(model, ["CPUExecutionProvider"]) as engine:
+def test_onnxruntime_scores_and_shapes(tiny_torch_model: ModelDir) -> None:
+    with OnnxRuntimeEngine(tiny_torch_model, ["CPUExecutionProvider"]) as engine:
         out = engine.infer(signals())
         assert engine.description == "onnxruntime:CPUExecutionProvider"
         assert engine.last_ms > 0 and engine.calls == 1
@@ -34,18 +31,18 @@ def test_onnxruntime_scores_and_shapes(model: ModelDir) -> None:
     assert scores[3].max() < 0.1  # silence
 
 
-def test_torch_matches_onnxruntime(model: ModelDir) -> None:
+def test_torch_matches_onnxruntime(tiny_torch_model: ModelDir) -> None:
     pytest.importorskip("torch")
     batch = signals()
-    with OnnxRuntimeEngine(model) as ort_engine, TorchEngine(model, "cpu") as torch_engine:
+    with OnnxRuntimeEngine(tiny_torch_model) as ort_engine, TorchEngine(tiny_torch_model, "cpu") as torch_engine:
         a, b = ort_engine.infer(batch), torch_engine.infer(batch)
     np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-4)
     np.testing.assert_allclose(a["embedding"], b["embedding"], rtol=1e-3, atol=1e-4)
 
 
-def test_auto_prefers_onnxruntime_and_logs_why(model: ModelDir, caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_prefers_onnxruntime_and_logs_why(tiny_torch_model: ModelDir, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    engine = create_engine(AutoEngine(type="auto"), model)
+    engine = create_engine(AutoEngine(type="auto"), tiny_torch_model)
     assert isinstance(engine, OnnxRuntimeEngine)
     assert "engine auto: chose onnxruntime" in caplog.text
 
@@ -58,8 +55,8 @@ def test_torch_without_torchscript_is_refused(tmp_path: Path) -> None:
         create_engine(TorchConfig(type="torch"), model)
 
 
-def test_shape_checks(model: ModelDir) -> None:
-    with OnnxRuntimeEngine(model) as engine:
+def test_shape_checks(tiny_torch_model: ModelDir) -> None:
+    with OnnxRuntimeEngine(tiny_torch_model) as engine:
         with pytest.raises(EngineError, match=r"\[batch, samples\]"):
             engine.infer(np.zeros(16000, np.float32))
 
@@ -71,8 +68,8 @@ def test_wrong_label_count_is_caught_on_first_call(tmp_path: Path) -> None:
         engine.infer(np.zeros((1, 16000), np.float32))
 
 
-def test_missing_provider_reported(model: ModelDir) -> None:
-    engine = create_engine(OrtConfig(type="onnxruntime", providers=["CPUExecutionProvider"]), model)
+def test_missing_provider_reported(tiny_torch_model: ModelDir) -> None:
+    engine = create_engine(OrtConfig(type="onnxruntime", providers=["CPUExecutionProvider"]), tiny_torch_model)
     engine.open()
     assert engine.description.endswith("CPUExecutionProvider")
     engine.close()

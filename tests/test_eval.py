@@ -16,12 +16,14 @@ from sklearn.metrics import average_precision_score
 
 from rtaudio.cli import main
 from rtaudio.contract import write_model_dir
+from rtaudio.contract.files import CHECKPOINT_FILE
 from rtaudio.model.config import ModelConfig
-from rtaudio.model.fused import CHECKPOINT_FILE, FusedTagger, save_checkpoint
+from rtaudio.model.fused import FusedTagger, save_checkpoint
 from rtaudio.train.config import SyntheticData
 from rtaudio.train.data import Clip, ClipDataset, DataError, load_clips
-from rtaudio.train.evaluate import clip_windows, evaluate, load_data_spec
+from rtaudio.train.evaluate import evaluate, load_data_spec
 from rtaudio.train.report import PLOTS, EvalResult, cooccurrence_rows, markdown, write_report
+from rtaudio.train.windowing import clip_windows
 
 LABELS = ["high", "low"]
 RATE = 16000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtaudio.config import EventsConfig, LabelRule
+from rtaudio.config.site import EventsConfig, LabelRule
 from rtaudio.contract import ModelInfo
 from rtaudio.runtime.events import EventTracker, LabelThresholds
 from rtaudio.runtime.pipeline import label_rules

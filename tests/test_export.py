@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +27,10 @@ from rtaudio.cli import main
 from rtaudio.contract import load_model_dir
 from rtaudio.export.fp16 import FP16_MAX, analyse_fp16
 from rtaudio.export.onnx import EMBEDDING_ATOL, SCORE_ATOL, export_checkpoint, onnx_bytes, onnx_metadata, with_window
-from rtaudio.export.trt_ops import check_model
-from rtaudio.export.windows import synthetic_windows
 from rtaudio.model.config import DEFAULT_STREAMS, ModelConfig
 from rtaudio.model.fused import FusedTagger, load_checkpoint, save_checkpoint
+from rtaudio.tensorrt.ops import check_model
+from rtaudio.train.parity_windows import synthetic_windows
 
 LABELS = ["smoke_alarm", "doorbell", "speech"]
 THRESHOLDS = [0.3, 0.6, 0.45]
@@ -40,13 +39,7 @@ METADATA_KEYS = {"model_id", "version", "labels", "thresholds", "sample_rate", "
                  "checkpoint_sha256", "exporters", "fusion"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and on a busy CPU competing threads cost seconds per call."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +237,7 @@ def test_default_model_exports_checks_and_matches_pytorch_at_two_window_lengths(
         samples = round(length * model.config.sample_rate)
         windows, description = synthetic_windows(model.config.sample_rate, samples, count=8, seed=1)
         model_dir = export_checkpoint(DEFAULT_CHECKPOINT, tmp_path / f"w{length}", window_s=length, windows=windows,
-                                      windows_description=description)
+                                      windows_description=description, scenes=synthetic_windows)
         assert model_dir.info.window_s == length
         report = check_model(model_dir.onnx_path)
         assert report.ok, report.format()

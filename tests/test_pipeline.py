@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from rtaudio.config import EventsConfig, TagsConfig
+from rtaudio.config.site import EventsConfig, TagsConfig
 from rtaudio.contract import ModelDir
 from rtaudio.runtime.buffer import RingBuffer
 from rtaudio.runtime.engines import OnnxRuntimeEngine
@@ -17,14 +16,10 @@ from rtaudio.runtime.events import EventTracker
 from rtaudio.runtime.health import Health
 from rtaudio.runtime.offline import Collector
 from rtaudio.runtime.pipeline import Pipeline, Stream, label_rules
-from tests.tinymodel import make_tiny_model, tone
+from tests.helpers import wait_until
+from tests.tinymodel import tone
 
 SR = 16000
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> ModelDir:
-    return make_tiny_model(tmp_path_factory.mktemp("m") / "tiny")
 
 
 def build(model: ModelDir, n: int, max_batch: int = 32, backlog: int = 8, tags: TagsConfig | None = None):
@@ -38,8 +33,8 @@ def build(model: ModelDir, n: int, max_batch: int = 32, backlog: int = 8, tags: 
     return pipeline, streams, collector, health
 
 
-def test_one_engine_call_for_all_sources(model: ModelDir) -> None:
-    pipeline, streams, collector, health = build(model, n=4)
+def test_one_engine_call_for_all_sources(tiny_model: ModelDir) -> None:
+    pipeline, streams, collector, health = build(tiny_model, n=4)
     for stream in streams:
         pipeline.sink(stream)(tone(440, 2.0), 1000.0)  # 3 windows each
     pipeline.step(pipeline.gather())
@@ -49,8 +44,8 @@ def test_one_engine_call_for_all_sources(model: ModelDir) -> None:
     assert {r.source_id for r in collector.results} == {"s0", "s1", "s2", "s3"}
 
 
-def test_max_batch_shares_fairly_and_keeps_the_rest(model: ModelDir) -> None:
-    pipeline, streams, collector, _ = build(model, n=3, max_batch=4)
+def test_max_batch_shares_fairly_and_keeps_the_rest(tiny_model: ModelDir) -> None:
+    pipeline, streams, collector, _ = build(tiny_model, n=3, max_batch=4)
     for stream in streams:
         stream.buffer.write(tone(440, 2.0), 0.0)  # 3 windows each, 9 in all
     first = pipeline.gather()
@@ -62,8 +57,8 @@ def test_max_batch_shares_fairly_and_keeps_the_rest(model: ModelDir) -> None:
     assert len(collector.results) == 9 and all(s.buffer.dropped == 0 for s in streams)
 
 
-def test_falling_behind_drops_oldest_and_counts(model: ModelDir) -> None:
-    pipeline, streams, collector, health = build(model, n=1, backlog=2)
+def test_falling_behind_drops_oldest_and_counts(tiny_model: ModelDir) -> None:
+    pipeline, streams, collector, health = build(tiny_model, n=1, backlog=2)
     streams[0].buffer.write(tone(440, 5.0), 0.0)  # 9 windows due, room for 2
     pipeline.step(pipeline.gather())
     assert len(collector.results) == 2 and streams[0].buffer.dropped == 7
@@ -71,8 +66,8 @@ def test_falling_behind_drops_oldest_and_counts(model: ModelDir) -> None:
     assert health.snapshot()["sources"]["s0"]["windows_dropped"] == 7
 
 
-def test_events_and_tag_floor_top_k_and_rate_limit(model: ModelDir) -> None:
-    pipeline, streams, collector, _ = build(model, n=1, tags=TagsConfig(floor=0.5, top_k=1, min_interval_s=1.0))
+def test_events_and_tag_floor_top_k_and_rate_limit(tiny_model: ModelDir) -> None:
+    pipeline, streams, collector, _ = build(tiny_model, n=1, tags=TagsConfig(floor=0.5, top_k=1, min_interval_s=1.0))
     audio = np.concatenate([np.zeros(SR, np.float32), tone(1000, 3.0), np.zeros(2 * SR, np.float32)])
     for start in range(0, audio.size, SR // 2):
         streams[0].buffer.write(audio[start:start + SR // 2], 100.0 + start / SR)
@@ -88,8 +83,8 @@ def test_events_and_tag_floor_top_k_and_rate_limit(model: ModelDir) -> None:
     assert 100.5 <= onset.onset_time <= 101.0 and 103.5 <= offset.offset_time <= 105.0
 
 
-def test_run_loop_serves_live_writers(model: ModelDir) -> None:
-    pipeline, streams, collector, health = build(model, n=2)
+def test_run_loop_serves_live_writers(tiny_model: ModelDir) -> None:
+    pipeline, streams, collector, health = build(tiny_model, n=2)
     stop = threading.Event()
     thread = threading.Thread(target=pipeline.run, args=(stop,), daemon=True)
     thread.start()
@@ -97,9 +92,7 @@ def test_run_loop_serves_live_writers(model: ModelDir) -> None:
         for stream in streams:
             pipeline.sink(stream)(tone(440, 0.1), time.time())
         time.sleep(0.02)
-    deadline = time.time() + 10
-    while len(collector.results) < 8 and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(collector.results) >= 8, 10)
     stop.set()
     thread.join(5)
     assert len(collector.results) == 8  # 4 windows per source
@@ -108,8 +101,8 @@ def test_run_loop_serves_live_writers(model: ModelDir) -> None:
     assert snap["real_time_factor"] > 0 and snap["inference_ms"]["n"] >= 1
 
 
-def test_inference_error_does_not_stop_the_loop(model: ModelDir, tmp_path: Path) -> None:
-    pipeline, streams, collector, health = build(model, n=1)
+def test_inference_error_does_not_stop_the_loop(tiny_model: ModelDir, tmp_path: Path) -> None:
+    pipeline, streams, collector, health = build(tiny_model, n=1)
 
     calls = {"n": 0}
     real = pipeline.engine.infer
@@ -127,9 +120,7 @@ def test_inference_error_does_not_stop_the_loop(model: ModelDir, tmp_path: Path)
     pipeline.sink(streams[0])(tone(440, 1.0), 0.0)
     time.sleep(1.0)
     pipeline.sink(streams[0])(tone(440, 1.0), 1.0)
-    deadline = time.time() + 5
-    while not collector.results and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: collector.results, 5)
     stop.set()
     thread.join(5)
     assert health.errors == 1 and collector.results

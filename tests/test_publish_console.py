@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from rtaudio.config import ConsoleConfig
+from rtaudio.config.site import ConsoleConfig
 from rtaudio.runtime.events import Event, TagResult
 from rtaudio.runtime.publish.console import ConsolePublisher
 

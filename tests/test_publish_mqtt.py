@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,12 @@ import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
 
-from rtaudio.config import MqttConfig, TlsConfig
+from rtaudio.config.site import MqttConfig, TlsConfig
 from rtaudio.runtime.events import Event, TagResult
 from rtaudio.runtime.health import Health
 from rtaudio.runtime.publish import messages as msgs
 from rtaudio.runtime.publish.mqtt import MqttPublisher
+from tests.helpers import free_port, iso_seconds, wait_until
 
 SITE, MODEL = "hq", "tiny-1"
 STATUS = f"rtaudio/{SITE}/status"
@@ -49,17 +49,6 @@ def offset(i: int, t0: float, t1: float) -> Event:
 
 def parse(message: mqtt.MQTTMessage) -> dict[str, Any]:
     return json.loads(message.payload)
-
-
-def seconds(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
-def wait(predicate: Any, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 @pytest.fixture
@@ -148,7 +137,7 @@ def test_topics_qos_retain_and_payloads(mosquitto, make_subscriber, publishers, 
     assert tags_body["labels"] == [{"label": "speech", "score": 0.9123}, {"label": "music", "score": 0.4}]
     assert (tags_body["site"], tags_body["source"], tags_body["model"]) == (SITE, "lobby", MODEL)
     assert tags_body["end"] == msgs.iso(now) and tags_body["start"] == msgs.iso(now - 1.0)
-    latency_ms = (seconds(tags_body["published"]) - seconds(tags_body["end"])) * 1000
+    latency_ms = (iso_seconds(tags_body["published"]) - iso_seconds(tags_body["end"])) * 1000
     assert 0 <= latency_ms < 60_000
     assert health.sources["lobby"].latency_ms.summary()["n"] == 1
 
@@ -178,7 +167,7 @@ def test_topics_qos_retain_and_payloads(mosquitto, make_subscriber, publishers, 
 
 PUBLISHER_PROCESS = textwrap.dedent("""
     import sys, time
-    from rtaudio.config import MqttConfig
+    from rtaudio.config.site import MqttConfig
     from rtaudio.runtime.publish.mqtt import MqttPublisher
     publisher = MqttPublisher(MqttConfig(broker="127.0.0.1", port=int(sys.argv[1]), protocol=sys.argv[2]), "willsite")
     publisher.start()
@@ -214,7 +203,7 @@ def test_events_survive_a_broker_outage_in_order_with_original_times(make_mosqui
     broker = make_mosquitto(persistence=True)  # keeps the subscriber's session across the restart
     sub = make_subscriber(broker, EVENTS, client_id="outage-sub", clean=False, qos=1)
     publisher = publishers(config(broker))
-    assert wait(lambda: publisher.connected)
+    assert wait_until(lambda: publisher.connected)
     sent: list[Event] = []
     stop_emitting = threading.Event()
 
@@ -231,7 +220,7 @@ def test_events_survive_a_broker_outage_in_order_with_original_times(make_mosqui
     try:
         assert sub.wait_for(lambda: len(sub.messages) >= 20)
         broker.stop()  # some events are in flight right now
-        assert wait(lambda: not publisher.connected)
+        assert wait_until(lambda: not publisher.connected)
         time.sleep(1.5)
         assert publisher.outbox_depth >= 20
         restarted = time.time()
@@ -253,8 +242,8 @@ def test_events_survive_a_broker_outage_in_order_with_original_times(make_mosqui
     waited = [e for e in sent[:queued_before] if e.onset_time > restarted - 1.4]  # emitted while the broker was down
     assert len(waited) >= 20
     for event in waited:  # original times, published after the restart
-        assert seconds(bodies[event.event_id]["published"]) >= restarted - 0.001
-    assert wait(lambda: publisher.outbox_depth == 0)
+        assert iso_seconds(bodies[event.event_id]["published"]) >= restarted - 0.001
+    assert wait_until(lambda: publisher.outbox_depth == 0)
 
 
 @pytest.mark.integration
@@ -278,7 +267,7 @@ def test_disk_outbox_survives_a_publisher_restart(make_mosquitto, make_subscribe
     events = [parse(m) for m in sub.on(EVENTS)]
     assert [e["event_id"] for e in events] == [f"ev-{i:03d}" for i in range(5)]
     assert [e["onset"] for e in events] == [msgs.iso(t0 + i) for i in range(5)]
-    assert wait(lambda: second.outbox_depth == 0)
+    assert wait_until(lambda: second.outbox_depth == 0)
     second.close(2)
     assert sqlite3.connect(tmp_path / "outbox" / "outbox.sqlite3").execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
 
@@ -303,15 +292,13 @@ def test_full_outbox_drops_tags_first_and_counts(make_mosquitto, make_subscriber
     assert sub.wait_for(lambda: len(sub.on(EVENTS)) == 4 and len(sub.on(TAGS)) == 6)
     assert [parse(m)["event_id"] for m in sub.on(EVENTS)] == [f"ev-{i:03d}" for i in range(4)]
     assert [parse(m)["end"] for m in sub.on(TAGS)] == [msgs.iso(t0 + 10 + i) for i in range(4, 10)]  # oldest 4 dropped
-    assert wait(lambda: health.outbox_depth == 0)
+    assert wait_until(lambda: health.outbox_depth == 0)
     assert health.messages_dropped == {"tags": 4, "health": 1}
 
 
 @pytest.mark.integration
 def test_username_and_password(make_mosquitto, make_subscriber, publishers, tmp_path: Path) -> None:
-    passwords = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "rtaudio", "s3cret"], check=True)
-    broker = make_mosquitto(anonymous=False, settings=[f"password_file {passwords}"])
+    broker = make_mosquitto(users={"rtaudio": "s3cret"})
     sub = make_subscriber(broker, STATUS, username="rtaudio", password="s3cret")
     secret_file = tmp_path / "mqtt-password"
     secret_file.write_text("s3cret\n")
@@ -347,8 +334,6 @@ def make_certificates(directory: Path) -> dict[str, Path]:
 
 @pytest.mark.integration
 def test_tls_ca_client_certificate_and_insecure(make_mosquitto, make_subscriber, publishers, tmp_path: Path) -> None:
-    from conftest import free_port
-
     certs = make_certificates(tmp_path)
     tls_port = free_port()
     broker = make_mosquitto(settings=[
@@ -391,8 +376,6 @@ def test_embedded_broker_without_amqtt_says_how_to_get_it(monkeypatch: pytest.Mo
 
 @pytest.mark.integration
 def test_embedded_broker_carries_publisher_messages_and_retained_status(make_subscriber, publishers) -> None:
-    from conftest import free_port
-
     from rtaudio.runtime.publish.embedded import start_embedded_broker
 
     port = free_port()
@@ -400,12 +383,11 @@ def test_embedded_broker_carries_publisher_messages_and_retained_status(make_sub
     try:
         publisher = publishers(MqttConfig(broker="embedded", port=port))
         assert publisher.protocol == mqtt.MQTTv311  # amqtt speaks 3.1.1 only
-        assert wait(lambda: publisher.connected)
-        endpoint = type("Endpoint", (), {"host": "127.0.0.1", "port": port})
-        late = make_subscriber(endpoint, STATUS)  # joins after "online" was published: gets it retained
+        assert wait_until(lambda: publisher.connected)
+        late = make_subscriber(broker, STATUS)  # joins after "online" was published: gets it retained
         assert late.wait_for(lambda: late.messages)
         assert (late.messages[0].payload, late.messages[0].retain) == (b"online", True)
-        sub = make_subscriber(endpoint, "rtaudio/#")
+        sub = make_subscriber(broker, "rtaudio/#")
         publisher.event(onset(1, time.time()))
         publisher.tags(tag(time.time()))
         assert sub.wait_for(lambda: sub.on(EVENTS) and sub.on(TAGS))
@@ -428,24 +410,19 @@ def test_embedded_broker_refuses_a_busy_port(mosquitto) -> None:
         start_embedded_broker(mosquitto.port)
 
 
-@pytest.mark.integration
-def test_embedded_broker_plain_paho_publish_subscribe() -> None:
-    from conftest import free_port
+def test_embedded_broker_that_fails_to_start_says_where_and_ends_its_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """amqtt failing inside the broker's own thread comes back as one error naming the address; the thread ends."""
+    import amqtt.broker
 
-    from rtaudio.runtime.publish.embedded import start_embedded_broker
+    from rtaudio.runtime.publish.embedded import EmbeddedBroker
 
-    broker = start_embedded_broker(free_port())
-    received: list[mqtt.MQTTMessage] = []
-    try:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-        client.on_message = lambda c, u, m: received.append(m)
-        client.connect(broker.host, broker.port)
-        client.loop_start()
-        client.publish("rtaudio/x/status", "online", qos=1, retain=True).wait_for_publish(5)
-        client.subscribe("rtaudio/#", 1)
-        assert wait(lambda: received)
-        assert (received[0].topic, received[0].payload, received[0].retain) == ("rtaudio/x/status", b"online", True)
-        client.disconnect()
-        client.loop_stop()
-    finally:
-        broker.stop()
+    async def refuse(self: Any) -> None:
+        raise OSError("listener failed")
+
+    monkeypatch.setattr(amqtt.broker.Broker, "start", refuse)
+    port = free_port()
+    broker = EmbeddedBroker(port)
+    with pytest.raises(RuntimeError, match=f"cannot start the embedded MQTT broker on 127.0.0.1:{port}: listener failed"):
+        broker.start()
+    assert not broker._thread.is_alive()
+    broker.stop()  # a no-op on a broker that never ran

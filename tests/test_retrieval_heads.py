@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from rtaudio.contract.vocab import PAD_ID, UNK_ID, Vocabulary, words
+from rtaudio.export.text_heads import export_text_encoder
 from rtaudio.model.retrieval import (
     JointDiffusion,
     RetrievalTraining,
@@ -19,9 +21,7 @@ from rtaudio.model.retrieval import (
     recall_at_k,
     train_retrieval,
 )
-from rtaudio.export.text import export_text_encoder
 from rtaudio.model.text_encoder import TextEncoder
-from rtaudio.model.vocab import PAD_ID, UNK_ID, Vocabulary, words
 
 SOUNDS = ["dog", "siren", "doorbell", "drill", "kettle", "baby", "piano", "engine"]
 MANNERS = ["loud", "quiet", "distant", "short"]
@@ -29,13 +29,7 @@ TEMPLATES = ["a {m} {s} is heard", "the sound of a {m} {s}", "you can hear a {m}
              "there is a {s} and it is {m}", "somebody recorded a {m} {s} nearby"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models: one thread is several times faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic_clips(clips_per_combo: int, captions_per_clip: int, seed: int, noise: float = 0.6,

@@ -9,32 +9,25 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
-import soundfile as sf
 
 from rtaudio.runtime.publish.messages import load_schema
-from tests.tinymodel import make_tiny_model, tone
+from tests.helpers import file_device, free_port, iso_seconds, run_rtaudio, spawn_rtaudio, tiny_site, write_pcm
+from tests.tinymodel import tone
 
 pytestmark = pytest.mark.integration
 SR = 16000
 CYCLE_S = 3.0  # the test recording: 1.5 s of 440 Hz, 1.5 s of silence, looped
 
 
-def ts(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
 @pytest.fixture()
 def site(tmp_path: Path) -> Path:
-    make_tiny_model(tmp_path / "model")
-    sf.write(tmp_path / "bursts.wav", np.concatenate([tone(440, 1.5), np.zeros(int(1.5 * SR), np.float32)]), SR)
+    tiny_site(tmp_path, "bursts.wav", np.concatenate([tone(440, 1.5), np.zeros(int(1.5 * SR), np.float32)]))
     return tmp_path
 
 
@@ -48,8 +41,7 @@ sources:
 events: {{median_windows: 1}}
 mqtt: {{broker: 127.0.0.1, port: {port}, health_interval_s: 1, reconnect_max_s: 2, shutdown_flush_s: 10{extra}}}
 """)
-    return subprocess.Popen([sys.executable, "-m", "rtaudio", "run", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return spawn_rtaudio("run", "--config", str(config))
 
 
 def stop_run(proc: subprocess.Popen[str]) -> tuple[str, str]:
@@ -100,21 +92,19 @@ def test_broker_down_10s_loses_no_event(site: Path, make_mosquitto, make_subscri
     # Every burst of the looped recording gave one onset and one offset, in order, none missing.
     assert [e["kind"] for e in events] == ["onset", "offset"] * (len(events) // 2) and len(events) % 2 == 0
     assert [e["event_id"] for e in events[0::2]] == [e["event_id"] for e in events[1::2]]
-    starts = [ts(e["onset"]) for e in onsets]
+    starts = [iso_seconds(e["onset"]) for e in onsets]
     gaps = np.diff(starts)
     assert np.all(np.abs(gaps - CYCLE_S) < 0.6), gaps  # a lost event would show as a 6 s gap
-    during = [e for e in onsets if down_at < ts(e["onset"]) < down_at + 10]
+    during = [e for e in onsets if down_at < iso_seconds(e["onset"]) < down_at + 10]
     assert len(during) >= 2  # events that happened while the broker was down arrived later, with their times
-    assert all(ts(e["published"]) > down_at + 9 for e in during)
+    assert all(iso_seconds(e["published"]) > down_at + 9 for e in during)
     assert starts[-1] > down_at + 10
 
 
 def test_microphone_through_real_portaudio_to_mqtt(site: Path, tmp_path: Path, mosquitto, make_subscriber) -> None:
     """`rtaudio devices` and `rtaudio run` on a file-backed ALSA capture device (real PortAudio)."""
-    from tests.test_source_microphone import file_device, write_pcm
-
     env = file_device(tmp_path, write_pcm(tmp_path / "mic.raw", 48000, 3.0, 1000.0))
-    devices = subprocess.run([sys.executable, "-m", "rtaudio", "devices", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    devices = run_rtaudio("devices", "--json", env=env, timeout=60)
     assert devices.returncode == 0, devices.stderr
     assert "filemic" in [d["name"] for d in json.loads(devices.stdout)]
     config = site / "mic.yaml"
@@ -126,8 +116,7 @@ sources:
 mqtt: {{broker: 127.0.0.1, port: {mosquitto.port}, health_interval_s: 1}}
 """)
     sub = make_subscriber(mosquitto, "rtaudio/lab/#")
-    proc = subprocess.Popen([sys.executable, "-m", "rtaudio", "run", "--config", str(config)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_rtaudio("run", "--config", str(config), env=env)
     try:
         def heard() -> bool:
             tags = [json.loads(m.payload) for m in sub.on("rtaudio/lab/desk/tags")]
@@ -140,8 +129,6 @@ mqtt: {{broker: 127.0.0.1, port: {mosquitto.port}, health_interval_s: 1}}
 
 
 def test_rtp_stream_from_real_ffmpeg_to_mqtt(site: Path, mosquitto, make_subscriber) -> None:
-    from tests.conftest import free_port
-
     rtp_port = free_port()
     config = site / "rtp.yaml"
     config.write_text(f"""\
@@ -152,7 +139,7 @@ sources:
 mqtt: {{broker: 127.0.0.1, port: {mosquitto.port}, health_interval_s: 1}}
 """)
     sub = make_subscriber(mosquitto, "rtaudio/lab/#")
-    proc = subprocess.Popen([sys.executable, "-m", "rtaudio", "run", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_rtaudio("run", "--config", str(config))
     sender = None
     try:
         time.sleep(2)  # let the receiver bind

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -15,64 +13,16 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from rtaudio.config import FfmpegSource as FfmpegSourceConfig
+from rtaudio.runtime.sources.ffmpeg import FfmpegConfig as FfmpegSourceConfig
 from rtaudio.runtime.sources.ffmpeg import FfmpegSource
+from tests.helpers import AudioSink, needs_ffmpeg, peak_hz, wait_until, write_stereo_tone
 
 RATE = 16000
-NATIVE = 44100
-
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 
 
-def write_tone(path: Path, seconds: float) -> Path:
-    """A 440 Hz stereo tone at 44.1 kHz, 16-bit WAV."""
-    t = np.arange(int(seconds * NATIVE)) / NATIVE
-    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
-    sf.write(str(path), np.stack([tone, tone], axis=1), NATIVE, subtype="PCM_16")
-    return path
-
-
-class Collector:
-    """A sink that keeps every block and the wall time it arrived."""
-
-    def __init__(self) -> None:
-        self.blocks: list[np.ndarray] = []
-        self.arrivals: list[float] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, samples: np.ndarray, capture_time: float) -> None:
-        with self.lock:
-            self.blocks.append(samples.copy())
-            self.arrivals.append(time.time())
-
-    @property
-    def samples(self) -> int:
-        with self.lock:
-            return sum(b.size for b in self.blocks)
-
-    def audio(self) -> np.ndarray:
-        with self.lock:
-            return np.concatenate(self.blocks)
-
-
-def make(sink: Collector, **kwargs) -> FfmpegSource:
+def make(sink: AudioSink, **kwargs) -> FfmpegSource:
     return FfmpegSource(FfmpegSourceConfig(id="cam", type="ffmpeg", **kwargs), RATE, sink)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def peak_hz(audio: np.ndarray) -> float:
-    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
-    return float(np.argmax(spectrum) * RATE / audio.size)
 
 
 def gone(pid: int) -> bool:
@@ -103,23 +53,23 @@ def serve(tmp_path: Path) -> Iterator[Callable[[type], str]]:
 
 
 def test_command_line() -> None:
-    rtsp = make(Collector(), url="rtsp://cam/stream", extra_args=["-fflags", "nobuffer"]).command()
+    rtsp = make(AudioSink(), url="rtsp://cam/stream", extra_args=["-fflags", "nobuffer"]).command()
     assert rtsp[rtsp.index("-rtsp_transport") + 1] == "tcp"
     assert rtsp.index("-rtsp_transport") < rtsp.index("-fflags") < rtsp.index("-i")
     assert rtsp[rtsp.index("-i") + 1] == "rtsp://cam/stream"
     assert rtsp[-8:] == ["-vn", "-ac", "1", "-ar", str(RATE), "-f", "s16le", "pipe:1"]
     assert "-nostdin" in rtsp
-    assert "-rtsp_transport" not in make(Collector(), url="http://host/a.mp3").command()
+    assert "-rtsp_transport" not in make(AudioSink(), url="http://host/a.mp3").command()
 
 
 @pytest.mark.integration
 @needs_ffmpeg
 def test_decodes_a_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    sink = Collector()
-    source = make(sink, url=str(write_tone(tmp_path / "t.wav", 1.0)))
+    sink = AudioSink()
+    source = make(sink, url=str(write_stereo_tone(tmp_path / "t.wav", 1.0)))
     source.start()
     # At the end of the file ffmpeg exits 0 and a restart is scheduled (0.5 s backoff): stop then.
-    assert wait_for(lambda: source.health.restarts >= 1, 20)
+    assert wait_until(lambda: source.health.restarts >= 1, 20)
     source.stop()
     assert not source.alive
     audio = sink.audio()
@@ -132,25 +82,25 @@ def test_decodes_a_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Non
 @pytest.mark.integration
 @needs_ffmpeg
 def test_killed_process_is_restarted(tmp_path: Path, serve, caplog: pytest.LogCaptureFixture) -> None:
-    write_tone(tmp_path / "t.wav", 6.0)
+    write_stereo_tone(tmp_path / "t.wav", 6.0)
     base = serve(SimpleHTTPRequestHandler)
-    sink = Collector()
+    sink = AudioSink()
     source = make(sink, url=f"{base}/t.wav", extra_args=["-re"])  # -re: paced like a live stream
     source.start()
     try:
-        assert wait_for(lambda: sink.samples >= RATE // 2, 20)
+        assert wait_until(lambda: sink.samples >= RATE // 2, 20)
         first_pid = source.pid
         assert first_pid is not None
         os.kill(first_pid, signal.SIGKILL)
-        assert wait_for(lambda: source.health.restarts == 1 and source.pid not in (None, first_pid), 20)
+        assert wait_until(lambda: source.health.restarts == 1 and source.pid not in (None, first_pid), 20)
         at_restart = sink.samples
-        assert wait_for(lambda: sink.samples >= at_restart + RATE // 2, 20), "no data after the restart"
+        assert wait_until(lambda: sink.samples >= at_restart + RATE // 2, 20), "no data after the restart"
         assert source.health.connected
         second_pid = source.pid
     finally:
         source.stop()
     assert not source.alive
-    assert second_pid is not None and wait_for(lambda: gone(second_pid), 5), "ffmpeg outlived stop()"
+    assert second_pid is not None and wait_until(lambda: gone(second_pid), 5), "ffmpeg outlived stop()"
     assert gone(first_pid)
     assert any("exited with code -9" in r.getMessage() for r in caplog.records)
     assert abs(peak_hz(sink.audio()[-RATE // 2:]) - 440) < 4
@@ -178,18 +128,18 @@ class StallingHandler(SimpleHTTPRequestHandler):
 @pytest.mark.integration
 @needs_ffmpeg
 def test_stalled_stream_is_restarted_by_the_watchdog(tmp_path: Path, serve, caplog: pytest.LogCaptureFixture) -> None:
-    write_tone(tmp_path / "t.wav", 4.0)
+    write_stereo_tone(tmp_path / "t.wav", 4.0)
     base = serve(StallingHandler)
-    sink = Collector()
+    sink = AudioSink()
     # Small probe, so ffmpeg decodes what it got before the server hangs.
     source = make(sink, url=f"{base}/t.wav", stall_timeout_s=1.5, extra_args=["-probesize", "32", "-analyzeduration", "0"])
     source.start()
     try:
-        assert wait_for(lambda: source.pid is not None, 10)
+        assert wait_until(lambda: source.pid is not None, 10)
         first_pid = source.pid
-        assert wait_for(lambda: sink.samples > 0, 10), "no audio before the stall"
-        assert wait_for(lambda: source.health.restarts >= 1, 1.5 + 10), "watchdog did not fire"
-        assert wait_for(lambda: gone(first_pid), 5), "the stalled ffmpeg was not killed"
+        assert wait_until(lambda: sink.samples > 0, 10), "no audio before the stall"
+        assert wait_until(lambda: source.health.restarts >= 1, 1.5 + 10), "watchdog did not fire"
+        assert wait_until(lambda: gone(first_pid), 5), "the stalled ffmpeg was not killed"
     finally:
         source.stop()
         StallingHandler.release.set()
@@ -202,7 +152,7 @@ def test_stalled_stream_is_restarted_by_the_watchdog(tmp_path: Path, serve, capl
 
 @pytest.mark.integration
 def test_missing_ffmpeg_backs_off_without_crashing(caplog: pytest.LogCaptureFixture) -> None:
-    source = make(Collector(), url="http://127.0.0.1:9/none", ffmpeg="/nonexistent/ffmpeg", restart_backoff_max_s=1.0)
+    source = make(AudioSink(), url="http://127.0.0.1:9/none", ffmpeg="/nonexistent/ffmpeg", restart_backoff_max_s=1.0)
     source.start()
     time.sleep(2.2)  # attempts at about 0, 0.5, 1.5 s
     assert source.alive
@@ -235,12 +185,12 @@ class FlakyHandler(SimpleHTTPRequestHandler):
 @needs_ffmpeg
 def test_backoff_grows_on_failures_and_resets_after_a_healthy_run(tmp_path: Path, serve, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("rtaudio.runtime.sources.ffmpeg.HEALTHY_RUN_S", 1.0)
-    write_tone(tmp_path / "t.wav", 2.0)
+    write_stereo_tone(tmp_path / "t.wav", 2.0)
     base = serve(FlakyHandler)
-    source = make(Collector(), url=f"{base}/t.wav", extra_args=["-re"])
+    source = make(AudioSink(), url=f"{base}/t.wav", extra_args=["-re"])
     source.start()
     try:
-        assert wait_for(lambda: sum("restarting in" in r.getMessage() for r in caplog.records) >= 3, 20)
+        assert wait_until(lambda: sum("restarting in" in r.getMessage() for r in caplog.records) >= 3, 20)
     finally:
         source.stop()
     delays = [r.getMessage().rsplit("restarting in ", 1)[1] for r in caplog.records if "restarting in" in r.getMessage()]

@@ -3,49 +3,21 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from rtaudio.config import FileSource as FileSourceConfig
 from rtaudio.runtime.buffer import RingBuffer
+from rtaudio.runtime.sources.file import FileConfig as FileSourceConfig
 from rtaudio.runtime.sources.file import FileSource
+from tests.helpers import AudioSink, peak_hz, wait_until, write_stereo_tone
 
 RATE = 16000
-NATIVE = 44100
-
-
-def write_tone(path: Path, seconds: float, fmt: str = "WAV", subtype: str | None = None) -> Path:
-    """A 440 Hz tone, stereo at 44.1 kHz (right channel quieter, so mixing is exercised)."""
-    t = np.arange(int(seconds * NATIVE)) / NATIVE
-    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
-    sf.write(str(path), np.stack([tone, 0.5 * tone], axis=1), NATIVE, format=fmt, subtype=subtype)
-    return path
-
-
-class Collector:
-    """A sink that keeps every block with its capture time."""
-
-    def __init__(self) -> None:
-        self.blocks: list[tuple[np.ndarray, float]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, samples: np.ndarray, capture_time: float) -> None:
-        with self.lock:
-            self.blocks.append((samples.copy(), capture_time))
-
-    @property
-    def samples(self) -> int:
-        with self.lock:
-            return sum(b.size for b, _ in self.blocks)
-
-    def audio(self) -> np.ndarray:
-        with self.lock:
-            return np.concatenate([b for b, _ in self.blocks])
+# A 440 Hz tone, stereo at 44.1 kHz, the right channel quieter, so mixing is exercised.
+write_tone = partial(write_stereo_tone, right=0.5)
 
 
 def make(path: Path, sink, **kwargs) -> FileSource:
@@ -60,15 +32,10 @@ def run_to_end(source: FileSource, timeout: float = 20.0) -> float:
     return time.monotonic() - begin
 
 
-def peak_hz(audio: np.ndarray) -> float:
-    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
-    return float(np.argmax(spectrum) * RATE / audio.size)
-
-
 @pytest.mark.parametrize("fmt,subtype,name", [("WAV", "PCM_16", "t.wav"), ("FLAC", None, "t.flac"), ("OGG", "VORBIS", "t.ogg")])
 def test_decodes_mixes_and_resamples(tmp_path: Path, caplog: pytest.LogCaptureFixture, fmt: str, subtype: str | None, name: str) -> None:
     path = write_tone(tmp_path / name, 1.0, fmt, subtype)
-    sink = Collector()
+    sink = AudioSink()
     source = make(path, sink, realtime=False)
     with caplog.at_level(logging.INFO):
         run_to_end(source)
@@ -81,38 +48,36 @@ def test_decodes_mixes_and_resamples(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 
 def test_capture_clock_follows_samples(tmp_path: Path) -> None:
-    sink = Collector()
+    sink = AudioSink()
     before = time.time()
     run_to_end(make(write_tone(tmp_path / "t.wav", 1.0), sink, realtime=False))
-    first = sink.blocks[0][1]
+    first = sink.capture_times[0]
     assert before <= first <= time.time()
     offset = 0
-    for block, capture_time in sink.blocks:
+    for block, capture_time in zip(sink.blocks, sink.capture_times):
         assert capture_time == pytest.approx(first + offset / RATE, abs=1e-6)
         offset += block.size
 
 
 def test_realtime_takes_the_file_duration(tmp_path: Path) -> None:
-    sink = Collector()
+    sink = AudioSink()
     elapsed = run_to_end(make(write_tone(tmp_path / "t.wav", 1.0), sink, block_s=0.1))
     assert elapsed >= 0.8
     assert abs(sink.samples - RATE) <= 2
 
 
 def test_not_realtime_is_not_paced(tmp_path: Path) -> None:
-    sink = Collector()
+    sink = AudioSink()
     elapsed = run_to_end(make(write_tone(tmp_path / "t.wav", 10.0), sink, realtime=False))
     assert elapsed < 5.0  # half the file's duration: it was not paced
     assert abs(sink.samples - 10 * RATE) <= 2
 
 
 def test_loop_delivers_more_than_the_file(tmp_path: Path) -> None:
-    sink = Collector()
+    sink = AudioSink()
     source = make(write_tone(tmp_path / "t.wav", 0.5), sink, realtime=False, loop=True)
     source.start()
-    deadline = time.monotonic() + 10
-    while sink.samples < 3 * RATE and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: sink.samples >= 3 * RATE, 10)
     assert source.alive
     source.stop()
     assert not source.alive
@@ -154,7 +119,7 @@ def test_bad_file_logs_and_ends(tmp_path: Path, caplog: pytest.LogCaptureFixture
     path = tmp_path / "bad.wav"
     if content is not None:
         path.write_bytes(content)
-    sink = Collector()
+    sink = AudioSink()
     source = make(path, sink)
     run_to_end(source, timeout=5)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]

@@ -8,7 +8,6 @@ does not pace: it delivers far faster than real time, so every run also overload
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,34 +16,9 @@ import numpy as np
 import pytest
 
 from rtaudio.runtime.sources import microphone
+from tests.helpers import file_device, peak_hz, write_pcm
 
 PROBE = Path(__file__).with_name("mic_probe.py")
-
-
-def write_pcm(path: Path, rate: int, seconds: float, *channels: np.ndarray | float) -> Path:
-    """Headerless int16 little-endian PCM; each channel a sine frequency (Hz) or an int16 array."""
-    t = np.arange(int(rate * seconds)) / rate
-    columns = [c if isinstance(c, np.ndarray) else (0.3 * np.sin(2 * np.pi * c * t) * 32767) for c in channels]
-    np.stack(columns, axis=1).astype("<i2").tofile(path)
-    return path
-
-
-def file_device(tmp_path: Path, infile: Path) -> dict[str, str]:
-    """An environment whose ALSA has ``filemic`` (and ``default``) reading ``infile``."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / ".asoundrc").write_text(f"""
-pcm.filemic {{
-  type file
-  slave.pcm "null"
-  file "/dev/null"
-  infile "{infile}"
-  format "raw"
-  hint {{ show on description "file-backed test microphone" }}
-}}
-pcm.!default {{ type plug slave.pcm "filemic" }}
-""")
-    return {**os.environ, "HOME": str(home)}
 
 
 def probe(tmp_path: Path, env: dict[str, str], **spec) -> dict:
@@ -55,12 +29,6 @@ def probe(tmp_path: Path, env: dict[str, str], **spec) -> dict:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["data"] = {sid: dict(np.load(out / f"{sid}.npz")) for sid in result.get("sources", {})}
     return result
-
-
-def dominant_hz(samples: np.ndarray, rate: int, n: int = 8192) -> float:
-    tail = samples[-n:]
-    spectrum = np.abs(np.fft.rfft(tail * np.hanning(tail.size)))
-    return float(np.fft.rfftfreq(tail.size, 1 / rate)[np.argmax(spectrum)])
 
 
 def assert_clock_monotonic(data: dict) -> None:
@@ -114,7 +82,7 @@ def test_resamples_to_model_rate(tmp_path, file_rate, configured):
     result = probe(tmp_path, env, sources=[config], model_rate=16000, need=32000)
     data = result["data"]["m"]
     assert data["samples"].size >= 32000
-    assert abs(dominant_hz(data["samples"], 16000) - 440) < 5
+    assert abs(peak_hz(data["samples"], 16000, last=8192) - 440) < 5
     assert_clock_monotonic(data)
 
 
@@ -126,8 +94,8 @@ def test_two_channels_feed_two_sources_from_one_stream(tmp_path, order):
     # keep_last: the headerless test file reads as interleaved noise while the stream is still
     # open with one channel, so judge each source on what it got after both had joined
     result = probe(tmp_path, env, sources=sources, need=48000, stagger=True, keep_last=True)
-    assert abs(dominant_hz(result["data"]["ch0"]["samples"], 16000) - 440) < 5
-    assert abs(dominant_hz(result["data"]["ch1"]["samples"], 16000) - 1000) < 5
+    assert abs(peak_hz(result["data"]["ch0"]["samples"], 16000, last=8192) - 440) < 5
+    assert abs(peak_hz(result["data"]["ch1"]["samples"], 16000, last=8192) - 1000) < 5
     assert result["max_streams"] == 1  # one PortAudio stream shared by both sources
     assert result["streams_after_stop"] == 0  # closed when the last source stopped
     for sid in ("ch0", "ch1"):
@@ -172,7 +140,7 @@ def test_device_that_appears_later_is_opened(tmp_path):
     assert result["sources"]["m"]["total"] >= 16000
     assert health["restarts"] >= 1
     assert any("'filemic' not found" in line for line in result["logs"])
-    assert abs(dominant_hz(result["data"]["m"]["samples"], 16000) - 440) < 5
+    assert abs(peak_hz(result["data"]["m"]["samples"], 16000, last=8192) - 440) < 5
 
 
 @pytest.mark.integration

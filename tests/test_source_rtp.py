@@ -3,7 +3,6 @@ with a real ffmpeg RTP sender (directly and through a lossy, reordering relay)."
 
 from __future__ import annotations
 
-import shutil
 import socket
 import struct
 import subprocess
@@ -14,13 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rtaudio.config import RtpSource as RtpConfig
-from rtaudio.runtime.sources import rtp as rtp_module
-from rtaudio.runtime.sources.rtp import RtpSource
-from rtaudio.runtime.sources.rtp_jitter import ALAW_TABLE, ULAW_TABLE, Block, PayloadFormat, RtpStream, parse_rtp
+from rtaudio.runtime.sources.rtp import RtpConfig, RtpSource
+from rtaudio.runtime.sources.rtp import source as rtp_module
+from rtaudio.runtime.sources.rtp.codecs import ALAW_TABLE, ULAW_TABLE, PayloadFormat
+from rtaudio.runtime.sources.rtp.jitter import Block, RtpStream
+from rtaudio.runtime.sources.rtp.packet import parse_rtp
+from tests.helpers import AudioSink, free_port, needs_ffmpeg, wait_until
 
 MODEL_RATE = 16000
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 
 
 def rtp_bytes(seq: int, ts: int, payload: bytes = b"", ssrc: int = 0x1234, pt: int = 96, marker: bool = False,
@@ -32,12 +32,6 @@ def rtp_bytes(seq: int, ts: int, payload: bytes = b"", ssrc: int = 0x1234, pt: i
     if extension is not None:
         out += struct.pack("!HH", 0xBEDE, len(extension) // 4) + extension
     return out + payload + (bytes(padding - 1) + bytes([padding]) if padding else b"")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- header parsing
@@ -227,23 +221,9 @@ def test_long_timestamp_gap_is_a_discontinuity_not_silence() -> None:
 # ---------------------------------------------------------------- the source on real sockets
 
 
-class Collector:
-    """The sink: collects what the source emits."""
-
-    def __init__(self) -> None:
-        self.chunks: list[tuple[np.ndarray, float]] = []
-
-    def __call__(self, samples: np.ndarray, capture_time: float) -> None:
-        self.chunks.append((samples.copy(), capture_time))
-
-    @property
-    def audio(self) -> np.ndarray:
-        return np.concatenate([c for c, _ in self.chunks]) if self.chunks else np.zeros(0, np.float32)
-
-
-def make_source(**fields: Any) -> tuple[RtpSource, Collector]:
-    fields.setdefault("port", free_port())
-    sink = Collector()
+def make_source(**fields: Any) -> tuple[RtpSource, AudioSink]:
+    fields.setdefault("port", free_port(udp=True))
+    sink = AudioSink()
     fields.setdefault("bind", "127.0.0.1")
     source = RtpSource(RtpConfig(id="rtp1", type="rtp", **fields), MODEL_RATE, sink)
     return source, sink
@@ -252,16 +232,7 @@ def make_source(**fields: Any) -> tuple[RtpSource, Collector]:
 def start(source: RtpSource) -> None:
     """Start the source and wait until its socket is bound, so no packet is sent into the void."""
     source.start()
-    assert wait_for(lambda: source._sock is not None)
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
+    assert wait_until(lambda: source._sock is not None)
 
 
 def send_tone(sock: socket.socket, port: int, packets: int, ssrc: int = 1, seq0: int = 0, pt: int = 96,
@@ -293,12 +264,12 @@ def test_allow_from_drops_other_senders(sender: socket.socket) -> None:
     start(source)
     try:
         send_tone(sender, source.config.port, 10)  # from 127.0.0.1
-        assert wait_for(lambda: source.rejected == 10)
-        assert sink.chunks == [] and not source.health.connected
+        assert wait_until(lambda: source.rejected == 10)
+        assert sink.blocks == [] and not source.health.connected
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as allowed:
             allowed.bind(("127.0.0.2", 0))
             send_tone(allowed, source.config.port, 10)
-        assert wait_for(lambda: sink.audio.size == 1600)
+        assert wait_until(lambda: sink.audio().size == 1600)
         assert source.health.connected and source.rejected == 10
     finally:
         source.stop()
@@ -310,7 +281,7 @@ def test_ssrc_change_counts_a_restart_not_a_loss(sender: socket.socket) -> None:
     try:
         send_tone(sender, source.config.port, 10, ssrc=1, seq0=100)
         send_tone(sender, source.config.port, 10, ssrc=2, seq0=50_000)
-        assert wait_for(lambda: sink.audio.size == 3200)
+        assert wait_until(lambda: sink.audio().size == 3200)
         assert source.health.restarts == 1 and source.health.packets_lost == 0
     finally:
         source.stop()
@@ -322,12 +293,12 @@ def test_capture_times_follow_rtp_timestamps(sender: socket.socket) -> None:
     try:
         sent = time.time()
         send_tone(sender, source.config.port, 20)
-        assert wait_for(lambda: sink.audio.size == 3200)
+        assert wait_until(lambda: sink.audio().size == 3200)
     finally:
         source.stop()
-    first = sink.chunks[0][1]
+    first = sink.capture_times[0]
     assert sent - 0.05 < first < sent + 0.05  # first packet's samples were captured just before it arrived
-    for (chunk, t), (_, t_next) in zip(sink.chunks, sink.chunks[1:]):
+    for chunk, t, t_next in zip(sink.blocks, sink.capture_times, sink.capture_times[1:]):
         assert t_next == pytest.approx(t + chunk.size / MODEL_RATE, abs=1e-6)
 
 
@@ -339,7 +310,7 @@ def test_wrong_payload_type_and_rtcp_are_not_played(sender: socket.socket) -> No
         sender.sendto(bytes([0x80, 200]) + bytes(26), ("127.0.0.1", source.config.port))  # an RTCP sender report
         sender.sendto(b"junk", ("127.0.0.1", source.config.port))
         send_tone(sender, source.config.port, 2, seq0=10)
-        assert wait_for(lambda: sink.audio.size == 320)
+        assert wait_until(lambda: sink.audio().size == 320)
         assert source.malformed == 4  # 3 wrong type + 1 junk; RTCP is ignored silently
     finally:
         source.stop()
@@ -352,10 +323,10 @@ def test_socket_error_reopens_with_a_restart(sender: socket.socket) -> None:
         sock = source._sock
         assert sock is not None
         sock.close()  # the socket fails under the running source
-        assert wait_for(lambda: source.health.restarts == 1)
-        assert wait_for(lambda: source._sock is not None and source._sock.fileno() != -1)
+        assert wait_until(lambda: source.health.restarts == 1)
+        assert wait_until(lambda: source._sock is not None and source._sock.fileno() != -1)
         send_tone(sender, source.config.port, 5)
-        assert wait_for(lambda: sink.audio.size == 800)
+        assert wait_until(lambda: sink.audio().size == 800)
         assert source.alive
     finally:
         source.stop()
@@ -368,8 +339,8 @@ def test_connected_goes_false_when_packets_stop(sender: socket.socket, monkeypat
     start(source)
     try:
         send_tone(sender, source.config.port, 3)
-        assert wait_for(lambda: source.health.connected)
-        assert wait_for(lambda: not source.health.connected, timeout=3)
+        assert wait_until(lambda: source.health.connected)
+        assert wait_until(lambda: not source.health.connected, timeout=3)
     finally:
         source.stop()
 
@@ -398,9 +369,9 @@ def test_multicast_group_is_joined() -> None:
             send_tone(sender, source.config.port, 5, host=group)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:  # same port, another group: not for us
                 other.sendto(rtp_bytes(99, 0, bytes(320)), ("239.255.42.98", source.config.port))
-        assert wait_for(lambda: sink.audio.size == 800)
+        assert wait_until(lambda: sink.audio().size == 800)
         time.sleep(0.2)
-        assert sink.audio.size == 800 and source.stream.jumps == 0
+        assert sink.audio().size == 800 and source.stream.jumps == 0
     finally:
         source.stop()
 
@@ -429,11 +400,11 @@ def check_tone(x: np.ndarray, duration: float = 2.0) -> None:
     assert np.max(np.abs(np.angle(strong / strong[0]))) < 0.3
 
 
-def receive_all(source: RtpSource, sink: Collector) -> np.ndarray:
+def receive_all(source: RtpSource, sink: AudioSink) -> np.ndarray:
     """Wait for the jitter buffer and resampler to drain, stop, return the audio."""
-    wait_for(lambda: sink.chunks and time.time() - sink.chunks[-1][1] > 0.5, timeout=5)
+    wait_until(lambda: sink.capture_times and time.time() - sink.capture_times[-1] > 0.5, timeout=5)
     source.stop()
-    return sink.audio
+    return sink.audio()
 
 
 @needs_ffmpeg

@@ -23,15 +23,15 @@ import torch
 
 from rtaudio.dsp.sfx_mel import AISFX_MAX, SfxLogMel, sfx_band_edges, sfx_bands, sfx_mel_matrix
 from rtaudio.export.onnx import SCORE_ATOL, build_graph, onnx_parity
-from rtaudio.export.trt_ops import check_model
-from rtaudio.export.windows import synthetic_windows
 from rtaudio.model.common import EMBED_DIM, Features
 from rtaudio.model.config import ModelConfig
 from rtaudio.model.fused import FusedTagger
 from rtaudio.model.streams.pretrained import AISFX_DIM, PretrainedStream
+from rtaudio.tensorrt.ops import check_model
 from rtaudio.train.config import TrainConfig
 from rtaudio.train.finetune import build_model
 from rtaudio.train.loop import set_stage
+from rtaudio.train.parity_windows import synthetic_windows
 from rtaudio.train.pretrained import AISFX, aisfx_wheel, fetch_aisfx, load_aisfx_state
 
 librosa = pytest.importorskip("librosa")

@@ -19,12 +19,16 @@ import onnx
 import pytest
 import soundfile as sf
 
-from rtaudio.config import AutoEngine, ConfigError, load_site_config, validate_site
-from rtaudio.config import TensorRtEngine as TrtConfig
+from rtaudio.config.load import load_site_config
+from rtaudio.config.loader import ConfigError
+from rtaudio.config.site import validate_site
 from rtaudio.contract import ModelDir, load_model_dir, write_model_dir
-from rtaudio.export.calibration import CalibrationError, calibration_batches, calibration_windows
-from rtaudio.export.plan import PlanError, PlanKey, read_checked_plan, sanitise, sidecar_path, write_plan
-from rtaudio.runtime.engines import EngineError, OnnxRuntimeEngine, TensorRtEngine, create_engine, nvidia
+from rtaudio.runtime.engines import EngineError, OnnxRuntimeEngine, TensorRtEngine, create_engine
+from rtaudio.runtime.engines.base import AutoConfig as AutoEngine
+from rtaudio.runtime.engines.tensorrt import TensorRtConfig as TrtConfig
+from rtaudio.tensorrt import cuda as nvidia
+from rtaudio.tensorrt.calibration import CalibrationError, calibration_batches, calibration_windows
+from rtaudio.tensorrt.plan import PlanError, PlanKey, read_checked_plan, sanitise, sidecar_path, write_plan
 from tests import fake_tensorrt
 from tests.tinymodel import make_tiny_model, tone, white_noise
 
@@ -219,7 +223,7 @@ def _fresh_trt_logger() -> None:
 def test_builder_call_sequence(named_model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                caplog: pytest.LogCaptureFixture, version: str) -> None:
     """Fake: explicit batch flag per version, workspace, profile, FP16 with unsafe nodes pinned, timing cache, sidecar."""
-    from rtaudio.export.build import build_engine
+    from rtaudio.tensorrt.build import build_engine
 
     trt, _ = fake_tensorrt.install(monkeypatch, version)
     caplog.set_level(logging.INFO)
@@ -250,7 +254,7 @@ def test_builder_call_sequence(named_model: ModelDir, tmp_path: Path, monkeypatc
 
 def test_builder_int8_uses_calibration_cache_and_fixed_profile(named_model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake: INT8 with FP16 fallback, a fixed-shape calibration profile, scales read from the existing cache."""
-    from rtaudio.export.build import build_engine
+    from rtaudio.tensorrt.build import build_engine
 
     fake_tensorrt.install(monkeypatch)
     with pytest.raises(ValueError, match="int8 needs calibration audio"):
@@ -280,7 +284,7 @@ def test_engine_builds_on_first_start_then_reuses_and_matches_onnxruntime(
         got = engine.infer(batch)
         again = engine.infer(batch[:2])
         assert cudart.allocations == allocated
-        context = engine._context
+        context = engine.runner._context
         assert context.runs == 4 and context.shape_calls == [(3, SR), (1, SR), (2, SR)]
     assert not cudart.blocks  # close() freed everything
     with OnnxRuntimeEngine(model, ["CPUExecutionProvider"]) as ort_engine:

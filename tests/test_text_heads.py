@@ -10,17 +10,17 @@ import pytest
 import torch
 
 from rtaudio.contract import load_model_dir
+from rtaudio.contract.tokenizer import CaptionTokenizer
+from rtaudio.contract.vocab import Vocabulary, label_queries
 from rtaudio.model.config import ModelConfig, TextConfig
 from rtaudio.model.fused import FusedTagger, load_checkpoint
-from rtaudio.model.tokenizer import CaptionTokenizer
-from rtaudio.model.vocab import Vocabulary, label_queries
-from rtaudio.runtime.text import Captioner, TextSpace
+from rtaudio.runtime.text_heads import Captioner, TextSpace
+from rtaudio.train.caption_data import CaptionedDataset, sound_groups
 from rtaudio.train.config import SyntheticData, TrainConfig
 from rtaudio.train.data import Clip, ClipDataset
 from rtaudio.train.evaluate import evaluate
 from rtaudio.train.evaluate_text import caption_clips
 from rtaudio.train.loop import Objective, _datasets
-from rtaudio.train.text_data import CaptionedDataset, sound_groups
 
 CAPTIONS = ["a dog barks", "a door slams then a dog barks", "water runs while a fan hums", "a quiet room"]
 SR = 16000

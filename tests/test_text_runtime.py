@@ -16,7 +16,9 @@ import pytest
 import soundfile as sf
 import yaml
 
-from rtaudio.config import ConfigError, EventsConfig, QueryRule, load_site_config, validate_site
+from rtaudio.config.load import load_site_config
+from rtaudio.config.loader import ConfigError
+from rtaudio.config.site import EventsConfig, QueryRule, validate_site
 from rtaudio.contract import load_model_dir
 from rtaudio.runtime.captions import CaptionJob, CaptionQueue, CaptionRing, CaptionWorker
 from rtaudio.runtime.events import CaptionResult, Event, TagResult
@@ -25,16 +27,11 @@ from rtaudio.runtime.pipeline import QuerySet
 from rtaudio.runtime.publish.base import Publisher
 from rtaudio.runtime.publish.messages import load_schema
 from rtaudio.runtime.site import run_site
-from rtaudio.runtime.text import Captioner, TextSpace
-from tests.conftest import wait_until
-from tests.tinymodel import make_tiny_model
+from rtaudio.runtime.text_heads import Captioner, TextSpace
+from tests.helpers import iso_seconds, tiny_site, wait_until
 
 SR = 16000
 SCENE_S = 12.0
-
-
-def ts(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def site_data(**extra: Any) -> dict[str, Any]:
@@ -96,8 +93,7 @@ def test_invalid_captions_and_queries_blocks_are_reported() -> None:
 
 
 def test_load_site_config_names_label_clashes_and_missing_heads(tmp_path: Path) -> None:
-    make_tiny_model(tmp_path / "model")  # no text heads
-    sf.write(tmp_path / "a.wav", np.zeros(SR, np.float32), SR)
+    tiny_site(tmp_path, "a.wav", np.zeros(SR, np.float32))  # the tiny model has no text heads
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(site_data(captions={"every_s": 2}, queries={"noise": "white noise"})))
     with pytest.raises(ConfigError) as info:
         load_site_config(tmp_path / "site.yaml")
@@ -108,8 +104,7 @@ def test_load_site_config_names_label_clashes_and_missing_heads(tmp_path: Path) 
 
 
 def test_model_without_heads_fails_at_start(tmp_path: Path) -> None:
-    make_tiny_model(tmp_path / "model")
-    sf.write(tmp_path / "a.wav", np.zeros(SR, np.float32), SR)
+    tiny_site(tmp_path, "a.wav", np.zeros(SR, np.float32))
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(site_data(captions={"every_s": 2})))
     config = load_site_config(tmp_path / "site.yaml", check_model=False)
     with pytest.raises(ValueError, match="has no caption decoder .*caption_audio.onnx.*retrain with captions:"):
@@ -215,9 +210,9 @@ def test_site_publishes_captions_and_query_events_over_mqtt(text_model_dir: Path
     for body in captions:
         jsonschema.validate(body, load_schema("captions"))
         assert body["caption"].strip() and body["model"] == "text-test" and body["window_s"] == pytest.approx(4.0)
-    ends = [ts(c["end"]) for c in captions]
+    ends = [iso_seconds(c["end"]) for c in captions]
     assert np.allclose(np.diff(ends), 2.0, atol=0.06)  # every 2 s of audio, not of wall time
-    first_start = ts(captions[0]["start"])
+    first_start = iso_seconds(captions[0]["start"])
     assert first_start >= started - 1 and ends[-1] - first_start <= SCENE_S + 0.01
     assert len(captions) == 5  # windows ending at 4, 6, 8, 10, 12 s of the 12 s file
     events = [json.loads(m.payload) for m in sub.on("rtaudio/lab/hall/events")]
@@ -251,7 +246,7 @@ def test_the_runtime_text_path_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, rtaudio.runtime.site, rtaudio.runtime.captions, rtaudio.runtime.text, rtaudio.runtime.publish.mqtt; "
+    code = ("import sys, rtaudio.runtime.site, rtaudio.runtime.captions, rtaudio.runtime.text_heads, rtaudio.runtime.publish.mqtt; "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

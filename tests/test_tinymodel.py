@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from tinymodel import TORCH_FILE, make_tiny_model, tone, white_noise
 
 from rtaudio.contract import load_model_dir
+from tests.tinymodel import TORCH_FILE, make_tiny_model, tone, white_noise
 
 SIGNALS = {
     "tone_440": tone(440, phase=0.3),

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-import soundfile as sf
 import torch
 import yaml
 
@@ -19,47 +18,16 @@ from rtaudio.train.config import Esc50Data, Fsd50kData, ManifestData, SyntheticD
 from rtaudio.train.data import ClipDataset, DataError, EpochSampler, label_set, load_clips
 from rtaudio.train.finetune import build_model
 from rtaudio.train.loop import train, weights_sha256
+from tests.helpers import tiny_config, tone_manifest, write_labelled_tone
 
 SR = 16000
-TONES = {"low": 300.0, "high": 2500.0, "mid": 1000.0}
-
-
-def tone(path: Path, labels: list[str], seconds: float = 0.7, rate: int = SR, seed: int = 0) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    x = 0.01 * np.random.default_rng(seed).standard_normal(len(t))
-    for label in labels:
-        x += 0.3 * np.sin(2 * np.pi * TONES[label] * t)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), x.astype(np.float32), rate)
-    return path
-
-
-def tone_manifest(root: Path, names: tuple[str, ...] = ("low", "high"), clips: int = 16) -> Path:
-    """Tone WAVs (two sample rates, various lengths) and a manifest with train and val rows."""
-    rows = ["path,labels,split"]
-    combos = [[names[0]], [names[1]], list(names)]
-    for i in range(clips):
-        labels = combos[i % 3]
-        tone(root / "wav" / f"c{i}.wav", labels, seconds=0.4 + 0.1 * (i % 4), rate=(SR, 22050)[i % 2], seed=i)
-        rows.append(f"wav/c{i}.wav,{';'.join(labels)},{'val' if i % 4 == 0 else 'train'}")
-    (root / "m.csv").write_text("\n".join(rows) + "\n")
-    return root / "m.csv"
-
-
-def tiny_config(root: Path, manifest: Path, **over: object) -> dict:
-    config = {"data": {"type": "manifest", "path": str(manifest)}, "output": str(root / "out"),
-              "model": {"streams": ["e2e"], "layers": 1, "n_mels": 32, "window_s": 0.5, "hop_s": 0.25},
-              "schedule": {"type": "staged", "stream_epochs": 1}, "epochs": 2, "batch_size": 4,
-              "augment": {"mixup_alpha": 0.4, "balanced": True}, "lr": 3e-3}
-    config.update(over)
-    return config
 
 
 # ---------------------------------------------------------------- data
 
 
 def test_manifest_relative_paths_labels_splits(tmp_path: Path) -> None:
-    tone(tmp_path / "a" / "x.wav", ["low"])
+    write_labelled_tone(tmp_path / "a" / "x.wav", ["low"])
     (tmp_path / "m.csv").write_text("path,labels,split,caption\n"
                                     "a/x.wav,low;high,val,two tones\n"
                                     "a/x.wav, low ;,,\n"
@@ -93,7 +61,7 @@ def test_manifest_errors(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_dataset_errors_name_the_problem(tmp_path: Path) -> None:
-    tone(tmp_path / "ok.wav", ["low"])
+    write_labelled_tone(tmp_path / "ok.wav", ["low"])
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")
     (tmp_path / "m.csv").write_text("path,labels,split\nok.wav,low,train\nmissing.wav,low,train\nbad.wav,low,train\n")
     clips = load_clips(ManifestData(type="manifest", path=tmp_path / "m.csv"))
@@ -108,8 +76,8 @@ def test_dataset_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_dataset_resamples_crops_and_pads(tmp_path: Path) -> None:
-    long = tone(tmp_path / "long.wav", ["high"], seconds=2.0, rate=44100)
-    short = tone(tmp_path / "short.wav", ["low"], seconds=0.2, rate=8000)
+    long = write_labelled_tone(tmp_path / "long.wav", ["high"], seconds=2.0, rate=44100)
+    short = write_labelled_tone(tmp_path / "short.wav", ["low"], seconds=0.2, rate=8000)
     (tmp_path / "m.csv").write_text("path,labels,split\nlong.wav,high,train\nshort.wav,low,train\n")
     clips = load_clips(ManifestData(type="manifest", path=tmp_path / "m.csv"))
     ds = ClipDataset(clips, ["high", "low"], SR, 0.5, train=False)
@@ -132,7 +100,7 @@ def test_esc50_and_fsd50k_layouts(tmp_path: Path) -> None:
     rows = ["filename,fold,target,category,esc10,src_file,take"]
     for fold in range(1, 6):
         name = f"{fold}-1-A-0.wav"
-        tone(esc / "audio" / name, ["low"], seconds=0.2)
+        write_labelled_tone(esc / "audio" / name, ["low"], seconds=0.2)
         rows.append(f"{name},{fold},0,{'dog' if fold % 2 else 'rain'},True,1,A")
     (esc / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
     clips = load_clips(Esc50Data(type="esc50", root=esc, val_fold=2, test_fold=3))
@@ -148,7 +116,7 @@ def test_esc50_and_fsd50k_layouts(tmp_path: Path) -> None:
         'fname,labels,mids,split\n1,"Bark,Dog",/m/a,train\n2,Speech,/m/b,val\n')
     (fsd / "FSD50K.ground_truth" / "eval.csv").write_text('fname,labels,mids\n3,"Music,Speech","/m/c,/m/b"\n')
     for part, name in (("dev", 1), ("dev", 2), ("eval", 3)):
-        tone(fsd / f"FSD50K.{part}_audio" / f"{name}.wav", ["mid"], seconds=0.3)
+        write_labelled_tone(fsd / f"FSD50K.{part}_audio" / f"{name}.wav", ["mid"], seconds=0.3)
     clips = load_clips(Fsd50kData(type="fsd50k", root=fsd))
     assert [(c.labels, c.split) for c in clips] == [(["Bark", "Dog"], "train"), (["Speech"], "val"), (["Music", "Speech"], "test")]
     assert clips[2].path == fsd / "FSD50K.eval_audio" / "3.wav"
@@ -184,7 +152,7 @@ def test_train_config_errors(tmp_path: Path) -> None:
     with pytest.raises(TrainConfigError) as err:
         load_train_config(tmp_path / "t.yaml")
     text = "\n".join(err.value.problems)
-    assert "data:" in text and "model.labels" in text and "epochs" in text
+    assert "data.type: 'csv' is not allowed" in text and "model.labels" in text and "epochs" in text
     with pytest.raises(ValueError, match="stream_epochs = 2 leaves none of the 2 epochs to train the fusion"):
         TrainConfig.model_validate({"data": {"type": "synthetic"}, "output": "x", "epochs": 2, "schedule": {"type": "staged", "stream_epochs": 2}})
     with pytest.raises(ValueError, match="stream_epochs = 3 leaves none of the 3 epochs"):
@@ -330,7 +298,7 @@ def test_set_overrides_dotted_keys_with_yaml_values(tmp_path: Path) -> None:
 
 
 def test_manifest_with_a_byte_order_mark(tmp_path: Path) -> None:
-    tone(tmp_path / "x.wav", ["low"])
+    write_labelled_tone(tmp_path / "x.wav", ["low"])
     (tmp_path / "m.csv").write_bytes("path,labels\nx.wav,low\n".encode("utf-8-sig"))  # as Excel saves CSV
     assert load_clips(ManifestData(type="manifest", path=tmp_path / "m.csv"))[0].labels == ["low"]
 

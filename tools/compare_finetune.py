@@ -21,7 +21,8 @@ import numpy as np
 import soundfile as sf
 import yaml
 
-from rtaudio.model.fused import CHECKPOINT_FILE, load_checkpoint
+from rtaudio.contract.files import CHECKPOINT_FILE
+from rtaudio.model.fused import load_checkpoint
 from rtaudio.train.synth import ambience, make_scene
 
 ROOT = Path(__file__).resolve().parents[1]

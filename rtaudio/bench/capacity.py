@@ -18,13 +18,13 @@ import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from rtaudio.config import SiteConfig
+from rtaudio.config.site import SiteConfig
 from rtaudio.contract import load_model_dir
 from rtaudio.runtime.events import Event, TagResult
 from rtaudio.runtime.health import Health, Percentiles

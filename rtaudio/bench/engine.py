@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

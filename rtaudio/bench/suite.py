@@ -13,10 +13,11 @@ import importlib.metadata
 import logging
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rtaudio import __version__
 from rtaudio.bench.engine import bench_engines
@@ -44,7 +45,7 @@ def cpu_model() -> str:
 
 
 def machine() -> dict[str, Any]:
-    from rtaudio.doctor import gpu_names
+    from rtaudio.tensorrt.cuda import gpu_names
 
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine(), "gpu": gpu_names(),
             "os": platform.platform(), "python": platform.python_version()}
@@ -98,7 +99,7 @@ def run_bench(model_path: Path, backends: Sequence[str] | None = None, max_batch
 
         result["capacity"] = asdict(find_capacity(model_path, audio, capacity_engine, seconds, max_batch, backlog, max_streams))
     result["yardsticks"] = _yardsticks(model, max_batch, seconds, skip_yardsticks)
-    from rtaudio.bench.text import bench_text
+    from rtaudio.bench.text_heads import bench_text
 
     text = bench_text(model, result["engine"]["points"], RATIO_BACKEND, text_repeats, seconds, audio)
     if text is not None:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rtaudio.bench.engine import PairedPoint, batch_sizes, time_batches, time_pairs
 from rtaudio.contract import ModelDir, ModelInfo, write_model_dir
@@ -109,7 +110,8 @@ def model_cost(model: ModelDir) -> tuple[Cost | None, str]:
     why = torch_missing()
     if why:
         return None, why
-    from rtaudio.model.fused import CHECKPOINT_FILE, load_checkpoint
+    from rtaudio.contract.files import CHECKPOINT_FILE
+    from rtaudio.model.fused import load_checkpoint
     from rtaudio.model.summary import model_summary
 
     checkpoint = model.path / CHECKPOINT_FILE

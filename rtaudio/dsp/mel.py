@@ -12,7 +12,7 @@ from rtaudio.dsp.stft import ConvSTFT
 def mel_matrix(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """``librosa.filters.mel`` (htk=False, norm='slaney') as ``[n_mels, bins]``, computed without librosa."""
 
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+    def hz_to_mel(f: float | np.ndarray) -> np.ndarray:
         f = np.asarray(f, dtype=np.float64)
         lin = f / (200.0 / 3)
         log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
@@ -36,6 +36,8 @@ def mel_matrix(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: flo
 
 class LogMel(nn.Module):
     """``log(eps + mel power)`` as ``[batch, n_mels, frames]``; eps keeps silence finite in fp16 too."""
+
+    fb: torch.Tensor  # buffers
 
     def __init__(self, sample_rate: int = 16000, n_fft: int = 512, hop: int = 160, n_mels: int = 64,
                  fmin: float = 50.0, fmax: float | None = None, eps: float = 1e-6):

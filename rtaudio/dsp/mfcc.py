@@ -28,6 +28,8 @@ class MFCC(nn.Module):
     mel bin of each example's window (``power_to_db``'s clamp, per example instead of per call).
     """
 
+    dct: torch.Tensor  # buffers
+
     def __init__(self, n_mels: int = 64, n_mfcc: int = 20, top_db: float | None = 80.0):
         super().__init__()
         if not 1 <= n_mfcc <= n_mels:

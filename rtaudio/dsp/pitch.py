@@ -57,6 +57,8 @@ def autocorrelation_basis(n_fft: int) -> np.ndarray:
 class PitchSalience(nn.Module):
     """Power ``[B, bins, T]`` -> ``[B, n_pitches, T]`` log harmonic-sum salience; ``f0s`` are the candidates (Hz)."""
 
+    matrix: torch.Tensor  # buffers
+
     def __init__(self, sample_rate: int = 16000, n_fft: int = 512, fmin: float = 50.0, fmax: float = 1000.0,
                  n_pitches: int = 72, harmonics: int = 8, decay: float = 0.8):
         super().__init__()
@@ -72,6 +74,9 @@ class PitchSalience(nn.Module):
 
 class Voicing(nn.Module):
     """Power ``[B, bins, T]`` -> ``[B, 1, T]`` periodicity in [0, 1] over periods of ``fmax``..``fmin``."""
+
+    basis: torch.Tensor  # buffers
+    mean_upto: torch.Tensor
 
     def __init__(self, sample_rate: int = 16000, n_fft: int = 512, fmin: float = 62.5, fmax: float = 1000.0):
         super().__init__()

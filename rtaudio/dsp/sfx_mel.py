@@ -59,6 +59,8 @@ class SfxLogMel(nn.Module):
     whole files to peak 1, and the floor keeps near-silence from being raised to full scale.
     """
 
+    fb: torch.Tensor  # buffers
+
     def __init__(self, sample_rate: int, peak_normalise: bool = True, peak_floor: float = 1e-3):
         super().__init__()
         if peak_floor <= 0:

@@ -15,6 +15,8 @@ class ConvSTFT(nn.Module):
     a periodic Hann window times cos/sin rows, registered as a buffer so it exports.
     """
 
+    basis: torch.Tensor  # buffers
+
     def __init__(self, n_fft: int = 512, hop: int = 160, win_length: int | None = None):
         super().__init__()
         win_length = win_length or n_fft

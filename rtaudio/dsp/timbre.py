@@ -58,6 +58,9 @@ class SpectralDescriptors(nn.Module):
     """Power ``[B, bins, T]`` -> ``[B, 4 + n_bands + 1, T]``: centroid, bandwidth, flatness, rolloff (Hz
     where a frequency), then the contrast per band (dB). ``slices`` names the rows."""
 
+    freq: torch.Tensor  # buffers (band0, band1... too, read by name)
+    cumulative: torch.Tensor
+
     def __init__(self, sample_rate: int = 16000, n_fft: int = 512, roll_percent: float = 0.85,
                  fmin: float = 200.0, n_bands: int = 6, quantile: float = 0.02):
         super().__init__()

@@ -8,28 +8,26 @@
     once per token and reads position t. Static shapes, no cache, everything recomputed.
 
 Both greedy loops use only numpy and ONNX Runtime; form (a), the one shipped, lives in the
-runtime (``rtaudio.runtime.text.CachedGreedy``). ``time_greedy`` measures both forms
+runtime (``rtaudio.runtime.text_heads.CachedGreedy``). ``time_greedy`` measures both forms
 (docs/captions.md has the numbers and the choice).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rtaudio.export.onnx import graph_bytes
-from rtaudio.model.caption import CaptionDecoder
-from rtaudio.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, strip
-from rtaudio.runtime.text import CROSS_FILE, STEP_FILE, CachedGreedy, GreedyResult, next_token, session
+from rtaudio.contract.files import CAPTION_CROSS_FILE, CAPTION_FULL_FILE, CAPTION_STEP_FILE
+from rtaudio.contract.tokenizer import BOS_ID, EOS_ID, PAD_ID, strip
+from rtaudio.export.graph import graph_bytes
+from rtaudio.model.caption_decoder import CaptionDecoder
+from rtaudio.runtime.text_heads import CachedGreedy, GreedyResult, next_token, session
 
-FULL_FILE = "caption_full.onnx"
-
-
-KV_CACHE_FILES, ALL_FILES = (CROSS_FILE, STEP_FILE), (CROSS_FILE, STEP_FILE, FULL_FILE)
+KV_CACHE_FILES, ALL_FILES = (CAPTION_CROSS_FILE, CAPTION_STEP_FILE), (CAPTION_CROSS_FILE, CAPTION_STEP_FILE, CAPTION_FULL_FILE)
 
 
 def export_caption_onnx(decoder: CaptionDecoder, out_dir: str | Path, memory_len: int = 64,
@@ -58,14 +56,14 @@ def export_caption_onnx(decoder: CaptionDecoder, out_dir: str | Path, memory_len
 
     kv_axes = {1: "batch", 3: "memory"}
     graphs = {
-        CROSS_FILE: lambda: graph_bytes(Wrap("cross_keys_values"), (memory,), ["memory"], ["cross_k", "cross_v"],
+        CAPTION_CROSS_FILE: lambda: graph_bytes(Wrap("cross_keys_values"), (memory,), ["memory"], ["cross_k", "cross_v"],
                                         {"memory": {0: "batch", 1: "memory"}, "cross_k": kv_axes, "cross_v": kv_axes}),
-        STEP_FILE: lambda: graph_bytes(Wrap("step"), (torch.full((batch, 1), BOS_ID), cache, cache.clone(), cross_k, cross_v),
+        CAPTION_STEP_FILE: lambda: graph_bytes(Wrap("step"), (torch.full((batch, 1), BOS_ID), cache, cache.clone(), cross_k, cross_v),
                                        ["token", "past_k", "past_v", "cross_k", "cross_v"], ["logits", "present_k", "present_v"],
                                        {"token": {0: "batch"}, "past_k": {1: "batch", 3: "past"}, "past_v": {1: "batch", 3: "past"},
                                         "cross_k": kv_axes, "cross_v": kv_axes, "logits": {0: "batch"},
                                         "present_k": {1: "batch", 3: "present"}, "present_v": {1: "batch", 3: "present"}}),
-        FULL_FILE: lambda: graph_bytes(Wrap("forward"), (torch.full((batch, decoder.max_len), PAD_ID), memory),
+        CAPTION_FULL_FILE: lambda: graph_bytes(Wrap("forward"), (torch.full((batch, decoder.max_len), PAD_ID), memory),
                                        ["tokens", "memory"], ["logits"],
                                        {"tokens": {0: "batch"}, "memory": {0: "batch", 1: "memory"}, "logits": {0: "batch"}}),
     }
@@ -87,7 +85,7 @@ class FixedLengthGreedy:
     """Greedy decoding through caption_full.onnx, the whole token buffer every step (form b)."""
 
     def __init__(self, model_dir: str | Path, threads: int | None = None):
-        self.full = session(Path(model_dir) / FULL_FILE, threads)
+        self.full = session(Path(model_dir) / CAPTION_FULL_FILE, threads)
         self.max_len = int(self.full.get_inputs()[0].shape[1])
 
     def __call__(self, memory: np.ndarray, max_tokens: int, stop_at_eos: bool = True) -> GreedyResult:

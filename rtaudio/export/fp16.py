@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rtaudio.export.trt_ops import node_attributes
+from rtaudio.tensorrt.ops import node_attributes
 
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0**-14

@@ -4,7 +4,7 @@ model.ckpt (to fine-tune from) and model.pt (TorchScript for the torch engine).
 The graph maps ``waveform [batch, samples]`` (fixed window, dynamic batch) to ``scores [batch,
 classes]`` and ``embedding [batch, 64 * streams]``, front-end included. It is simplified with
 onnxslim, then checked before anything is written: ONNX Runtime must match PyTorch on real
-windows at batch 1 and 8, TensorRT's ONNX parser must support every node (``trt_ops``), and the
+windows at batch 1 and 8, TensorRT's ONNX parser must support every node (``rtaudio.tensorrt.ops``), and the
 FP16-safety pass lists the nodes that must stay FP32 (``fp16``). Metadata goes both into the
 ONNX ``metadata_props`` and into ``model.json``.
 """
@@ -12,7 +12,6 @@ ONNX ``metadata_props`` and into ``model.json``.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import logging
 import pickle
@@ -26,20 +25,18 @@ import numpy as np
 
 from rtaudio import __version__
 from rtaudio.contract import ModelDir, sha256_file, write_model_dir
-from rtaudio.runtime.engines.torch import TORCHSCRIPT_FILE
+from rtaudio.contract.files import CHECKPOINT_FILE, TORCHSCRIPT_FILE
+from rtaudio.export.graph import OPSET, ExportError, graph_bytes
 
 log = logging.getLogger(__name__)
 
 # Opset 17: the newest opset TensorRT 8.6 (JetPack 6.0) parses ("up to Opset 17"), inside 10.x's
 # 9..20, and the first with LayerNormalization as one op (8.6 imports it as a normalization layer).
-OPSET = 17
 SCORE_ATOL, EMBEDDING_ATOL = 1e-4, 1e-3  # ONNX Runtime vs eager PyTorch, absolute
 PARITY_BATCHES = (1, 8)
+# (sample rate, samples per window, count) -> (float32 [count, samples] windows, what they are)
+WindowMaker = Callable[[int, int, int], tuple[np.ndarray, str]]
 DEFAULT_THRESHOLD = 0.5
-
-
-class ExportError(RuntimeError):
-    """The exported graph failed a check; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -84,21 +81,6 @@ def with_window(model: Any, window_s: float) -> Any:
     resized = FusedTagger(config)
     resized.load_state_dict(model.state_dict())
     return resized
-
-
-def graph_bytes(module: Any, args: tuple, inputs: Sequence[str], outputs: Sequence[str], axes: dict[str, dict[int, str]],
-                opset: int = OPSET) -> bytes:
-    """``module`` traced on ``args`` and exported to ONNX bytes (TorchScript exporter) with named
-    inputs/outputs and dynamic ``axes``. Not under no_grad: there PyTorch's Transformer layers take
-    their fused fast path, which has no ONNX export."""
-    import torch
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notices
-        torch.onnx.export(module, args, buffer, input_names=list(inputs), output_names=list(outputs), dynamic_axes=axes,
-                          opset_version=opset, dynamo=False)
-    return buffer.getvalue()
 
 
 def onnx_bytes(model: Any, samples: int, opset: int = OPSET, outputs: Sequence[str] = ("scores", "embedding")) -> bytes:
@@ -208,18 +190,20 @@ def _set_metadata(proto: Any, fields: dict[str, Any]) -> None:
 
 def export_model(model: Any, out: str | Path, thresholds: Sequence[float], model_id: str, version: str,
                  extra: dict[str, Any] | None = None, *, opset: int = OPSET, simplify: bool = True,
-                 allow_unsupported: bool = False, windows: np.ndarray | None = None, windows_description: str = "") -> ModelDir:
+                 allow_unsupported: bool = False, windows: np.ndarray | None = None, windows_description: str = "",
+                 scenes: WindowMaker | None = None) -> ModelDir:
     """Check, then write the four files into ``out`` and return the checked model directory.
 
     Raises ``ExportError`` (nothing written) when ONNX or TorchScript parity is off or, unless
-    ``allow_unsupported``, TensorRT's parser would refuse a node. ``windows`` (``[n, samples]``)
-    replace the synthetic ones.
+    ``allow_unsupported``, TensorRT's parser would refuse a node. Parity runs on ``windows``
+    (``[n, samples]``) or, when not given, on 16 windows from ``scenes`` (the training side's
+    synthetic scenes: ``rtaudio.train.parity_windows``); the text heads' clips always come from
+    ``scenes``. Export knows no training data of its own.
     """
     from rtaudio.export.fp16 import analyse_fp16
-    from rtaudio.export.trt_ops import check_model
-    from rtaudio.export.windows import synthetic_windows
     from rtaudio.model.common import EMBED_DIM
-    from rtaudio.model.fused import CHECKPOINT_FILE, save_checkpoint
+    from rtaudio.model.fused import save_checkpoint
+    from rtaudio.tensorrt.ops import check_model
 
     model = _exportable(model)
     config = model.config
@@ -227,7 +211,9 @@ def export_model(model: Any, out: str | Path, thresholds: Sequence[float], model
     if len(thresholds) != len(config.labels):
         raise ValueError(f"{len(thresholds)} thresholds for {len(config.labels)} labels; expected one per label")
     if windows is None:
-        windows, windows_description = synthetic_windows(config.sample_rate, samples)
+        if scenes is None:
+            raise ValueError("export needs parity windows: pass windows=[n, samples] or scenes=rtaudio.train.parity_windows.synthetic_windows")
+        windows, windows_description = scenes(config.sample_rate, samples, 16)
     elif windows.ndim != 2 or windows.shape[1] != samples:
         raise ValueError(f"windows have shape {windows.shape}; expected [n, {samples}] (the model's window)")
 
@@ -249,9 +235,11 @@ def export_model(model: Any, out: str | Path, thresholds: Sequence[float], model
     root.mkdir(parents=True, exist_ok=True)
     extra = dict(extra or {})
     if model.text is not None:  # caption decoder and audio-text heads: their own graphs, checked the same way
-        from rtaudio.export.text import export_text_heads
+        from rtaudio.export.text_heads import export_text_heads
 
-        clips, _ = synthetic_windows(config.sample_rate, round(config.text.caption_window_s * config.sample_rate), count=6)
+        if scenes is None:
+            raise ValueError("a model with text heads needs scenes= for its caption clips (rtaudio.train.parity_windows.synthetic_windows)")
+        clips, _ = scenes(config.sample_rate, round(config.text.caption_window_s * config.sample_rate), 6)
         extra["text"] = {**export_text_heads(model, root, clips, opset), **extra.get("text", {})}
     thresholds = [float(t) for t in thresholds]
     checkpoint_sha256 = save_checkpoint(model, root / CHECKPOINT_FILE, thresholds=thresholds)

@@ -53,6 +53,8 @@ class StreamOutput:
 class SinusoidalPosition(nn.Module):
     """Fixed sinusoidal positions, sliced to the sequence length (any window length exports)."""
 
+    table: torch.Tensor  # buffers
+
     def __init__(self, dim: int, max_len: int = 2048):
         super().__init__()
         pos = torch.arange(max_len)[:, None]

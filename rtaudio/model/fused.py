@@ -22,9 +22,8 @@ from rtaudio.model.fusion import FUSIONS, ProbeHead
 from rtaudio.model.streams.pretrained import AISFX_DIM
 
 if TYPE_CHECKING:
-    from rtaudio.model.heads import TextHeads
+    from rtaudio.model.text_heads import TextHeads
 
-CHECKPOINT_FILE = "model.ckpt"
 
 
 @dataclass
@@ -43,7 +42,7 @@ class FusedTagger(nn.Module):
         super().__init__()
         self.config = config
         self.frontend = FrontEnd(config.sample_rate, config.n_fft, config.stft_hop, config.n_mels)
-        streams = {}
+        streams: dict[str, Stream] = {}
         for name in config.streams:
             cls = Stream.registry[name]
             streams[name] = cls(config, **config.stream_options.get(name, {}))
@@ -56,7 +55,7 @@ class FusedTagger(nn.Module):
             self.probe = ProbeHead(AISFX_DIM, classes)
         self.text: TextHeads | None = None
         if config.text is not None:  # imported here: a tagger alone needs no tokenizer
-            from rtaudio.model.heads import TextHeads
+            from rtaudio.model.text_heads import TextHeads
 
             self.text = TextHeads(config.text, config.streams, EMBED_DIM * len(config.streams), config.dropout)
 

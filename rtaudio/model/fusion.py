@@ -23,6 +23,8 @@ class ConcatFusion(nn.Module):
 class GatedFusion(nn.Module):
     """A per-window gate g in (0, 1) weighs generative streams by g and discriminative ones by 1 - g."""
 
+    generative: torch.Tensor  # buffers
+
     def __init__(self, kinds: list[str], classes: int):
         super().__init__()
         generative = torch.tensor([k == "generative" for k in kinds], dtype=torch.float32)
@@ -43,6 +45,9 @@ class GatedFusion(nn.Module):
 class ProbeHead(nn.Module):
     """A fixed-standardisation linear head on a raw embedding (a linear probe inside the graph): its logits
     add to the fused ones, so the fusion learns what the probe misses (training fits it, ``load_probe``)."""
+
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(self, dim: int, classes: int):
         super().__init__()

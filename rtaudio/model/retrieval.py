@@ -16,14 +16,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rtaudio.contract.vocab import Vocabulary
 from rtaudio.model.text_encoder import SHARED_DIM, TextEncoder
-from rtaudio.model.vocab import Vocabulary
 
 Direction = Literal["text", "audio", "both"]
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp: temperature never below 0.01
@@ -121,6 +121,8 @@ class JointDiffusion(nn.Module):
     schedule) swamp the loss and make it jump by orders of magnitude.
     """
 
+    alpha_bar: torch.Tensor  # buffers
+
     def __init__(self, dim: int = SHARED_DIM, steps: int = 50, hidden: int = 256, direction: Direction = "both",
                  snr_clip: float = 5.0):
         super().__init__()
@@ -132,7 +134,7 @@ class JointDiffusion(nn.Module):
     def loss(self, audio: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Generation loss at a random timestep per pair (``audio``, ``text``: paired unit-vector rows)."""
         pairs = {"text": (text, audio), "audio": (audio, text)}
-        losses = [self._loss(self.denoisers[name], *pairs[name]) for name in self.denoisers]
+        losses = [self._loss(cast(Denoiser, self.denoisers[name]), *pairs[name]) for name in self.denoisers]
         return torch.stack(losses).mean()
 
     def _loss(self, denoiser: Denoiser, target: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:

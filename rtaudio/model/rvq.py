@@ -44,6 +44,11 @@ def _distributed() -> bool:
 class ResidualVQ(nn.Module):
     """``x [B, T, D]`` -> ``(codes [B, T, K] int64, quantized [B, T, D])``; EMA updates in training mode."""
 
+    codebook: torch.Tensor  # buffers
+    cluster_size: torch.Tensor
+    embed_sum: torch.Tensor
+    initialized: torch.Tensor
+
     def __init__(self, dim: int, codebooks: int = 3, size: int = 128, decay: float = 0.99,
                  eps: float = 1e-5, dead_threshold: float = 0.5):
         super().__init__()

@@ -9,13 +9,14 @@ are in ``params`` but not there.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from rtaudio.model.common import Stream
 from rtaudio.model.fused import FusedTagger
 
 
@@ -56,10 +57,10 @@ def model_summary(model: FusedTagger, window_s: float) -> list[dict[str, Any]]:
     counts = counter.get_flop_counts()
     top = type(model).__name__
     total = _macs(counts, "Global")
-    rows = [{"part": "frontend", "kind": "dsp", "params": _params(model.frontend),
+    rows: list[dict[str, Any]] = [{"part": "frontend", "kind": "dsp", "params": _params(model.frontend),
              "inference_params": _params(model.frontend, ran), "macs": _macs(counts, f"{top}.frontend")}]
     for name, stream in model.streams.items():
-        rows.append({"part": name, "kind": type(stream).kind, "params": _params(stream),
+        rows.append({"part": name, "kind": type(cast(Stream, stream)).kind, "params": _params(stream),
                      "inference_params": _params(stream, ran), "macs": _macs(counts, f"{top}.streams.{name}")})
     heads = [model.stream_heads, model.fusion, *([model.probe] if model.probe is not None else [])]
     rows.append({"part": "heads+fusion", "kind": "classifier", "params": sum(_params(m) for m in heads),

@@ -1,6 +1,6 @@
 """The project's own small text encoder for free-text queries: word vocabulary -> Transformer -> unit vector.
 
-Words come from ``rtaudio.model.vocab`` (torch-free), so the runtime can tokenise a query with
+Words come from ``rtaudio.contract.vocab`` (torch-free), so the runtime can tokenise a query with
 nothing but vocab.json and run the exported ONNX graph (``ids [B, L]`` + ``mask [B, L]`` ->
 ``embedding [B, 128]``) on ONNX Runtime, without torch. Nothing is downloaded.
 """
@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rtaudio.contract.vocab import PAD_ID, Vocabulary
 from rtaudio.model.attention import Attention
 from rtaudio.model.common import SinusoidalPosition
-from rtaudio.model.vocab import PAD_ID, Vocabulary
 
 SHARED_DIM = 128
 

@@ -16,7 +16,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -25,23 +24,8 @@ from rtaudio.runtime.buffer import write_circular
 from rtaudio.runtime.events import CaptionResult
 from rtaudio.runtime.health import Health
 from rtaudio.runtime.publish.base import Publisher
-from rtaudio.runtime.text import AUDIO_TEXT_FILE, CAPTION_AUDIO_FILE, CROSS_FILE, STEP_FILE, TEXT_ENCODER_FILE
 
 log = logging.getLogger(__name__)
-
-CAPTION_FILES = (CAPTION_AUDIO_FILE, CROSS_FILE, STEP_FILE, "tokenizer.json")
-QUERY_FILES = (TEXT_ENCODER_FILE, AUDIO_TEXT_FILE, "vocab.json")
-
-
-def missing_caption_files(model_dir: Path) -> list[str]:
-    """The caption-decoder files absent from ``model_dir``."""
-    return [name for name in CAPTION_FILES if not (Path(model_dir) / name).is_file()]
-
-
-def missing_query_files(model_dir: Path) -> list[str]:
-    """The audio-text space files absent from ``model_dir``."""
-    return [name for name in QUERY_FILES if not (Path(model_dir) / name).is_file()]
-
 
 @dataclass(frozen=True)
 class CaptionJob:

@@ -6,14 +6,17 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
-from rtaudio.config import AutoEngine, EventsConfig, OnnxRuntimeEngine as OrtConfig, TagsConfig, TorchEngine as TorchConfig
+from rtaudio.audiofile import read_mono
+from rtaudio.config.site import EventsConfig, TagsConfig
 from rtaudio.contract import load_model_dir
 from rtaudio.runtime.buffer import RingBuffer
 from rtaudio.runtime.engines import Engine, create_engine
+from rtaudio.runtime.engines.base import AutoConfig as AutoEngine
+from rtaudio.runtime.engines.onnxruntime import OnnxRuntimeConfig as OrtConfig
+from rtaudio.runtime.engines.torch import TorchConfig
 from rtaudio.runtime.events import Event, EventTracker, TagResult
 from rtaudio.runtime.health import Health
 from rtaudio.runtime.pipeline import Pipeline, Stream, label_rules
@@ -34,20 +37,6 @@ class Collector(Publisher):
 
     def event(self, event: Event) -> None:
         self.events.append(event)
-
-
-def read_mono(path: Path | BinaryIO, sample_rate: int) -> np.ndarray:
-    """A whole audio file (a path, or an open binary file such as an archive member's bytes) as mono
-    float32 at ``sample_rate``; ValueError naming the file if unreadable."""
-    import soundfile as sf
-    import soxr
-
-    try:
-        audio, rate = sf.read(path if hasattr(path, "read") else str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise ValueError(f"{path}: cannot read audio ({exc}); WAV, FLAC and OGG are supported") from exc
-    mono = audio.mean(axis=1)
-    return mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate).astype(np.float32)
 
 
 def tag_file(path: Path, engine: Engine, events_cfg: EventsConfig, tags_cfg: TagsConfig) -> Collector:

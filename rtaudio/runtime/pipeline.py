@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rtaudio.config import EventsConfig, QueryRule, TagsConfig
+from rtaudio.config.site import EventsConfig, QueryRule, TagsConfig
 from rtaudio.contract import ModelInfo
 from rtaudio.runtime.buffer import RingBuffer, Window
 from rtaudio.runtime.engines.base import Engine
@@ -52,12 +52,12 @@ DEFAULT_QUERY_THRESHOLD = 0.5  # cosine, when model.json has no extra.text.query
 class QuerySet:
     """Free-text queries embedded once; scores windows by cosine similarity in the audio-text space.
 
-    ``space`` is a ``rtaudio.runtime.text.TextSpace`` (or anything with ``texts``/``audio``/``unknown_words``).
+    ``space`` is a ``rtaudio.runtime.text_heads.TextSpace`` (or anything with ``texts``/``audio``/``unknown_words``).
     Raises ValueError for a query none of whose words the model knows.
     """
 
     def __init__(self, space: Any, queries: dict[str, QueryRule], info: ModelInfo, events: EventsConfig):
-        from rtaudio.model.vocab import words
+        from rtaudio.contract.vocab import words
 
         self.space, self.names = space, list(queries)
         self.texts = [rule.text for rule in queries.values()]

@@ -17,7 +17,8 @@ import time
 from contextlib import ExitStack
 from typing import Callable, Sequence
 
-from rtaudio.config import SiteConfig, text_head_problems
+from rtaudio.config.check import text_head_problems
+from rtaudio.config.site import SiteConfig
 from rtaudio.contract import ModelDir, ModelInfo, load_model_dir
 from rtaudio.runtime.buffer import RingBuffer
 from rtaudio.runtime.captions import CaptionWorker
@@ -62,7 +63,7 @@ def build_queries(config: SiteConfig, info: ModelInfo) -> QuerySet | None:
     queries = config.active_queries()
     if not queries:
         return None
-    from rtaudio.runtime.text import TextSpace
+    from rtaudio.runtime.text_heads import TextSpace
 
     clash = [name for name in queries if name in info.labels]
     if clash:
@@ -76,7 +77,7 @@ def build_caption_worker(config: SiteConfig, model: ModelDir, publishers: Sequen
     """The caption decoder's worker, its ORT sessions loaded now (None when captions are off)."""
     if config.captions is None or not config.captioned_sources():
         return None
-    from rtaudio.runtime.text import Captioner
+    from rtaudio.runtime.text_heads import Captioner
 
     info = model.info
     captioner = Captioner(config.model, threads=config.captions.threads)

@@ -8,14 +8,16 @@ that does not beat them has learnt nothing the embedding or plain spectra do not
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from rtaudio.train.data import Clip
-from rtaudio.train.teacher import TeacherCache, clip_key
+from rtaudio.train.teacher import TeacherCache, aisfx_teacher, build_teacher_cache, clip_key
+from rtaudio.train.windowing import clip_windows
 
 
 def window_targets(clip: Clip, labels: Sequence[str], windows: int) -> np.ndarray:
@@ -48,7 +50,7 @@ class LinearProbe:
 
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
         z = (x - self.mean) / self.std
-        self.models = []
+        self.models: list[Any] = []  # a fitted LogisticRegression per label; None where training had one class only
         for c in range(y.shape[1]):
             positives = int(y[:, c].sum())
             if positives == 0 or positives == len(y):
@@ -98,13 +100,10 @@ def hand_features(windows: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.concatenate([logmel.mean(2), logmel.std(2), mfcc.mean(2), mfcc.std(2)], axis=1).astype(np.float32)
 
 
-def baseline_scores(splits: dict[str, Sequence[Clip]], labels: Sequence[str], sample_rate: int, window_s: float, hop_s: float,
+def baseline_scores(splits: Mapping[str, Sequence[Clip]], labels: Sequence[str], sample_rate: int, window_s: float, hop_s: float,
                     cache_path: Path) -> dict[str, dict[str, np.ndarray]]:
     """Clip scores of both baselines on every split but train, fitted on ``splits['train']``:
     ``{"linear probe on the aisfx embedding": {split: [clips, C]}, "hand features + logistic regression": {...}}``."""
-    from rtaudio.train.evaluate import clip_windows
-    from rtaudio.train.teacher import aisfx_teacher, build_teacher_cache
-
     every = [c for clips in splits.values() for c in clips]
     cache = build_teacher_cache(every, aisfx_teacher(sample_rate), sample_rate, window_s, hop_s, cache_path)
     window, hop = round(window_s * sample_rate), round(hop_s * sample_rate)

@@ -13,18 +13,18 @@ import csv
 import hashlib
 import logging
 import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import soxr
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from rtaudio.runtime.offline import read_mono
-from rtaudio.train.config import (AudioCapsData, ClothoData, DataConfig, Esc50Data, Fsd50kData, ManifestData, SplitFractions,
-                                  SyntheticData)
+from rtaudio.audiofile import read_mono
+from rtaudio.train.config import AudioCapsData, ClothoData, DataConfig, Esc50Data, Fsd50kData, ManifestData, SplitFractions, SyntheticData
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def window_timeline(timeline: Iterable[tuple[str, float, float]], t0: float, t1:
 def _cuts(audio: np.ndarray, timeline: list, spec: SyntheticData, window_s: float, hop_s: float, split: str,
           rng: np.random.Generator, tagged: bool) -> Iterator[Clip]:
     """Windows of one scene, labelled from its timeline and (``captions_per_clip``) captioned from their part of it."""
-    from rtaudio.train.captions import caption_scene
+    from rtaudio.train.synth_captions import caption_scene
 
     win, hop = round(window_s * spec.sample_rate), round(hop_s * spec.sample_rate)
     for start in range(0, len(audio) - win + 1, hop):
@@ -228,13 +228,13 @@ def _synthetic(spec: SyntheticData) -> list[Clip]:
     return clips
 
 
-LOADERS = {"manifest": _manifest, "fsd50k": _fsd50k, "esc50": _esc50, "synthetic": _synthetic, "audiocaps": _audiocaps,
+LOADERS: dict[str, Callable[[Any], list[Clip]]] = {"manifest": _manifest, "fsd50k": _fsd50k, "esc50": _esc50, "synthetic": _synthetic, "audiocaps": _audiocaps,
            "clotho": _clotho}
 
 
 def load_clips(spec: DataConfig | Sequence[DataConfig]) -> list[Clip]:
     """All clips of one data spec, or of a list of them pooled."""
-    if isinstance(spec, (list, tuple)):
+    if isinstance(spec, Sequence):
         return [clip for one in spec for clip in load_clips(one)]
     return LOADERS[spec.type](spec)
 
@@ -298,6 +298,7 @@ class ClipDataset(Dataset):
             if clip.sample_rate and clip.sample_rate != self.sample_rate:
                 audio = soxr.resample(audio, clip.sample_rate, self.sample_rate).astype(np.float32)
         else:
+            assert clip.path is not None  # a clip holds its audio or names its file
             audio = read_audio(clip.path, self.sample_rate)
         target = torch.zeros(len(self.labels))
         target[[self.index[lb] for lb in clip.labels]] = 1.0

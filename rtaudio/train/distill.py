@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,8 +25,8 @@ from torch.utils.data import Dataset
 from rtaudio.model.fused import FusedTagger
 from rtaudio.train.baselines import LinearProbe, window_set, window_targets
 from rtaudio.train.data import Clip, ClipDataset, DataError
-from rtaudio.train.evaluate import clip_audio, clip_windows, cut_window, window_starts
 from rtaudio.train.teacher import TeacherCache
+from rtaudio.train.windowing import clip_audio, clip_windows, cut_window, window_starts
 
 log = logging.getLogger(__name__)
 

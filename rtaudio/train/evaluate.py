@@ -9,28 +9,28 @@ Thresholds are tuned per class on the ``val`` split and set against those in mod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 import torch
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from rtaudio.contract import ModelDir, load_model_dir
-from rtaudio.model.fused import CHECKPOINT_FILE, FusedTagger, load_checkpoint
+from rtaudio.contract.files import CHECKPOINT_FILE
+from rtaudio.model.fused import FusedTagger, load_checkpoint
 from rtaudio.runtime.engines.onnxruntime import OnnxRuntimeEngine
 from rtaudio.train import metrics
+from rtaudio.train.baselines import baseline_scores
 from rtaudio.train.config import DataConfig, ManifestData
-from rtaudio.train.data import Clip, ClipDataset, DataError, fit_window, load_clips, read_audio
+from rtaudio.train.data import Clip, ClipDataset, DataError, load_clips
 from rtaudio.train.evaluate_text import evaluate_text, has_text_heads
 from rtaudio.train.report import EvalResult, write_report
+from rtaudio.train.windowing import ScoreFn, score_clips
 
-BATCH = 32
 TUNE_SPLIT = "val"
-ScoreFn = Callable[[np.ndarray], dict[str, np.ndarray]]  # windows [B, N] -> named scores [B, C]
 
 _SPECS = TypeAdapter(DataConfig | list[DataConfig])
 
@@ -55,66 +55,11 @@ def load_data_spec(path: str | Path) -> DataConfig | list[DataConfig]:
 
 def describe(spec: DataConfig | Sequence[DataConfig]) -> str:
     """A short human name for a data spec, for the report title."""
-    if isinstance(spec, (list, tuple)):
+    if isinstance(spec, Sequence):
         return " + ".join(describe(s) for s in spec)
     if spec.type == "synthetic":
         return f"synthetic ({spec.scenes} scenes, seed {spec.seed})"
-    return f"{spec.type} {getattr(spec, 'path', None) or spec.root}"
-
-
-def clip_audio(clip: Clip, sample_rate: int) -> np.ndarray:
-    """A clip's whole audio as float32 mono at ``sample_rate``."""
-    if clip.audio is None:
-        return read_audio(clip.path, sample_rate)
-    if clip.sample_rate and clip.sample_rate != sample_rate:
-        return soxr.resample(clip.audio, clip.sample_rate, sample_rate).astype(np.float32)
-    return clip.audio
-
-
-def window_starts(samples: int, window: int, hop: int) -> list[int]:
-    """Where a clip of ``samples`` is cut: every ``hop``, the tail covered; ``[0]`` for a short clip (padded)."""
-    if samples <= window:
-        return [0]
-    starts = list(range(0, samples - window + 1, hop))
-    if starts[-1] + window < samples:
-        starts.append(samples - window)
-    return starts
-
-
-def cut_window(audio: np.ndarray, start: int, window: int) -> np.ndarray:
-    """The window at ``start`` of ``window_starts``: a short clip padded to ``window``."""
-    return fit_window(audio, window, random=False) if len(audio) <= window else audio[start : start + window]
-
-
-def clip_windows(clip: Clip, sample_rate: int, window: int, hop: int) -> np.ndarray:
-    """``[n, window]``: a short clip padded, a long one cut at ``hop`` with the tail covered."""
-    audio = clip_audio(clip, sample_rate)
-    return np.stack([cut_window(audio, s, window) for s in window_starts(len(audio), window, hop)])
-
-
-def _batches(clips: Sequence[Clip], sample_rate: int, window: int, hop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(windows [<=BATCH, window], clip index of each) across all clips."""
-    pending, owners = [], []
-    for i, clip in enumerate(clips):
-        for w in clip_windows(clip, sample_rate, window, hop):
-            pending.append(w)
-            owners.append(i)
-            if len(pending) == BATCH:
-                yield np.stack(pending).astype(np.float32), np.array(owners)
-                pending, owners = [], []
-    if pending:
-        yield np.stack(pending).astype(np.float32), np.array(owners)
-
-
-def score_clips(clips: Sequence[Clip], info: ModelDir, fn: ScoreFn) -> dict[str, np.ndarray]:
-    """Clip scores ``[clips, C]`` per output of ``fn``: the maximum over each clip's windows."""
-    meta = info.info
-    out: dict[str, np.ndarray] = {}
-    for batch, owners in _batches(clips, meta.sample_rate, meta.window_samples, meta.hop_samples):
-        for name, scores in fn(batch).items():
-            acc = out.setdefault(name, np.full((len(clips), scores.shape[1]), -np.inf))
-            np.maximum.at(acc, owners, scores)
-    return out
+    return f"{spec.type} {spec.path if isinstance(spec, ManifestData) else spec.root}"
 
 
 def _onnx_fn(engine: OnnxRuntimeEngine) -> ScoreFn:
@@ -155,7 +100,7 @@ def _score_model(model_dir: ModelDir, splits: dict[str, list[Clip]], with_checkp
 def _row(name: str, y: np.ndarray, scores: np.ndarray, val_y: np.ndarray | None, val_scores: np.ndarray | None,
          saved: np.ndarray) -> dict[str, Any]:
     """One ablation row; thresholds tuned on this source's own validation scores when there are any."""
-    thresholds = metrics.tune_thresholds(val_y, val_scores) if val_scores is not None else saved
+    thresholds = metrics.tune_thresholds(val_y, val_scores) if val_y is not None and val_scores is not None else saved
     return {"name": name, **metrics.summarize(y, scores, thresholds).row()}
 
 
@@ -163,8 +108,6 @@ def _baseline_rows(data_spec: Any, clips: list[Clip], chosen: dict[str, list[Cli
                    y: np.ndarray, val_y: np.ndarray | None, saved: np.ndarray, teacher_cache: str | Path | None,
                    out: str | Path | None) -> list[dict[str, Any]]:
     """Ablation rows of the two baselines, fitted on the data's train clips."""
-    from rtaudio.train.baselines import baseline_scores
-
     splits = {"train": [c for c in clips if c.split == "train" and c.path is not None], **chosen}
     if not splits["train"]:
         raise DataError(f"{describe(data_spec)}: --baselines needs tagged audio files in the train split to fit on; there are none")
@@ -209,7 +152,7 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
     scored = _score_model(model, chosen, with_checkpoint=True)
     test, val = scored[split], scored[TUNE_SPLIT] or None
     saved = np.asarray(model.info.thresholds)
-    tuned = metrics.tune_thresholds(val_y, val["onnx"]) if val else None
+    tuned = metrics.tune_thresholds(val_y, val["onnx"]) if val and val_y is not None else None
     head = metrics.summarize(y, test["onnx"], saved)
     at_tuned = metrics.summarize(y, test["onnx"], tuned) if tuned is not None else None
 

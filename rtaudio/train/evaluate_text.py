@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 
 from rtaudio.contract import ModelDir
+from rtaudio.contract.files import CAPTION_AUDIO_FILE
+from rtaudio.contract.vocab import label_queries
 from rtaudio.runtime.engines.onnxruntime import OnnxRuntimeEngine
-from rtaudio.model.vocab import label_queries
-from rtaudio.runtime.text import CAPTION_AUDIO_FILE, Captioner, TextSpace
+from rtaudio.runtime.text_heads import Captioner, TextSpace
 from rtaudio.train.caption_metrics import caption_scores, retrieval_scores, zero_shot_tagging
 from rtaudio.train.data import Clip, fit_window
+from rtaudio.train.windowing import clip_audio, score_clips
 
 BATCH = 16
 EXAMPLES = 8
@@ -45,8 +47,6 @@ def evaluate_text(model: ModelDir, clips: Sequence[Clip], tagged: Sequence[Clip]
                   external: bool = True) -> dict[str, Any]:
     """Caption, retrieval and zero-shot metrics of ``model`` on ``clips`` (one split); ``tagged``/``y``
     are that split's tagged clips and their multi-hot targets."""
-    from rtaudio.train.evaluate import clip_audio, score_clips
-
     info = model.info
     text = info.extra.get("text", {})
     captioner = Captioner(model.path)

@@ -9,15 +9,20 @@ with text heads passes on its tokenizer and word vocabulary so those weights fit
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 
+from rtaudio.contract.files import CHECKPOINT_FILE
 from rtaudio.model.config import ModelConfig, TextConfig
-from rtaudio.model.fused import CHECKPOINT_FILE, FusedTagger, load_checkpoint
+from rtaudio.model.fused import FusedTagger, load_checkpoint
 from rtaudio.train.config import StagedSchedule, TrainConfig
 from rtaudio.train.pretrained import AISFX, fetch_aisfx, load_aisfx_state
+
+if TYPE_CHECKING:
+    from rtaudio.model.streams.pretrained import PretrainedStream
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +59,8 @@ def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagge
     if not captions:
         raise ValueError("captions: the training split has no captions; give the data captions (manifest 'caption' column, "
                          "audiocaps, clotho, synthetic captions_per_clip > 0) or set captions: null")
-    from rtaudio.model.tokenizer import CaptionTokenizer
-    from rtaudio.model.vocab import Vocabulary, label_queries
+    from rtaudio.contract.tokenizer import CaptionTokenizer
+    from rtaudio.contract.vocab import Vocabulary, label_queries
 
     c = config.captions
     tokenizer = CaptionTokenizer.train(captions, vocab_size=c.tokenizer_size)
@@ -111,7 +116,7 @@ def _with_aisfx(model: FusedTagger, fresh: set[str]) -> FusedTagger:
     """A fresh pretrained stream starts from aisfx's published weights (fetched once, SHA-256 checked)."""
     if "pretrained" in fresh and "pretrained" in model.streams:
         path = fetch_aisfx()
-        model.streams["pretrained"].load_aisfx(load_aisfx_state(path))
+        cast("PretrainedStream", model.streams["pretrained"]).load_aisfx(load_aisfx_state(path))
         log.info("pretrained stream: aisfx %s weights from %s (%s, %s)", AISFX["version"], path, AISFX["licence"], AISFX["url"])
     return model
 

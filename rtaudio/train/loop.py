@@ -11,9 +11,9 @@ import hashlib
 import logging
 import math
 import random
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 from rtaudio.model.fused import FusedTagger, save_checkpoint
 from rtaudio.train import ddp
 from rtaudio.train.augment import augment_batch
+from rtaudio.train.caption_data import CaptionedDataset, train_captions
 from rtaudio.train.config import JointSchedule, StagedSchedule, TrainConfig
 from rtaudio.train.data import SPLITS, Clip, ClipDataset, DataError, EpochSampler, balanced_weights, label_set, load_clips
 from rtaudio.train.finetune import build_model
-from rtaudio.train.text_data import CaptionedDataset, train_captions
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,14 @@ class Objective(nn.Module):
         labelled = teacher[0] if teacher else torch.ones(len(x), device=x.device)
         parts: dict[str, torch.Tensor] = {}
         if self.stage in ("streams", "joint"):
-            parts["streams"] = self.stream_weight * sum(masked_bce(logits, y, labelled) for logits in out.stream_logits.values())
+            parts["streams"] = self.stream_weight * _sum(masked_bce(logits, y, labelled) for logits in out.stream_logits.values())
         if self.stage in ("fusion", "joint"):
             parts["fused"] = masked_bce(out.logits, y, labelled)
         if teacher and self.distill is not None and self.stage != "pretrain":
             _, t_emb, t_logits, has = teacher
             d = self.distill
             students = list(out.stream_logits.values()) if self.stage == "streams" else [out.logits]
-            parts["kd"] = d.kd_weight * sum(kd_loss(s, t_logits, has, d.temperature) for s in students) / len(students)
+            parts["kd"] = d.kd_weight * _sum(kd_loss(s, t_logits, has, d.temperature) for s in students) / len(students)
             if not self.frozen:
                 parts["kd_embedding"] = d.embedding_weight * similarity_loss(out.embedding, t_emb, has)
         if not self.frozen:
@@ -105,8 +105,13 @@ class Objective(nn.Module):
             for source, (run, targets) in zip(("windows", "clips"), batches):
                 for key, value in heads.losses(run.streams, run.embedding, *targets).items():
                     parts[f"{source}.{key}"] = self.text_weights[key] * value
-        loss = sum(parts.values())
+        loss = _sum(parts.values())
         return loss, {k: v.detach() for k, v in parts.items()}
+
+
+def _sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``sum`` of loss terms, typed as what it is: a tensor (there is always a term)."""
+    return cast(torch.Tensor, sum(terms))
 
 
 def set_stage(model: FusedTagger, objective: Objective) -> None:
@@ -158,17 +163,18 @@ def predict(model: FusedTagger, dataset: ClipDataset, batch_size: int, device: t
     return np.concatenate(scores), np.concatenate(embeddings)
 
 
-def query_threshold(model: FusedTagger, y: np.ndarray, embeddings: np.ndarray) -> tuple[float, np.ndarray]:
+def query_threshold(model: FusedTagger, y: np.ndarray, embeddings: torch.Tensor) -> tuple[float, np.ndarray]:
     """One cosine-similarity threshold for free-text queries, and the class-name similarities it came from.
 
     Each label's name ("smoke_alarm" -> "smoke alarm") is a query against every validation window;
     the threshold is the F1-optimal one over all (window, label) pairs, so a site's own queries,
     which have no validation data, start from a threshold measured on queries that do.
     """
-    from rtaudio.model.vocab import label_queries
+    from rtaudio.contract.vocab import label_queries
     from rtaudio.train.metrics import tune_thresholds
 
     heads = model.text
+    assert heads is not None  # asked of models with text heads only
     names = label_queries(model.config.labels)
     with torch.no_grad():
         text = heads.space.text(*(torch.from_numpy(a).to(embeddings.device) for a in heads.vocab.encode(names)))
@@ -233,7 +239,10 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
     train_set = ClipDataset(by_split["train"], labels, mc.sample_rate, mc.window_s, train=True)
     val_set = ClipDataset(by_split["val"], labels, mc.sample_rate, mc.window_s, train=False)
     heads, caption_batches = (model.text if config.captions is not None else None), None  # kept heads do not train
-    data: Any = train_set if heads is None else CaptionedDataset(train_set, heads.tokenizer, heads.vocab, mc.text.max_tokens)
+    data: Any = train_set
+    if heads is not None:
+        assert mc.text is not None  # the text heads are built from it
+        data = CaptionedDataset(train_set, heads.tokenizer, heads.vocab, mc.text.max_tokens)
     weights = balanced_weights(train_set.targets()) if config.augment.balanced else None
     if config.distill is not None or model.probe is not None:
         distilled = _teacher_data(config, model, train_set, labels, mc.hop_s)
@@ -244,7 +253,8 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
             weights = np.concatenate([weights * len(train_set), np.ones(extra)]) / (len(train_set) + extra)
     sampler = EpochSampler(len(data), config.seed, dist.rank, dist.world, weights)
     loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers)
-    if heads is not None and caption_only and config.captions.batch_size:
+    if heads is not None and caption_only and config.captions is not None and config.captions.batch_size:
+        assert mc.text is not None
         clip_set = CaptionedDataset(ClipDataset(caption_only, labels, mc.sample_rate, mc.text.caption_window_s, train=True),
                                     heads.tokenizer, heads.vocab, mc.text.max_tokens)
         clip_sampler = EpochSampler(len(clip_set), config.seed + 1, dist.rank, dist.world)
@@ -304,8 +314,7 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
 def _teacher_data(config: TrainConfig, model: FusedTagger, train_set: ClipDataset, labels: list[str], hop_s: float) -> Dataset:
     """The teacher's outputs over the training windows (cached on disk, computed on first use): a linear probe on
     them fills the model's probe head; distillation trains on the returned windows (``rtaudio.train.distill``)."""
-    from rtaudio.train.distill import (DistillDataset, fit_probe, load_probe_head, memory_window_set, teacher_logits,
-                                       unlabelled_clips)
+    from rtaudio.train.distill import DistillDataset, fit_probe, load_probe_head, memory_window_set, teacher_logits, unlabelled_clips
     from rtaudio.train.teacher import aisfx_teacher, build_teacher_cache
 
     d = config.distill
@@ -353,6 +362,7 @@ def _finish(config: TrainConfig, model: FusedTagger, val_set: ClipDataset, n_tra
     """F1-optimal thresholds on validation, then export the engines dir."""
     from rtaudio.export.onnx import export_model
     from rtaudio.train.metrics import DEFAULT_THRESHOLD, mean_ap, tune_thresholds
+    from rtaudio.train.parity_windows import synthetic_windows
 
     extra: dict[str, Any] = {"training": {"clips": {"train": n_train, "val": len(val_set)}, "epochs": config.epochs,
                                           "schedule": config.schedule.type, "seed": config.seed, "torch": torch.__version__,
@@ -375,6 +385,6 @@ def _finish(config: TrainConfig, model: FusedTagger, val_set: ClipDataset, n_tra
     else:
         thresholds = [DEFAULT_THRESHOLD] * len(model.config.labels)
         log.warning("no validation clips: thresholds left at %.2f", DEFAULT_THRESHOLD)
-    out = export_model(model, config.output, thresholds, config.model_id, config.version, extra).path
+    out = export_model(model, config.output, thresholds, config.model_id, config.version, extra, scenes=synthetic_windows).path
     log.info("wrote %s (model.onnx, model.json, model.ckpt, model.pt)", out)
     return out

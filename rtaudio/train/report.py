@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from rtaudio.contract.files import EVAL_JSON_FILE, EVAL_MARKDOWN_FILE
 from rtaudio.train import metrics, plots
 
-JSON_FILE = "eval.json"
-MARKDOWN_FILE = "eval.md"
 PLOTS = {"ap": "per_class_ap.png", "pr": "pr_worst.png", "cooccurrence": "cooccurrence.png"}
 
 
@@ -154,9 +153,9 @@ def write_report(result: EvalResult, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = _json_safe(result.summary)
-    json_path = out / JSON_FILE
+    json_path = out / EVAL_JSON_FILE
     json_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    md_path = out / MARKDOWN_FILE
+    md_path = out / EVAL_MARKDOWN_FILE
     md_path.write_text(markdown(summary))
     ap = metrics.per_class_ap(result.y_true, result.scores)
     rows, counts = cooccurrence_rows(result)

@@ -10,12 +10,12 @@ cycle), so 1 s windows can be labelled from them directly.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from rtaudio.train import synth_sounds as sounds
-from rtaudio.train.captions import caption_scene
+from rtaudio.train.synth_captions import caption_scene
 from rtaudio.train.synth_music import music, music_backend
 from rtaudio.train.synth_speech import baby_cry, speech, speech_backend
 

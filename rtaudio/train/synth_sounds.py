@@ -9,7 +9,7 @@ timbre are randomised within ranges a real device or room would show. Speech liv
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
 from rtaudio.train.data import Clip
-from rtaudio.train.evaluate import clip_windows
+from rtaudio.train.windowing import clip_windows
+
+if TYPE_CHECKING:
+    from rtaudio.dsp.sfx_mel import SfxLogMel
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +80,10 @@ def clip_key(clip: Clip) -> str:
 def weights_digest(stream: torch.nn.Module) -> str:
     """Hash of what makes the teacher's embedding: the CNN's weights and the front-end's settings (not
     the stream's projection, which is trained and re-initialised per run)."""
-    f = stream.features
+    f = cast("SfxLogMel", stream.features)
+    cnn = cast(torch.nn.Module, stream.cnn)
     digest = hashlib.sha256(f"{f.win_length} {f.hop} {f.n_fft} {f.bands} {f.peak_normalise} {f.peak_floor}".encode())
-    for name, value in sorted(stream.cnn.state_dict().items()):
+    for name, value in sorted(cnn.state_dict().items()):
         digest.update(name.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]

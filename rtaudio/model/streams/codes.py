@@ -61,6 +61,8 @@ class CodesStream(Stream):
     name = "codes"
     self_supervised = True
 
+    offsets: torch.Tensor  # buffers
+
     def __init__(self, config: ModelConfig, codebooks: int = 3, codebook_size: int = 128, mask_ratio: float = 0.25,
                  temperature: float = 0.1, decay: float = 0.99, pool: int = 2):
         super().__init__()

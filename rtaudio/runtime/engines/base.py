@@ -3,23 +3,33 @@
 Threading contract: an engine is used from ONE thread (the pipeline's); nothing else calls
 it. ``infer`` takes float32 ``[batch, samples]`` and returns a dict with ``scores``
 ``[batch, classes]`` (and ``embedding`` when the model has one). Shapes are checked on the
-first call; every call's duration is recorded. Subclasses register by ``name`` and say
-whether they can run here through ``available()``, which must not raise.
+first call; every call's duration is recorded. Subclasses register by ``name``, carry their
+settings class (``config_class``, extending ``config.base.EngineBase``, defined beside them),
+build themselves from it (``from_config``) and say whether they can run here through
+``available()``, which must not raise. A new backend is one new file in this package.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
+from rtaudio.config.base import EngineBase
 from rtaudio.contract import ModelDir
 
 
 class EngineError(RuntimeError):
     """An engine that cannot open or returned something outside the contract."""
+
+
+class AutoConfig(EngineBase):
+    """``engine: auto``: the highest-priority backend that can run here."""
+
+    type: Literal["auto"] = Field(title="Engine type", description="Pick the best available backend and log why.")
 
 
 class Engine(ABC):
@@ -28,6 +38,7 @@ class Engine(ABC):
     name: ClassVar[str]
     priority: ClassVar[int] = 0  # higher wins under ``engine: auto``
     registry: ClassVar[dict[str, type[Engine]]] = {}
+    config_class: ClassVar[type[EngineBase]]
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -39,6 +50,11 @@ class Engine(ABC):
         self.last_ms = 0.0
         self.calls = 0
         self._checked = False
+
+    @classmethod
+    def from_config(cls, config: Any, model: ModelDir) -> Engine:
+        """The engine with the settings of ``config`` (an instance of ``config_class``), not yet opened."""
+        return cls(model)
 
     @classmethod
     @abstractmethod

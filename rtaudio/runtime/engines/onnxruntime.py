@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
+from rtaudio.config.base import EngineBase
 from rtaudio.contract import ModelDir
 from rtaudio.runtime.engines.base import Engine, EngineError
 
@@ -15,10 +17,21 @@ log = logging.getLogger(__name__)
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+class OnnxRuntimeConfig(EngineBase):
+    """``engine: onnxruntime``."""
+
+    type: Literal["onnxruntime"] = Field(title="Engine type")
+    providers: list[Literal["CUDAExecutionProvider", "CPUExecutionProvider"]] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        title="Execution providers", description="Tried in order; absent ones are skipped and logged.")
+    intra_op_threads: int = Field(0, title="Intra-op threads", ge=0, le=256, description="0 lets ONNX Runtime decide.")
+
+
 class OnnxRuntimeEngine(Engine):
     """Runs ``model.onnx`` in an ``onnxruntime.InferenceSession``."""
 
     name: ClassVar[str] = "onnxruntime"
+    config_class = OnnxRuntimeConfig
     priority: ClassVar[int] = 20
 
     def __init__(self, model: ModelDir, providers: list[str] | None = None, intra_op_threads: int = 0):
@@ -28,6 +41,10 @@ class OnnxRuntimeEngine(Engine):
         self._session = None
         self._input = ""
         self._outputs: list[str] = []
+
+    @classmethod
+    def from_config(cls, config: Any, model: ModelDir) -> OnnxRuntimeEngine:
+        return cls(model, config.providers, config.intra_op_threads)
 
     @classmethod
     def available(cls, model: ModelDir) -> tuple[bool, str]:

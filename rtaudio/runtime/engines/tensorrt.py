@@ -1,58 +1,80 @@
-"""TensorRT backend: a plan built for this GPU, run with named tensors on one CUDA stream.
+"""TensorRT backend: this GPU's plan of ``model.onnx`` (built on first start, reused after), run by ``PlanRunner``.
 
-On first start the plan is built from ``model.onnx`` (minutes on a Jetson) and reused after.
-Device and pinned host buffers are allocated once, for the plan's largest batch; a call
-copies the batch into the pinned input, sets the input shape (only when the batch size
-changes), runs ``execute_async_v3`` and copies the outputs back. Larger batches are split.
-tensorrt and cuda-python are imported lazily (see ``nvidia.py`` for why not torch).
+A thin adaptor: plan naming, building and running live in ``rtaudio.tensorrt``; this file maps
+their errors to ``EngineError`` and says whether TensorRT can run here. tensorrt and cuda-python
+are imported lazily (``rtaudio/tensorrt/cuda.py`` says why not torch).
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
+from rtaudio.config.base import EngineBase
+from rtaudio.config.loader import resolve_path
 from rtaudio.contract import ModelDir
-from rtaudio.export.plan import Precision
 from rtaudio.runtime.engines.base import Engine, EngineError
-from rtaudio.runtime.engines.nvidia import CudaError, CudaStream, DeviceBuffer, NvidiaUnavailable, PinnedBuffer, trt_logger
+from rtaudio.tensorrt.cuda import CudaError, NvidiaUnavailable
+from rtaudio.tensorrt.plan import PlanError, Precision
+from rtaudio.tensorrt.runner import PlanRunner, RunnerError
 
-log = logging.getLogger(__name__)
+
+class TensorRtConfig(EngineBase):
+    """``engine: tensorrt``."""
+
+    type: Literal["tensorrt"] = Field(title="Engine type", description="A TensorRT plan for this GPU (Jetson, NVIDIA GPUs); built from model.onnx on first start when missing, reused after.")
+    precision: Literal["fp32", "fp16", "int8"] = Field("fp16", title="Plan precision", description="fp16 suits Jetson; int8 needs calibration audio. The exporter's FP16-unsafe nodes stay fp32.")
+    max_batch: int = Field(32, title="Largest batch in the plan", ge=1, le=1024, description="The plan serves batches 1..max_batch; larger ones are split. Match window.max_batch.")
+    workspace_mb: int = Field(1024, title="Builder workspace (MB)", ge=16, le=65536, description="Scratch memory TensorRT may use while building and running; lower it on small Jetsons.")
+    plan_dir: Path | None = Field(None, title="Plan directory", description="Where plans, their sidecars and caches live; null uses the model directory. Relative to the config file.")
+    calibration: Path | None = Field(None, title="INT8 calibration audio", description="Folder of WAV/FLAC/OGG files cut into model windows; required for int8. Relative to the config file.")
+    timing_cache: Path | None = Field(None, title="Timing cache file", description="Layer timings reused across builds; null keeps a per-GPU cache in the plan directory.")
+
+    @model_validator(mode="after")
+    def _int8_needs_audio(self) -> TensorRtConfig:
+        if self.precision == "int8" and self.calibration is None:
+            raise ValueError("precision int8 needs calibration: a folder of audio files to calibrate on; or use fp16 or fp32")
+        return self
+
+    def resolve_paths(self, base: Path, where: str) -> list[str]:
+        for name in ("plan_dir", "calibration", "timing_cache"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, resolve_path(base, value))
+        if self.calibration is not None and not self.calibration.is_dir():
+            return [f"{where}.calibration: {self.calibration} is not a directory; expected a folder of audio files"]
+        return []
 
 
 class TensorRtEngine(Engine):
     """Runs this GPU's TensorRT plan of ``model.onnx``, building it when missing."""
 
     name: ClassVar[str] = "tensorrt"
+    config_class = TensorRtConfig
     priority: ClassVar[int] = 30
 
     def __init__(self, model: ModelDir, precision: Precision = "fp16", max_batch: int = 32, workspace_mb: int = 1024,
                  plan_dir: Path | None = None, calibration: Path | None = None, timing_cache: Path | None = None):
         super().__init__(model)
-        self.precision = precision
+        self.precision: Precision = precision
         self.max_batch = max_batch
         self.workspace_mb = workspace_mb
         self.plan_dir = Path(plan_dir) if plan_dir is not None else model.path
         self.calibration = calibration
         self.timing_cache = timing_cache
-        self.plan_path: Path | None = None
-        self._runtime: Any = None
-        self._engine: Any = None
-        self._context: Any = None
-        self._stream: CudaStream | None = None
-        self._input = ""
-        self._outputs: list[str] = []
-        self._device: dict[str, DeviceBuffer] = {}
-        self._host: dict[str, PinnedBuffer] = {}
-        self._plan_batch = 0
-        self._shape_batch = 0
+        self.runner: PlanRunner | None = None
+        self.plan_path: Path | None = None  # the plan in use, kept after close for logs
+
+    @classmethod
+    def from_config(cls, config: Any, model: ModelDir) -> TensorRtEngine:
+        return cls(model, config.precision, config.max_batch, config.workspace_mb, config.plan_dir, config.calibration, config.timing_cache)
 
     @classmethod
     def available(cls, model: ModelDir) -> tuple[bool, str]:
-        from rtaudio.export.build import plan_key
+        from rtaudio.tensorrt.build import plan_key
 
         try:
             _, key = plan_key(model, "fp16", 32)
@@ -69,91 +91,26 @@ class TensorRtEngine(Engine):
         return f"{self.name}:{self.precision}" + (f":{self.plan_path.name}" if self.plan_path else "")
 
     def open(self) -> None:
-        from rtaudio.export.build import build_engine, plan_key
-        from rtaudio.export.plan import PlanError, other_plans, read_checked_plan
+        from rtaudio.tensorrt.build import ensure_plan
 
         try:
-            trt, key = plan_key(self.model, self.precision, self.max_batch)
-        except (NvidiaUnavailable, CudaError) as exc:
+            trt, key, path = ensure_plan(self.model, self.precision, self.max_batch, self.workspace_mb,
+                                         self.plan_dir, self.calibration, self.timing_cache)
+            runner = PlanRunner(trt, path, key, self.model.info.window_samples)
+            runner.open()
+        except (NvidiaUnavailable, CudaError, PlanError, RunnerError) as exc:
             raise EngineError(f"tensorrt: {exc}") from None
-        path = self.plan_dir / key.filename
-        if not path.is_file():
-            others = other_plans(self.plan_dir, key)
-            if others:
-                log.info("tensorrt: plans for other devices or settings left unused: %s", ", ".join(p.name for p in others))
-            log.warning("building TensorRT %s plan for %s on %s (first start, takes minutes)", self.precision, self.model.path, key.gpu)
-            path = build_engine(self.model.path, self.precision, self.max_batch, self.workspace_mb,
-                                self.calibration, self.timing_cache, self.plan_dir)
-        try:
-            data = read_checked_plan(path, key)
-        except PlanError as exc:
-            raise EngineError(f"tensorrt: {exc}") from None
-        self._runtime = trt.Runtime(trt_logger())
-        self._engine = self._runtime.deserialize_cuda_engine(data)
-        if self._engine is None:
-            raise EngineError(f"tensorrt: could not deserialise {path}; TensorRT's reasons are logged above")
-        self.plan_path = path
-        self._context = self._engine.create_execution_context()
-        self._bind(trt)
-
-    def _bind(self, trt: Any) -> None:
-        """Find the named tensors, allocate device and pinned buffers for the largest batch, set addresses once."""
-        engine, context = self._engine, self._context
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self._outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or "scores" not in self._outputs:
-            raise EngineError(f"tensorrt: {self.plan_path} has inputs {inputs} and outputs {self._outputs}; expected one waveform input and 'scores'")
-        self._input = inputs[0]
-        window = self.model.info.window_samples
-        _, _, largest = engine.get_tensor_profile_shape(self._input, 0)
-        if tuple(largest)[1:] != (window,):
-            raise EngineError(f"tensorrt: {self.plan_path} takes windows of {tuple(largest)[1:]} samples; the model's window is {window}")
-        self._plan_batch = int(largest[0])
-        context.set_input_shape(self._input, (self._plan_batch, window))
-        self._shape_batch = self._plan_batch
-        self._stream = CudaStream()
-        for name in names:
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            if name == self._input and dtype != np.float32:
-                raise EngineError(f"tensorrt: input {name} is {dtype}; the waveform contract is float32")
-            size = int(np.prod(tuple(context.get_tensor_shape(name))))
-            self._host[name] = PinnedBuffer(size, dtype)
-            self._device[name] = DeviceBuffer(self._host[name].nbytes)
-            context.set_tensor_address(name, self._device[name].ptr)
-        log.info("tensorrt: %s ready, batch 1..%d, outputs %s", self.plan_path.name if self.plan_path else "plan", self._plan_batch, self._outputs)
+        self.runner, self.plan_path = runner, path
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        step = self._plan_batch
-        if len(batch) <= step:
-            return self._run(batch)
-        parts = [self._run(batch[i:i + step]) for i in range(0, len(batch), step)]
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-
-    def _run(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
-        assert self._context is not None and self._stream is not None, "open() first"
-        n, window = chunk.shape
-        if n != self._shape_batch:
-            self._context.set_input_shape(self._input, (n, window))
-            self._shape_batch = n
-        host_in = self._host[self._input]
-        host_in.array[: chunk.size] = chunk.reshape(-1)
-        self._stream.to_device(self._device[self._input].ptr, host_in.ptr, chunk.nbytes)
-        if not self._context.execute_async_v3(self._stream.handle):
-            raise EngineError(f"tensorrt: execute_async_v3 failed for a batch of {n}; TensorRT's reasons are logged above")
-        shapes = {name: tuple(self._context.get_tensor_shape(name)) for name in self._outputs}
-        for name, shape in shapes.items():
-            host = self._host[name]
-            self._stream.to_host(host.ptr, self._device[name].ptr, int(np.prod(shape)) * host.dtype.itemsize)
-        self._stream.synchronize()
-        # copies: the pinned buffers are overwritten by the next call
-        return {name: self._host[name].array[: int(np.prod(shape))].reshape(shape).copy() for name, shape in shapes.items()}
+        if self.runner is None:
+            raise EngineError("tensorrt: open() first")
+        try:
+            return self.runner.infer(batch)
+        except RunnerError as exc:
+            raise EngineError(f"tensorrt: {exc}") from None
 
     def close(self) -> None:
-        for buffer in [*self._device.values(), *self._host.values()]:
-            buffer.free()
-        self._device, self._host = {}, {}
-        if self._stream is not None:
-            self._stream.destroy()
-            self._stream = None
-        self._context = self._engine = self._runtime = None
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None

@@ -5,20 +5,29 @@ For training machines and GPU checks; a Jetson never needs it. torch is imported
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
+from rtaudio.config.base import EngineBase
 from rtaudio.contract import ModelDir
+from rtaudio.contract.files import TORCHSCRIPT_FILE
 from rtaudio.runtime.engines.base import Engine, EngineError
 
-TORCHSCRIPT_FILE = "model.pt"
+
+class TorchConfig(EngineBase):
+    """``engine: torch``."""
+
+    type: Literal["torch"] = Field(title="Engine type", description="Runs the TorchScript model.pt beside model.onnx (training machines; needs torch).")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", title="Torch device")
 
 
 class TorchEngine(Engine):
     """Runs ``model.pt`` (TorchScript returning ``(scores, embedding)`` or ``scores``)."""
 
     name: ClassVar[str] = "torch"
+    config_class = TorchConfig
     priority: ClassVar[int] = 10
 
     def __init__(self, model: ModelDir, device: str = "auto"):
@@ -26,6 +35,10 @@ class TorchEngine(Engine):
         self.device_request = device
         self._module: Any = None
         self._device: Any = None
+
+    @classmethod
+    def from_config(cls, config: Any, model: ModelDir) -> TorchEngine:
+        return cls(model, config.device)
 
     @classmethod
     def available(cls, model: ModelDir) -> tuple[bool, str]:

@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import TextIO
 
-from rtaudio.config import ConsoleConfig
+from rtaudio.config.site import ConsoleConfig
 from rtaudio.runtime.events import CaptionResult, Event, TagResult
 from rtaudio.runtime.publish.base import Publisher
 from rtaudio.runtime.publish.messages import iso

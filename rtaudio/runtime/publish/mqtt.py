@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from rtaudio.config import MqttConfig, TlsConfig
+from rtaudio.config.site import MqttConfig, TlsConfig
 from rtaudio.runtime.events import CaptionResult, Event, TagResult
 from rtaudio.runtime.health import Health
 from rtaudio.runtime.publish import messages as msgs

@@ -4,7 +4,8 @@ Threading contract: ``start()`` spawns a daemon thread running ``run()``; ``run`
 device or socket, calls ``emit(samples, capture_time)`` with mono float32 at
 ``self.sample_rate`` (resample with ``Resampler`` first), and returns soon after
 ``self.stopping`` is set. ``emit`` never blocks: it writes into the source's ring buffer.
-Subclasses register themselves by setting ``type_key``.
+Subclasses register themselves by setting ``type_key`` and ``config_class`` (their settings,
+extending ``config.base.SourceBase``, defined beside them).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
+from rtaudio.config.base import SourceBase
 from rtaudio.runtime.health import SourceHealth
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ class Source(ABC):
     """A stream of mono float32 audio at the model's sample rate."""
 
     type_key: ClassVar[str]
+    config_class: ClassVar[type[SourceBase]]
     registry: ClassVar[dict[str, type[Source]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

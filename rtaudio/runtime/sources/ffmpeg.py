@@ -15,10 +15,12 @@ import subprocess
 import threading
 import time
 from collections import deque
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from rtaudio.config import FfmpegSource as FfmpegSourceConfig
+from rtaudio.config.base import SourceBase
 from rtaudio.runtime.health import SourceHealth
 from rtaudio.runtime.sources.base import Sink, Source
 
@@ -30,6 +32,18 @@ READ_BYTES = 32768
 STDERR_LINES = 20
 
 
+class FfmpegConfig(SourceBase):
+    """``type: ffmpeg``: anything ffmpeg opens (RTSP cameras, HTTP streams, files)."""
+
+    type: Literal["ffmpeg"] = Field(title="Source type")
+    url: str = Field(title="Input URL", min_length=1, description="Anything ffmpeg opens: rtsp://, http://, a file path.")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", title="RTSP transport")
+    stall_timeout_s: float = Field(10.0, title="Stall timeout (s)", gt=0, le=600, description="No audio for this long restarts ffmpeg (also catches half-open TCP).")
+    restart_backoff_max_s: float = Field(30.0, title="Longest restart backoff (s)", gt=0, le=600)
+    extra_args: list[str] = Field(default_factory=list, title="Extra ffmpeg input options", description="Inserted before -i.")
+    ffmpeg: str = Field("ffmpeg", title="ffmpeg executable")
+
+
 class FfmpegSource(Source):
     """Runs one ffmpeg process at a time and emits its decoded audio.
 
@@ -38,9 +52,10 @@ class FfmpegSource(Source):
     """
 
     type_key = "ffmpeg"
-    config: FfmpegSourceConfig
+    config_class = FfmpegConfig
+    config: FfmpegConfig
 
-    def __init__(self, config: FfmpegSourceConfig, sample_rate: int, sink: Sink, health: SourceHealth | None = None):
+    def __init__(self, config: FfmpegConfig, sample_rate: int, sink: Sink, health: SourceHealth | None = None):
         super().__init__(config, sample_rate, sink, health)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None

@@ -10,17 +10,33 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Literal
 
-import numpy as np
 import soundfile as sf
+from pydantic import Field
 
-from rtaudio.config import FileSource as FileSourceConfig
+from rtaudio.config.base import SourceBase
+from rtaudio.config.loader import resolve_path
 from rtaudio.runtime.sources.base import Resampler, Source
 
 log = logging.getLogger(__name__)
 
 BACKPRESSURE_POLL_S = 0.005
+
+
+class FileConfig(SourceBase):
+    """``type: file``: an audio file replayed as a stream (demos, tests)."""
+
+    type: Literal["file"] = Field(title="Source type")
+    path: Path = Field(title="Audio file", description="WAV, FLAC or OGG; relative paths are relative to the config file.")
+    realtime: bool = Field(True, title="Pace in real time", description="false reads as fast as the pipeline takes it.")
+    loop: bool = Field(False, title="Loop", description="Restart at the end of the file.")
+    block_s: float = Field(0.05, title="Block length (s)", gt=0, le=2)
+
+    def resolve_paths(self, base: Path, where: str) -> list[str]:
+        self.path = resolve_path(base, self.path)
+        return [] if self.path.is_file() else [f"{where}.path: {self.path} does not exist"]
 
 
 class FileSource(Source):
@@ -31,7 +47,8 @@ class FileSource(Source):
     """
 
     type_key = "file"
-    config: FileSourceConfig
+    config_class = FileConfig
+    config: FileConfig
 
     ready: Callable[[], bool] | None = None
 

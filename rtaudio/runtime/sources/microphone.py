@@ -16,10 +16,12 @@ import threading
 import time
 from collections import deque
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
+from rtaudio.config.base import SampleRate, SourceBase
 from rtaudio.runtime.sources.base import Resampler, Source
 
 log = logging.getLogger(__name__)
@@ -260,10 +262,22 @@ def _unsubscribe(sub: _Subscription) -> None:
                 del _streams[key]
 
 
+class MicrophoneConfig(SourceBase):
+    """``type: microphone``: one channel of a PortAudio input device."""
+
+    type: Literal["microphone"] = Field(title="Source type")
+    device: str | int | None = Field(None, title="Input device", description="PortAudio device index, or a substring of its name; null for the system default.")
+    channel: int = Field(0, title="Channel", ge=0, le=63, description="0-based channel of a multi-channel interface; several sources may share one device, one channel each.")
+    sample_rate: SampleRate | None = Field(None, title="Native sample rate (Hz)", description="Rate to open the device at; null uses the device default. Resampled to the model rate.")
+    blocksize: int = Field(1024, title="Frames per callback", ge=64, le=16384)
+    reopen_backoff_max_s: float = Field(30.0, title="Longest reopen backoff (s)", gt=0, le=600)
+
+
 class MicrophoneSource(Source):
     """A PortAudio input device (or one channel of it), resampled to the model rate."""
 
     type_key = "microphone"
+    config_class = MicrophoneConfig
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

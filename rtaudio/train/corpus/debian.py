@@ -29,16 +29,16 @@ import subprocess
 import tempfile
 import zipfile
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
 
-from rtaudio.runtime.offline import read_mono
+from rtaudio.audiofile import read_mono
 from rtaudio.train.corpus.rules import PACKAGE_SPLITS, PACKAGES, label_path
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def package_pieces(package: str, deb: Path, sample_rate: int, max_clip_s: float 
 def label_caption(labels: Sequence[str], seconds: float, key: str) -> str:
     """A one-sentence caption of a labelled piece from its labels (the synthetic scenes' phrasings,
     chosen by a hash of ``key`` so a rebuild writes the same text); empty for unlabelled pieces."""
-    from rtaudio.train.captions import caption_scene
+    from rtaudio.train.synth_captions import caption_scene
 
     if not labels:
         return ""

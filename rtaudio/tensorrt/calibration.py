@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from rtaudio.audiofile import AUDIO_SUFFIXES, read_mono
 from rtaudio.contract import ModelInfo
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 DEFAULT_WINDOWS = 512
 DEFAULT_BATCH = 8
 
@@ -40,8 +40,6 @@ def calibration_windows(folder: Path, info: ModelInfo, max_windows: int = DEFAUL
 
     A file shorter than one window is zero-padded to one, as the offline tagger does.
     """
-    from rtaudio.runtime.offline import read_mono
-
     window = info.window_samples
     pieces: list[np.ndarray] = []
     for path in audio_files(folder):
@@ -69,7 +67,7 @@ def entropy_calibrator(trt: Any, batches: list[np.ndarray], cache: Path) -> Any:
 
     With an existing cache and no batches, TensorRT takes the scales from the cache.
     """
-    from rtaudio.runtime.engines.nvidia import DeviceBuffer
+    from rtaudio.tensorrt.cuda import DeviceBuffer
 
     batch_size = batches[0].shape[0] if batches else DEFAULT_BATCH
 

@@ -11,11 +11,16 @@ import ipaddress
 import logging
 import socket
 import time
+from typing import Literal
 
-from rtaudio.config import RtpSource as RtpConfig
+from pydantic import Field, model_validator
+
+from rtaudio.config.base import SampleRate, SourceBase
 from rtaudio.runtime.health import SourceHealth
 from rtaudio.runtime.sources.base import Resampler, Sink, Source
-from rtaudio.runtime.sources.rtp_jitter import RTCP_TYPES, Block, PayloadFormat, RtpStream, parse_rtp
+from rtaudio.runtime.sources.rtp.codecs import PayloadFormat
+from rtaudio.runtime.sources.rtp.jitter import Block, RtpStream
+from rtaudio.runtime.sources.rtp.packet import RTCP_TYPES, parse_rtp
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +31,26 @@ RECV_BUFFER_BYTES = 1 << 20
 MAX_DATAGRAM = 65536
 
 
+class RtpConfig(SourceBase):
+    """``type: rtp``: an RTP/UDP audio stream (L16, L24, G.711)."""
+
+    type: Literal["rtp"] = Field(title="Source type")
+    bind: str = Field("0.0.0.0", title="Bind address", description="Local address to receive on.")
+    port: int = Field(title="UDP port", ge=1, le=65535)
+    payload: Literal["L16", "L24", "PCMU", "PCMA"] = Field("L16", title="RTP payload format", description="L16/L24 big-endian PCM (RFC 3551) at the configured rate; PCMU/PCMA G.711 at 8 kHz.")
+    sample_rate: SampleRate = Field(48000, title="Stream sample rate (Hz)", description="For L16/L24; PCMU/PCMA are always 8000.")
+    channels: int = Field(1, title="Stream channels", ge=1, le=8, description="Interleaved channels in the payload; mixed down to mono.")
+    jitter_ms: int = Field(60, title="Jitter buffer delay (ms)", ge=0, le=2000, description="Packets are reordered within this delay; later ones count as lost.")
+    multicast_group: str | None = Field(None, title="Multicast group", description="Join this IPv4 multicast group on bind address.")
+    allow_from: list[str] = Field(default_factory=list, title="Allowed senders", description="Peer IP addresses accepted; empty accepts any.")
+
+    @model_validator(mode="after")
+    def _g711_rate(self) -> RtpConfig:
+        if self.payload in ("PCMU", "PCMA") and self.sample_rate != 8000 and "sample_rate" in self.model_fields_set:
+            raise ValueError(f"payload {self.payload} is 8000 Hz; sample_rate {self.sample_rate} is not allowed with it")
+        return self
+
+
 class RtpSource(Source):
     """Receives one RTP audio stream on a UDP port (optionally a multicast group).
 
@@ -34,6 +59,7 @@ class RtpSource(Source):
     """
 
     type_key = "rtp"
+    config_class = RtpConfig
 
     def __init__(self, config: RtpConfig, sample_rate: int, sink: Sink, health: SourceHealth | None = None):
         super().__init__(config, sample_rate, sink, health)

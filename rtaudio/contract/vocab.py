@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-VOCAB_FILE = "vocab.json"
+from rtaudio.contract.files import VOCAB_FILE
+
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 VOCAB_FORMAT = 1

@@ -10,8 +10,8 @@ vary across seeds for the same scene.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -79,9 +79,9 @@ PHRASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # a pattern's pauses (T3: 1.5 s, T4: 5 s, a phone's off-cadence: up to 4 s) do not make a new event
 MERGE_GAP_S = {"smoke_alarm": 2.0, "co_alarm": 5.5, "phone_ring": 4.5}
 BACKGROUND_SHARE = 0.75  # an occurrence this share of the scene or longer is background
-SEQUENCE = (", then {c}", ", followed by {n}", "; after that, {c}", " and then {c}", ", and a moment later {c}", ", before {c}")
-LATER = (", and later {c}", "; some time later, {c}", ", then after a pause {c}")
-OVERLAP = (" while {c}", " as {c}", ", and at the same time {c}", ", meanwhile {c}")
+SEQUENCE: tuple[str, ...] = (", then {c}", ", followed by {n}", "; after that, {c}", " and then {c}", ", and a moment later {c}", ", before {c}")
+LATER: tuple[str, ...] = (", and later {c}", "; some time later, {c}", ", then after a pause {c}")
+OVERLAP: tuple[str, ...] = (" while {c}", " as {c}", ", and at the same time {c}", ", meanwhile {c}")
 WITH_BACKGROUND = ("{b} in the background as {f}", "{f} while {b}", "{f}, with {bn} in the background", "{b} throughout as {f}")
 ONLY_BACKGROUND = ("{b} throughout", "{b} steadily throughout the scene", "throughout, {b}")
 QUIET = ("a quiet room with only faint ambient noise", "nothing but the faint hum of an empty room", "a silent room with soft background noise")

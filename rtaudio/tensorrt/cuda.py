@@ -12,12 +12,33 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 trt_log = logging.getLogger("rtaudio.tensorrt")
+
+
+def gpu_names() -> list[str]:
+    """Names of the NVIDIA GPUs seen by the driver (nvidia-smi, or the Jetson model); empty when none."""
+    listing = None
+    if shutil.which("nvidia-smi"):
+        try:
+            done = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader"],
+                                  capture_output=True, text=True, timeout=5.0, check=False)
+            listing = done.stdout.strip() if done.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            listing = None
+    if listing:
+        return [line.strip() for line in listing.splitlines() if line.strip()]
+    jetson = Path("/proc/device-tree/model")
+    if Path("/etc/nv_tegra_release").is_file() and jetson.is_file():
+        return [jetson.read_text(errors="replace").strip("\x00 \n")]
+    return []
 
 
 class NvidiaUnavailable(RuntimeError):

@@ -10,15 +10,16 @@ KV-cache step and the fixed-length decode exported to ONNX (``rtaudio.export.cap
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rtaudio.contract.tokenizer import BOS_ID, EOS_ID, PAD_ID, strip
 from rtaudio.model.attention import Attention
 from rtaudio.model.common import EMBED_DIM, SinusoidalPosition, StreamOutput
-from rtaudio.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, strip
 
 NEG_INF = -1e9  # additive mask value (finite: no NaN from fully masked rows, exports everywhere)
 
@@ -62,6 +63,9 @@ class CaptionDecoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
 
+    def _layers(self) -> Iterable[DecoderLayer]:
+        return cast("Iterable[DecoderLayer]", self.layers)
+
     # -- memory -------------------------------------------------------------------------------
     def memory(self, streams: Mapping[str, StreamOutput | torch.Tensor]) -> torch.Tensor:
         """Each stream's frames (in ``stream_names`` order) + position + type -> ``[B, sum T', dim]``."""
@@ -74,7 +78,7 @@ class CaptionDecoder(nn.Module):
 
     def cross_keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention K and V for every layer, computed once per clip: ``[layers, B, heads, S, head_dim]``."""
-        kv = [layer.cross_attn.keys_values(memory) for layer in self.layers]
+        kv = [layer.cross_attn.keys_values(memory) for layer in self._layers()]
         return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
 
     # -- the two decode forms -------------------------------------------------------------------
@@ -83,7 +87,7 @@ class CaptionDecoder(nn.Module):
         length = tokens.shape[1]
         mask = torch.triu(torch.full((length, length), NEG_INF, device=tokens.device), diagonal=1)
         x = self.position(self.embed(tokens))
-        for layer in self.layers:
+        for layer in self._layers():
             ck, cv = layer.cross_attn.keys_values(memory)
             x, _, _ = layer(x, None, None, ck, cv, mask)
         return self.head(self.norm(x))

@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from rtaudio.model.caption import CaptionDecoder
+from rtaudio.contract.tokenizer import CaptionTokenizer
+from rtaudio.contract.vocab import Vocabulary
+from rtaudio.model.caption_decoder import CaptionDecoder
 from rtaudio.model.common import StreamOutput
 from rtaudio.model.config import TextConfig
 from rtaudio.model.retrieval import RetrievalHeads, info_nce
-from rtaudio.model.tokenizer import CaptionTokenizer
-from rtaudio.model.vocab import Vocabulary
 
 
 class TextHeads(nn.Module):

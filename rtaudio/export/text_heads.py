@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rtaudio.model.tokenizer import BOS_ID
-from rtaudio.runtime.text import AUDIO_TEXT_FILE, CAPTION_AUDIO_FILE, TEXT_ENCODER_FILE, CachedGreedy, session
+from rtaudio.contract.files import AUDIO_TEXT_FILE, CAPTION_AUDIO_FILE, TEXT_ENCODER_FILE
+from rtaudio.contract.tokenizer import BOS_ID
+from rtaudio.runtime.text_heads import CachedGreedy, session
 
 if TYPE_CHECKING:
     from rtaudio.model.text_encoder import TextEncoder
@@ -43,8 +44,8 @@ def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int
     import torch
     from torch import nn
 
-    from rtaudio.export.onnx import ExportError, graph_bytes
     from rtaudio.export.caption_onnx import KV_CACHE_FILES, export_caption_onnx
+    from rtaudio.export.graph import ExportError, graph_bytes
 
     heads = model.text
     config = model.config.text
@@ -120,8 +121,8 @@ def export_text_encoder(encoder: TextEncoder, path: str | Path | None = None, op
 
     import torch
 
-    from rtaudio.export.onnx import graph_bytes
-    from rtaudio.model.vocab import UNK_ID
+    from rtaudio.contract.vocab import UNK_ID
+    from rtaudio.export.graph import graph_bytes
 
     model = copy.deepcopy(encoder).cpu().eval()
     ids = torch.full((2, 5), UNK_ID, dtype=torch.int64)

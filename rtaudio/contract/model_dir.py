@@ -15,9 +15,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rtaudio.contract.files import (
+    CAPTION_FILES,
+    CHECKPOINT_FILE,
+    META_FILE,
+    ONNX_FILE,
+    QUERY_FILES,
+    REQUIRED_FILES,
+    TORCHSCRIPT_FILE,
+)
+
 CONTRACT_VERSION = 1
-ONNX_FILE = "model.onnx"
-META_FILE = "model.json"
 
 
 class ContractError(ValueError):
@@ -75,6 +83,34 @@ class ModelDir(BaseModel):
     def onnx_path(self) -> Path:
         return self.path / ONNX_FILE
 
+    def missing(self, names: tuple[str, ...]) -> list[str]:
+        """Which of the files ``names`` (from ``contract.files``) this directory lacks."""
+        return missing_files(self.path, names)
+
+    @property
+    def has_captions(self) -> bool:
+        """The caption decoder's graphs and tokenizer are all here (``captions:`` can run)."""
+        return not self.missing(CAPTION_FILES)
+
+    @property
+    def has_queries(self) -> bool:
+        """The audio-text space's graphs and vocabulary are all here (``queries:`` can run)."""
+        return not self.missing(QUERY_FILES)
+
+    @property
+    def has_torchscript(self) -> bool:
+        return (self.path / TORCHSCRIPT_FILE).is_file()
+
+    @property
+    def has_checkpoint(self) -> bool:
+        """Torch weights to fine-tune or evaluate from (``init_from:``, ``rtaudio eval``)."""
+        return (self.path / CHECKPOINT_FILE).is_file()
+
+
+def missing_files(model_dir: str | Path, names: tuple[str, ...]) -> list[str]:
+    """Which of the files ``names`` (e.g. ``files.CAPTION_FILES``) the directory lacks; for a directory not yet loaded."""
+    return [name for name in names if not (Path(model_dir) / name).is_file()]
+
 
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file, read in chunks."""
@@ -91,9 +127,9 @@ def load_model_dir(path: str | Path, check_hash: bool = True) -> ModelDir:
     if not root.is_dir():
         raise ContractError(f"model directory {root} does not exist or is not a directory")
     meta_path, onnx_path = root / META_FILE, root / ONNX_FILE
-    for piece in (meta_path, onnx_path):
-        if not piece.is_file():
-            raise ContractError(f"model directory {root} has no {piece.name}; expected {ONNX_FILE} and {META_FILE}")
+    for name in REQUIRED_FILES:
+        if not (root / name).is_file():
+            raise ContractError(f"model directory {root} has no {name}; expected {' and '.join(REQUIRED_FILES)}")
     try:
         raw = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -122,3 +158,9 @@ def write_model_dir(path: str | Path, onnx_bytes: bytes, **info: Any) -> ModelDi
     meta = ModelInfo.model_validate(info)
     (root / META_FILE).write_text(json.dumps(meta.model_dump(mode="json"), indent=2) + "\n")
     return load_model_dir(root)
+
+
+def model_variants(engines: str | Path) -> dict[str, Path]:
+    """The model directories under ``engines/`` (e.g. ``default``, ``small``) by name: those holding a model.json."""
+    root = Path(engines)
+    return {p.name: p for p in sorted(root.iterdir()) if (p / META_FILE).is_file()} if root.is_dir() else {}

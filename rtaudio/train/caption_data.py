@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from rtaudio.model.caption import pad_captions
-from rtaudio.model.tokenizer import CaptionTokenizer
-from rtaudio.model.vocab import Vocabulary
+from rtaudio.contract.tokenizer import CaptionTokenizer
+from rtaudio.contract.vocab import Vocabulary
+from rtaudio.model.caption_decoder import pad_captions
 from rtaudio.train.data import Clip, ClipDataset
 
 TextItem = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]

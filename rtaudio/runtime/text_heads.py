@@ -20,11 +20,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from rtaudio.contract import load_model_dir
-from rtaudio.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, CaptionTokenizer, strip
-from rtaudio.model.vocab import Vocabulary
+from rtaudio.contract.files import AUDIO_TEXT_FILE, CAPTION_AUDIO_FILE, CAPTION_CROSS_FILE, CAPTION_STEP_FILE, TEXT_ENCODER_FILE
+from rtaudio.contract.tokenizer import BOS_ID, EOS_ID, PAD_ID, CaptionTokenizer, strip
+from rtaudio.contract.vocab import Vocabulary
 
-CAPTION_AUDIO_FILE, CROSS_FILE, STEP_FILE = "caption_audio.onnx", "caption_cross.onnx", "caption_step.onnx"
-TEXT_ENCODER_FILE, AUDIO_TEXT_FILE = "text_encoder.onnx", "audio_text.onnx"
 NEG_INF = -1e9
 DEFAULT_MAX_TOKENS = 32  # caption length cap for a model.json without extra.text.max_tokens
 
@@ -59,7 +58,7 @@ class CachedGreedy:
     """Greedy decoding through caption_cross.onnx + caption_step.onnx."""
 
     def __init__(self, model_dir: str | Path, threads: int | None = None):
-        self.cross, self.step = session(Path(model_dir) / CROSS_FILE, threads), session(Path(model_dir) / STEP_FILE, threads)
+        self.cross, self.step = session(Path(model_dir) / CAPTION_CROSS_FILE, threads), session(Path(model_dir) / CAPTION_STEP_FILE, threads)
         shape = self.step.get_inputs()[1].shape  # [layers, batch, heads, past, head_dim]
         self.layers, self.heads, self.head_dim = shape[0], shape[2], shape[4]
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rtaudio.audiofile import read_mono
 from rtaudio.bench.engine import WARMUP_CALLS, time_batches
 from rtaudio.contract import ModelDir
-from rtaudio.runtime.captions import missing_caption_files, missing_query_files
+from rtaudio.contract.files import CAPTION_FILES, QUERY_FILES
 from rtaudio.runtime.engines import OnnxRuntimeEngine
-from rtaudio.runtime.offline import read_mono
 
 DEMO_AUDIO = Path(__file__).resolve().parents[2] / "config" / "demo.flac"
 CAPTION_BATCHES = (1, 4)
@@ -56,7 +57,7 @@ def bench_captions(model: ModelDir, audio: Path, repeats: int, batches: Sequence
     """Per batch size B: the same ``max(batches)`` clips captioned B at a time (so the batch sizes
     compare on equal captions); encode and decode ms per call (mean over the calls, each a median),
     decode steps per call, tokens per caption, ms per caption."""
-    from rtaudio.runtime.text import Captioner
+    from rtaudio.runtime.text_heads import Captioner
 
     captioner = Captioner(model.path, threads=CAPTION_THREADS)
     count = max(batches)
@@ -69,8 +70,8 @@ def bench_captions(model: ModelDir, audio: Path, repeats: int, batches: Sequence
         for x in clips.reshape(count // batch, batch, -1):
             memory, _ = captioner.encode(x)
             result = captioner.greedy(memory)
-            encode.append(median_ms(lambda x=x: captioner.encode(x), repeats))
-            decode.append(median_ms(lambda memory=memory: captioner.greedy(memory), repeats))
+            encode.append(median_ms(partial(captioner.encode, x), repeats))
+            decode.append(median_ms(partial(captioner.greedy, memory), repeats))
             steps.append(int(result.generated.shape[1]))
             tokens += [len(t) for t in result.tokens]
             captions += [captioner.tokenizer.decode(t) for t in result.tokens]
@@ -97,19 +98,23 @@ def tagging_ms(model: ModelDir, points: list[dict[str, Any]], batches: Sequence[
 
 def bench_queries(model: ModelDir, repeats: int, tagging: dict[int, float]) -> dict[str, Any]:
     """Embedding one query, and scoring ``QUERIES`` queries per tagging batch (projection + matmul)."""
-    from rtaudio.model.vocab import label_queries
-    from rtaudio.runtime.text import TextSpace
+    from rtaudio.contract.vocab import label_queries
+    from rtaudio.runtime.text_heads import TextSpace
 
     space = TextSpace(model.path)
     texts = label_queries((model.info.labels * QUERIES)[:QUERIES])
     matrix = space.texts(texts)
+
+    def score(embedding: np.ndarray) -> np.ndarray:  # as QuerySet.scores
+        return space.audio(embedding) @ matrix.T
+
     embed = median_ms(lambda: space.texts([texts[0]]), repeats)
     dim = int(model.info.embedding_dim or space.projection.get_inputs()[0].shape[1])
     rng = np.random.default_rng(0)
     rows = []
     for batch, engine_ms in tagging.items():
         embedding = rng.standard_normal((batch, dim)).astype(np.float32)
-        ms = median_ms(lambda embedding=embedding: space.audio(embedding) @ matrix.T, repeats)  # as QuerySet.scores
+        ms = median_ms(partial(score, embedding), repeats)
         rows.append({"batch": batch, "scoring_ms": round(ms, 4), "tagging_ms": engine_ms, "ratio": round(ms / engine_ms, 6)})
     return {"queries": QUERIES, "embed_query_ms": round(embed, 3), "scoring": rows}
 
@@ -117,7 +122,7 @@ def bench_queries(model: ModelDir, repeats: int, tagging: dict[int, float]) -> d
 def bench_text(model: ModelDir, points: list[dict[str, Any]], backend: str, repeats: int = 20, seconds: float = 2.0,
                audio: Path | None = None) -> dict[str, Any] | None:
     """The "text" section of ``rtaudio bench``; None when the model has no text heads at all."""
-    no_captions, no_queries = missing_caption_files(model.path), missing_query_files(model.path)
+    no_captions, no_queries = model.missing(CAPTION_FILES), model.missing(QUERY_FILES)
     if no_captions and no_queries:
         return None
     audio = audio or DEMO_AUDIO

@@ -15,13 +15,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rtaudio.model.vocab import file_in
+from rtaudio.contract.files import TOKENIZER_FILE
+from rtaudio.contract.vocab import file_in
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0..3, in this order
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
 END_OF_WORD = "</w>"
-TOKENIZER_FILE = "tokenizer.json"
 
 _SPACE_BEFORE = re.compile(r"\s+([,.;:!?])")
 _APOSTROPHE = re.compile(r"\s*'\s*")

@@ -1,6 +1,6 @@
 """Will TensorRT's ONNX parser take this graph? A static check that needs no GPU and no TensorRT.
 
-Every node (subgraphs included) is checked against the operator tables in ``trt_op_table``
+Every node (subgraphs included) is checked against the operator tables in ``op_table``
 (TensorRT 8.6 and 10.3, the oldest 10.x on Jetson) and against the attribute, input and type
 restrictions that onnx-tensorrt documents in ``docs/operators.md`` or enforces in its importers
 and static checkers (``onnxOpCheckers.cpp``): opset range, custom domains, DOUBLE and other
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rtaudio.export.trt_op_table import VERSIONS, TrtVersion
+from rtaudio.tensorrt.op_table import VERSIONS, TrtVersion
 
 DEFAULT_VERSIONS = ("8.6", "10.3")
 DEFAULT_DOMAINS = ("", "ai.onnx")

@@ -16,9 +16,9 @@ from typing import Any
 
 from rtaudio import __version__
 from rtaudio.contract import ModelDir, load_model_dir
-from rtaudio.export.calibration import DEFAULT_BATCH, DEFAULT_WINDOWS, calibration_batches, calibration_windows, entropy_calibrator
-from rtaudio.export.plan import PRECISIONS, PlanKey, Precision, write_plan
-from rtaudio.runtime.engines.nvidia import tensorrt_and_gpu, trt_logger
+from rtaudio.tensorrt.calibration import DEFAULT_BATCH, DEFAULT_WINDOWS, calibration_batches, calibration_windows, entropy_calibrator
+from rtaudio.tensorrt.cuda import tensorrt_and_gpu, trt_logger
+from rtaudio.tensorrt.plan import PRECISIONS, PlanKey, Precision, other_plans, write_plan
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,22 @@ def plan_key(model: ModelDir, precision: Precision, max_batch: int, device: int 
     """(tensorrt module, the key of the plan this device needs); NvidiaUnavailable without TensorRT or a GPU."""
     trt, gpu = tensorrt_and_gpu(device)
     return trt, PlanKey.for_model(model.info, gpu.name, gpu.compute_capability, trt.__version__, precision, max_batch)
+
+
+def ensure_plan(model: ModelDir, precision: Precision, max_batch: int, workspace_mb: int = DEFAULT_WORKSPACE_MB,
+                plan_dir: Path | None = None, calibration: Path | None = None, timing_cache: Path | None = None) -> tuple[Any, PlanKey, Path]:
+    """(tensorrt module, this device's plan key, its path): the one in ``plan_dir`` (default: the model
+    directory), else built now from ``model.onnx`` (minutes on a Jetson; logged as a warning)."""
+    trt, key = plan_key(model, precision, max_batch)
+    folder = Path(plan_dir) if plan_dir is not None else model.path
+    path = folder / key.filename
+    if path.is_file():
+        return trt, key, path
+    others = other_plans(folder, key)
+    if others:
+        log.info("tensorrt: plans for other devices or settings left unused: %s", ", ".join(p.name for p in others))
+    log.warning("building TensorRT %s plan for %s on %s (first start, takes minutes)", precision, model.path, key.gpu)
+    return trt, key, build_engine(model.path, precision, max_batch, workspace_mb, calibration, timing_cache, folder)
 
 
 def build_engine(

@@ -1,141 +1,27 @@
-"""RTP without sockets: header parsing (RFC 3550), payload decoding (RFC 3551), jitter buffer.
+"""The jitter buffer: packets of one RTP session, in any order, -> contiguous mono audio.
 
-``RtpStream`` turns packets of one session, in any order, into contiguous mono audio at the
-stream rate: reordered within a bounded delay, lost packets concealed with silence of the
-length the RTP timestamps say is missing, SSRC changes and sequence jumps turned into
-explicit discontinuities. Kept free of sockets and clocks so it can be tested with
-synthetic packets.
+Reordered within a bounded delay, lost packets concealed with silence of the length the RTP
+timestamps say is missing, SSRC changes and sequence jumps turned into explicit
+discontinuities. Free of sockets and clocks so it can be tested with synthetic packets.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-import struct
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
+from rtaudio.runtime.sources.rtp.codecs import PayloadFormat
+from rtaudio.runtime.sources.rtp.packet import RtpPacket
+
 log = logging.getLogger(__name__)
 
-RTP_VERSION = 2
 MAX_DROPOUT = 3000  # sequence jump forward beyond which the stream is presumed restarted (RFC 3550 A.1)
 MAX_MISORDER = 100  # ... and backward
 MAX_CONCEAL_S = 10.0  # a longer timestamp gap is a discontinuity, not silence to fill
-RTCP_TYPES = range(72, 77)  # RTCP SR/RR/SDES/BYE/APP seen as an RTP payload type (RFC 5761)
-
-
-@dataclass(frozen=True)
-class RtpPacket:
-    """One parsed RTP packet; ``payload`` excludes CSRCs, extension and padding."""
-
-    payload_type: int
-    marker: bool
-    sequence: int
-    timestamp: int
-    ssrc: int
-    csrcs: tuple[int, ...]
-    payload: bytes
-
-
-def parse_rtp(data: bytes) -> RtpPacket:
-    """Parse an RTP packet (RFC 3550 section 5.1); ValueError says what is malformed."""
-    if len(data) < 12:
-        raise ValueError(f"RTP packet of {len(data)} bytes is shorter than the 12-byte header")
-    b0, b1, sequence, timestamp, ssrc = struct.unpack_from("!BBHII", data)
-    if b0 >> 6 != RTP_VERSION:
-        raise ValueError(f"RTP version {b0 >> 6}; only version 2 is allowed")
-    offset = 12 + 4 * (b0 & 0x0F)
-    if len(data) < offset:
-        raise ValueError(f"packet of {len(data)} bytes too short for {b0 & 0x0F} CSRCs")
-    csrcs = struct.unpack_from(f"!{b0 & 0x0F}I", data, 12)
-    if b0 & 0x10:  # header extension: 16-bit profile, 16-bit length in 32-bit words
-        if len(data) < offset + 4:
-            raise ValueError("packet too short for its header extension")
-        (words,) = struct.unpack_from("!H", data, offset + 2)
-        offset += 4 + 4 * words
-        if len(data) < offset:
-            raise ValueError(f"header extension of {words} words runs past the packet end")
-    end = len(data)
-    if b0 & 0x20:  # padding: the last byte counts the padding bytes, itself included
-        pad = data[-1]
-        if pad == 0 or end - pad < offset:
-            raise ValueError(f"padding of {pad} bytes is invalid for a {len(data)}-byte packet")
-        end -= pad
-    return RtpPacket(b1 & 0x7F, bool(b1 & 0x80), sequence, timestamp, ssrc, csrcs, bytes(data[offset:end]))
-
-
-def _ulaw_table() -> np.ndarray:
-    """G.711 mu-law byte -> 16-bit linear, as in ITU-T G.711 / ffmpeg."""
-    u = ~np.arange(256, dtype=np.int32) & 0xFF
-    exponent, mantissa = (u >> 4) & 0x07, u & 0x0F
-    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
-    return np.where(u & 0x80, -magnitude, magnitude).astype(np.int16)
-
-
-def _alaw_table() -> np.ndarray:
-    """G.711 A-law byte -> 16-bit linear, as in ITU-T G.711 / ffmpeg."""
-    a = np.arange(256, dtype=np.int32) ^ 0x55
-    exponent, mantissa = (a >> 4) & 0x07, a & 0x0F
-    magnitude = np.where(exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0))
-    return np.where(a & 0x80, magnitude, -magnitude).astype(np.int16)
-
-
-ULAW_TABLE = _ulaw_table()
-ALAW_TABLE = _alaw_table()
-
-
-def _decode_samples(payload: bytes, fmt: str) -> np.ndarray:
-    """Bytes -> float32 in [-1, 1), still interleaved."""
-    raw = np.frombuffer(payload, dtype=np.uint8)
-    if fmt == "L16":
-        return np.frombuffer(payload, dtype=">i2").astype(np.float32) / 32768.0
-    if fmt == "L24":
-        b = raw.reshape(-1, 3).astype(np.int32)
-        value = (b[:, 0] << 24 | b[:, 1] << 16 | b[:, 2] << 8) >> 8  # sign-extends through bit 31
-        return value.astype(np.float32) / 8388608.0
-    if fmt == "PCMU":
-        return ULAW_TABLE[raw].astype(np.float32) / 32768.0
-    if fmt == "PCMA":
-        return ALAW_TABLE[raw].astype(np.float32) / 32768.0
-    raise ValueError(f"payload format {fmt!r} is not one of L16, L24, PCMU, PCMA")
-
-
-SAMPLE_BYTES = {"L16": 2, "L24": 3, "PCMU": 1, "PCMA": 1}
-STATIC_TYPES = {"L16": (10, 11), "L24": (), "PCMU": (0,), "PCMA": (8,)}  # RFC 3551 table 4
-
-
-@dataclass(frozen=True)
-class PayloadFormat:
-    """How to turn payload bytes into mono audio: encoding, clock rate, interleaved channels."""
-
-    name: str
-    rate: int
-    channels: int = 1
-
-    def __post_init__(self) -> None:
-        if self.name not in SAMPLE_BYTES:
-            raise ValueError(f"payload format {self.name!r} is not one of {', '.join(SAMPLE_BYTES)}")
-
-    @property
-    def frame_bytes(self) -> int:
-        return SAMPLE_BYTES[self.name] * self.channels
-
-    def accepts(self, payload_type: int) -> bool:
-        """True for this format's static payload types and any dynamic one (96-127)."""
-        return payload_type >= 96 or payload_type in STATIC_TYPES[self.name]
-
-    def frames(self, payload: bytes) -> int:
-        return len(payload) // self.frame_bytes
-
-    def decode(self, payload: bytes) -> np.ndarray:
-        """Payload -> float32 mono (channels averaged); a trailing partial frame is ignored."""
-        usable = self.frames(payload) * self.frame_bytes
-        samples = _decode_samples(payload[:usable], self.name)
-        if self.channels > 1:
-            samples = samples.reshape(-1, self.channels).mean(axis=1)
-        return samples
 
 
 @dataclass

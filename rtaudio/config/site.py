@@ -1,0 +1,188 @@
+"""The site schema (``site.yaml``).
+
+The ``sources`` and ``engine`` unions are gathered from the plugin registries
+(``runtime.sources``, ``runtime.engines``): each plugin's config class lives beside its code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from rtaudio.config.base import SourceId, StrictModel
+from rtaudio.config.loader import secret_value, validate
+from rtaudio.runtime.engines import engine_configs
+from rtaudio.runtime.engines.base import AutoConfig
+from rtaudio.runtime.sources import source_configs
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # query names
+
+SourceConfig = Annotated[Union[source_configs()], Field(discriminator="type")]  # type: ignore[valid-type]
+EngineConfig = Annotated[Union[engine_configs()], Field(discriminator="type")]  # type: ignore[valid-type]
+
+
+class WindowConfig(StrictModel):
+    window_s: float | None = Field(None, title="Window (s)", gt=0, le=30, description="null uses the model's window.")
+    hop_s: float | None = Field(None, title="Hop (s)", gt=0, le=30, description="null uses the model's hop.")
+    max_batch: int = Field(32, title="Largest batch per tick", ge=1, le=1024)
+    max_backlog: int = Field(8, title="Windows kept waiting per source", ge=1, le=1024, description="Older due windows are dropped and counted.")
+
+
+class LabelRule(StrictModel):
+    threshold: float | None = Field(None, title="Onset threshold", ge=0, le=1, description="null uses the model's threshold.")
+    off_threshold: float | None = Field(None, title="Offset threshold", ge=0, le=1, description="null uses threshold * events.off_ratio.")
+    min_duration_s: float | None = Field(None, title="Minimum event duration (s)", ge=0, le=600)
+    enabled: bool = Field(True, title="Report this label")
+
+
+class EventsConfig(StrictModel):
+    off_ratio: float = Field(0.7, title="Offset/onset threshold ratio", gt=0, le=1, description="Hysteresis: an event ends when the smoothed score drops below threshold * off_ratio.")
+    min_duration_s: float = Field(0.0, title="Minimum event duration (s)", ge=0, le=600, description="Shorter events are suppressed (never published).")
+    median_windows: int = Field(3, title="Median smoothing (windows)", ge=1, le=31, description="Odd number of windows the score is median-filtered over.")
+    labels: dict[str, LabelRule] = Field(default_factory=dict, title="Per-label overrides", description="Keys are model labels.")
+
+    @field_validator("median_windows")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"{value} is not allowed; expected an odd number")
+        return value
+
+
+class TagsConfig(StrictModel):
+    floor: float = Field(0.1, title="Reporting floor", ge=0, le=1, description="Labels scoring below this are left out of tag messages.")
+    top_k: int = Field(5, title="Most labels per message", ge=1, le=1000)
+    min_interval_s: float = Field(0.0, title="Minimum interval between tag messages (s)", ge=0, le=3600, description="Per source; 0 publishes every window.")
+
+
+class TlsConfig(StrictModel):
+    ca: Path | None = Field(None, title="CA certificate file")
+    cert: Path | None = Field(None, title="Client certificate file")
+    key: Path | None = Field(None, title="Client key file")
+    key_password: SecretStr | None = Field(None, title="Key passphrase", description="Use ${ENV} substitution or key_password_file.")
+    key_password_file: Path | None = Field(None, title="File holding the key passphrase")
+    insecure: bool = Field(False, title="Skip certificate verification", description="Only for self-signed test brokers.")
+
+
+class MqttConfig(StrictModel):
+    broker: str = Field("embedded", title="Broker host", description="Host name or IP, or 'embedded' to start an in-process broker on 127.0.0.1 (demos only).")
+    port: int = Field(1883, title="Broker port", ge=1, le=65535)
+    protocol: Literal["3.1.1", "5"] = Field("5", title="MQTT protocol version")
+    prefix: str = Field("rtaudio", title="Topic prefix", pattern=r"^[^#+]+$")
+    client_id: str | None = Field(None, title="Client id", description="null derives rtaudio-{site}.")
+    username: str | None = Field(None, title="Username")
+    password: SecretStr | None = Field(None, title="Password", description="Use ${ENV} substitution or password_file; never commit it.")
+    password_file: Path | None = Field(None, title="File holding the password")
+    tls: TlsConfig | None = Field(None, title="TLS", description="null connects without TLS.")
+    keepalive_s: int = Field(30, title="Keepalive (s)", ge=5, le=3600)
+    clean_start: bool = Field(True, title="Clean start / clean session")
+    health_interval_s: float = Field(10.0, title="Health period (s)", ge=0.5, le=3600)
+    outbox_dir: Path | None = Field(None, title="Outbox directory", description="Queued messages persist here across restarts; null keeps them in memory.")
+    outbox_max_messages: int = Field(10000, title="Outbox capacity (messages)", ge=10, le=10_000_000)
+    shutdown_flush_s: float = Field(5.0, title="Flush time at shutdown (s)", ge=0, le=600)
+    reconnect_max_s: float = Field(30.0, title="Longest reconnect backoff (s)", ge=1, le=3600)
+
+    def resolved_password(self) -> str | None:
+        """The password from the config or its file, if any."""
+        return secret_value(self.password, self.password_file)
+
+
+class ConsoleConfig(StrictModel):
+    tags: bool = Field(True, title="Print tags")
+    events: bool = Field(True, title="Print events")
+    captions: bool = Field(True, title="Print captions")
+
+
+class CaptionsConfig(StrictModel):
+    every_s: float = Field(10.0, title="Caption period (s)", ge=1, le=3600,
+                           description="Per source, in that source's audio time (a file read faster than real time keeps the spacing). "
+                                       "Each caption covers the model's caption window: the last extra.text.caption_window_s seconds "
+                                       "(e.g. 4 s) of that source's audio.")
+    sources: list[SourceId] = Field(default_factory=list, title="Captioned sources", description="Source ids; empty captions every enabled source.")
+    max_pending: int = Field(4, title="Caption jobs kept waiting", ge=1, le=1024, description="When full, the oldest job is dropped and counted (health captions_dropped).")
+    threads: int = Field(1, title="Caption threads", ge=1, le=64, description="ONNX Runtime intra-op threads of the caption decoder; it runs beside tagging, on the CPU.")
+
+
+class QueryRule(StrictModel):
+    text: str = Field(title="Query text", min_length=1, max_length=500, description="Free text, e.g. 'water dripping or leaking'; words the model never saw in training are ignored (logged at start).")
+    threshold: float | None = Field(None, title="Onset threshold (cosine)", ge=-1, le=1, description="Cosine similarity of window and text; null uses the model's extra.text.query_threshold (0.5 if absent).")
+    off_threshold: float | None = Field(None, title="Offset threshold (cosine)", ge=-1, le=1, description="null uses threshold * events.off_ratio (never above threshold).")
+    min_duration_s: float | None = Field(None, title="Minimum event duration (s)", ge=0, le=600, description="null uses events.min_duration_s.")
+    enabled: bool = Field(True, title="Report this query")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty query text is not allowed; expected a few words describing the sound")
+        return value.strip()
+
+
+class SiteConfig(StrictModel):
+    site: str = Field(title="Site id", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Names the MQTT topic tree.")
+    model: Path = Field(title="Model directory", description="engines/NAME/ with model.onnx and model.json; relative to the config file.")
+    engine: EngineConfig = Field(default_factory=lambda: AutoConfig(type="auto"), title="Inference engine")
+    window: WindowConfig = Field(default_factory=WindowConfig, title="Windowing and batching")
+    sources: list[SourceConfig] = Field(title="Audio sources", min_length=1, max_length=256)
+    events: EventsConfig = Field(default_factory=EventsConfig, title="Event detection")
+    tags: TagsConfig = Field(default_factory=TagsConfig, title="Tag messages")
+    mqtt: MqttConfig | None = Field(default_factory=MqttConfig, title="MQTT", description="null disables MQTT.")
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig, title="Console output")
+    captions: CaptionsConfig | None = Field(None, title="Captions", description="null turns captions off. Needs a model with caption heads (caption_*.onnx, tokenizer.json); "
+                                                   "published on {prefix}/{site}/{source}/caption.")
+    queries: dict[str, QueryRule] = Field(default_factory=dict, title="Free-text queries",
+                                          description="name -> text, or name -> {text, threshold, ...}. Each query is an event label of its own "
+                                                      "(same events topic, with a 'query' field); names are letters, digits, '-' and '_' and may not "
+                                                      "be a model label. Needs a model with an audio-text space (text_encoder.onnx, audio_text.onnx, vocab.json).")
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @field_validator("queries", mode="before")
+    @classmethod
+    def _query_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {name: {"text": rule} if isinstance(rule, str) else rule for name, rule in value.items()}
+        return value
+
+    @field_validator("queries")
+    @classmethod
+    def _query_names(cls, value: dict[str, QueryRule]) -> dict[str, QueryRule]:
+        bad = [name for name in value if not _NAME.fullmatch(str(name))]
+        if bad:
+            raise ValueError(f"query name(s) {', '.join(map(repr, bad))} not allowed; expected 1-64 letters, digits, '-' and '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> SiteConfig:
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.id in seen:
+                raise ValueError(f"source id {source.id!r} is used twice; ids must be unique")
+            seen.add(source.id)
+        if self.captions is not None:
+            unknown = [sid for sid in self.captions.sources if sid not in seen]
+            if unknown:
+                raise ValueError(f"captions.sources: {', '.join(map(repr, unknown))} not a source id; expected one of {', '.join(sorted(seen))}")
+        return self
+
+    def captioned_sources(self) -> list[str]:
+        """Ids of the enabled sources that get captions (none when captions are off)."""
+        if self.captions is None:
+            return []
+        wanted = set(self.captions.sources)
+        return [s.id for s in self.sources if s.enabled and (not wanted or s.id in wanted)]
+
+    def active_queries(self) -> dict[str, QueryRule]:
+        """The enabled queries, by name."""
+        return {name: rule for name, rule in self.queries.items() if rule.enabled}
+
+
+def validate_site(data: Any, yaml_root: Any = None, origin: str = "config") -> SiteConfig:
+    """Validate parsed YAML; raise ConfigError with every problem, one line each."""
+    return validate(SiteConfig, data, yaml_root, origin)
