@@ -4,7 +4,8 @@ audio files and sinks...) live in ``tests/helpers.py``, which test modules impor
 ``mosquitto`` is a started default broker (anonymous, no persistence). ``make_mosquitto``
 builds others (TLS listener, users, persistence). A ``Broker`` can be stopped and started
 again on the SAME port, to test reconnects. ``tiny_model`` is the hand-built model of
-``tests/tinymodel.py``, one per test module.
+``tests/tinymodel.py``, one per test module. Tests marked ``needs_gpu`` skip unless TensorRT
+and a CUDA GPU are here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,23 @@ import pytest
 from rtaudio.contract import ModelDir
 from tests.helpers import Broker, Subscriber
 from tests.tinymodel import make_tiny_model
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``needs_gpu`` tests run only where TensorRT, cuda-python and a CUDA GPU all are (select them
+    with ``-m needs_gpu``); elsewhere they skip, saying which is missing. Probed once, and only when
+    such a test was collected."""
+    marked = [item for item in items if item.get_closest_marker("needs_gpu")]
+    if not marked:
+        return
+    from rtaudio.tensorrt.cuda import CudaError, NvidiaUnavailable, tensorrt_and_gpu
+
+    try:
+        tensorrt_and_gpu()
+    except (NvidiaUnavailable, CudaError) as exc:
+        skip = pytest.mark.skip(reason=f"needs TensorRT and a CUDA GPU: {exc}")
+        for item in marked:
+            item.add_marker(skip)
 
 
 @pytest.fixture

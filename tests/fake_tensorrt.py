@@ -4,8 +4,9 @@ They fake what lies beyond rtaudio's boundary and record how rtaudio calls it: t
 records flags, pool limits, profiles, layer precisions and timing caches; a "plan" is JSON
 naming the ONNX file and the profile; the fake engine runs that ONNX file with ONNX Runtime
 on CPU; "device memory" is host memory, so copies are real ``memmove``s and a wrong size or
-address shows up as a wrong result. The real-API tests in test_tensorrt.py cover the boundary
-where TensorRT and a GPU exist.
+address shows up as a wrong result. Tests assert rtaudio's calls and data flow through them,
+never the fakes' own modelling of TensorRT (which layers a node becomes, numerics): the
+real-API tests in test_tensorrt.py (``needs_gpu``) cover the boundary where TensorRT and a GPU exist.
 """
 
 from __future__ import annotations
@@ -82,7 +83,10 @@ class Network:
 
 
 class OnnxParser:
-    """Layers named as TensorRT's parser names them: by metadata in 10.x, by node name (``_N`` suffixes) in 8.6."""
+    """One layer per node (and an int64 shape layer), tied to its node as TensorRT's parser ties them:
+    by ``[ONNX Layer: NODE]`` metadata in 10.x, by the layer's name in 8.6. How many layers a node
+    really becomes is TensorRT's business: ``test_fp32_pinning_finds_layers_by_onnx_metadata_or_name``
+    covers several layers per node."""
 
     def __init__(self, network: Network, logger: Any):
         self.network, self.num_errors = network, 0
@@ -96,9 +100,7 @@ class OnnxParser:
         net.outputs = [Tensor(v.name, dims(v)) for v in graph.output]
         ten = MODULE.__version__.startswith("10.")
         for node in graph.node:
-            for k in range(2 if node.op_type == "ReduceSumSquare" else 1):  # some nodes become two layers
-                name = node.name if k == 0 else f"{node.name}_{k}"
-                net.layers.append(Layer(f"layer{len(net.layers)}" if ten else name, f"[ONNX Layer: {node.name}]" if ten else "", float32))
+            net.layers.append(Layer(f"layer{len(net.layers)}" if ten else node.name, f"[ONNX Layer: {node.name}]" if ten else "", float32))
         net.layers.append(Layer("shape_of_input", "", int64))
         return True
 
@@ -170,10 +172,8 @@ class Builder:
         return Profile()
 
     def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes:
-        if config.int8_calibrator is not None:  # TensorRT asks the calibrator for its cache first
-            config.int8_calibrator.read_calibration_cache()
         _, _, hi = config.profiles[0].shapes[network.inputs[0].name]
-        return json.dumps({"onnx": network.onnx_path, "input": network.inputs[0].name, "max": hi, "flags": sorted(config.flags)}).encode()
+        return json.dumps({"onnx": network.onnx_path, "input": network.inputs[0].name, "max": hi}).encode()
 
 
 class CudaEngine:

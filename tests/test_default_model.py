@@ -14,6 +14,7 @@ from rtaudio.runtime.engines import OnnxRuntimeEngine, TorchEngine
 from rtaudio.runtime.offline import Collector, tag_file
 from rtaudio.train.labels import SYNTHETIC_NAMES
 from rtaudio.train.synth import make_scene
+from tests.helpers import iso_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "engines" / "default"
@@ -114,8 +115,6 @@ def test_demo_captions_and_its_water_query_over_mqtt(tmp_path: Path, mosquitto, 
     """config/demo.yaml as shipped (captions every 4 s, the query water_leak), the recording played
     once as fast as it decodes, a real mosquitto and subscriber: captions arrive on the caption
     topic, the one covering the running water says so, and the query fires on the water only."""
-    from datetime import datetime
-
     import yaml
 
     from rtaudio.config.load import load_site_config
@@ -130,19 +129,16 @@ def test_demo_captions_and_its_water_query_over_mqtt(tmp_path: Path, mosquitto, 
     assert run_site(load_site_config(tmp_path / "demo.yaml"), install_signals=False) == 0
     assert sub.wait_for(lambda: sub.on("rtaudio/demo/status") and sub.on("rtaudio/demo/status")[-1].payload == b"offline")
 
-    def ts(text: str) -> float:
-        return datetime.fromisoformat(text).timestamp()
-
-    t0 = min(ts(json.loads(m.payload)["start"]) for m in sub.on("rtaudio/demo/demo/tags"))  # the file's first sample
+    t0 = min(iso_seconds(json.loads(m.payload)["start"]) for m in sub.on("rtaudio/demo/demo/tags"))  # the file's first sample
     captions = [json.loads(m.payload) for m in sub.on("rtaudio/demo/demo/caption")]
     assert len(captions) >= 4 and all(c["caption"].strip() for c in captions), captions
     water = json.loads((ROOT / "config" / "demo.timeline.json").read_text())["events"]
     water = next(e for e in water if e["label"] == "water_running")
     covering = [c for c in captions  # the caption windows that heard most of the water (1.5 of its 2.5 s)
-                if min(ts(c["end"]) - t0, water["offset"]) - max(ts(c["start"]) - t0, water["onset"]) >= 1.5]
+                if min(iso_seconds(c["end"]) - t0, water["offset"]) - max(iso_seconds(c["start"]) - t0, water["onset"]) >= 1.5]
     assert covering and any(w in c["caption"] for c in covering for w in WATER_WORDS), [c["caption"] for c in captions]
     leak = [json.loads(m.payload) for m in sub.on("rtaudio/demo/demo/events")]
-    onsets = [ts(e["onset"]) - t0 for e in leak if e["label"] == "water_leak" and e["kind"] == "onset"]
+    onsets = [iso_seconds(e["onset"]) - t0 for e in leak if e["label"] == "water_leak" and e["kind"] == "onset"]
     assert onsets, "the free-text query should fire on the running water"
     assert all(water["onset"] - 1.5 <= t <= water["offset"] + 0.5 for t in onsets), onsets
-    print("captions:", [(round(ts(c["end"]) - t0, 1), c["caption"]) for c in captions], "water_leak onsets:", onsets)
+    print("captions:", [(round(iso_seconds(c["end"]) - t0, 1), c["caption"]) for c in captions], "water_leak onsets:", onsets)

@@ -23,9 +23,7 @@ class StrictModel(BaseModel):
 
 
 class PluginConfig(StrictModel):
-    """A source's or an engine's settings."""
-
-    type: str
+    """A source's or an engine's settings; each subclass adds ``type: Literal["its name"]``."""
 
     def resolve_paths(self, base: Path, where: str) -> list[str]:
         """Make this plugin's relative paths absolute from ``base`` (the config's folder); problems
