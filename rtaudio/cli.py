@@ -6,8 +6,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import cast
 
 from rtaudio import __version__
 from rtaudio.contract.files import EVAL_DIR
@@ -171,10 +172,10 @@ def cmd_data_debian(args: argparse.Namespace) -> int:
     except CorpusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    pieces = summary["pieces"]
+    pieces, packages, labels = cast(dict[str, int], summary["pieces"]), cast(list[str], summary["packages"]), cast(dict[str, dict[str, int]], summary["labels"])
     print(f"{pieces['labelled']} labelled and {pieces['unlabelled']} unlabelled pieces "
-          f"({pieces['duplicates_dropped']} duplicates dropped) from {len(summary['packages'])} packages")
-    for label, counts in summary["labels"].items():
+          f"({pieces['duplicates_dropped']} duplicates dropped) from {len(packages)} packages")
+    for label, counts in labels.items():
         print(f"  {label:<16} " + "  ".join(f"{split} {n}" for split, n in counts.items()))
     print(f"manifest: {args.out / 'manifest.csv'}")
     return 0

@@ -95,7 +95,8 @@ class OnnxParser:
         model = onnx.load(path)
         net, graph = self.network, model.graph
         net.onnx_path = path
-        dims = lambda v: tuple(d.dim_value or -1 for d in v.type.tensor_type.shape.dim)
+        def dims(v):
+            return tuple(d.dim_value or -1 for d in v.type.tensor_type.shape.dim)
         net.inputs = [Tensor(v.name, dims(v)) for v in graph.input]
         net.outputs = [Tensor(v.name, dims(v)) for v in graph.output]
         ten = MODULE.__version__.startswith("10.")

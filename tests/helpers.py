@@ -29,6 +29,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rtaudio.contract import ModelDir
 from tests.tinymodel import make_tiny_model, tone
 
+REPO = Path(__file__).resolve().parents[1]  # the repository root (engines/, config/, tools/)
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 

@@ -66,7 +66,7 @@ def test_tag_refuses_bad_model_dir(tmp_path: Path) -> None:
 
 def test_run_file_source_without_mqtt_prints_tags_and_exits_at_end(site: Path) -> None:
     config = site / "run.yaml"
-    config.write_text(f"site: t\nmodel: model\nmqtt: null\nsources:\n  - {{id: f, type: file, path: scene.flac, realtime: false}}\n")
+    config.write_text("site: t\nmodel: model\nmqtt: null\nsources:\n  - {id: f, type: file, path: scene.flac, realtime: false}\n")
     result = run_rtaudio("run", "--config", str(config), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "tone_440" in result.stdout and "noise" in result.stdout
@@ -75,7 +75,7 @@ def test_run_file_source_without_mqtt_prints_tags_and_exits_at_end(site: Path) -
 
 def test_sigterm_stops_cleanly_with_exit_0(site: Path) -> None:
     config = site / "loop.yaml"
-    config.write_text(f"site: t\nmodel: model\nmqtt: null\nsources:\n  - {{id: f, type: file, path: scene.flac, loop: true}}\n")
+    config.write_text("site: t\nmodel: model\nmqtt: null\nsources:\n  - {id: f, type: file, path: scene.flac, loop: true}\n")
     proc = spawn_rtaudio("run", "--config", str(config))
     time.sleep(4)
     proc.send_signal(signal.SIGTERM)
@@ -94,7 +94,7 @@ def test_run_config_error_exits_2_and_starts_nothing(site: Path) -> None:
 
 def test_log_format_json(site: Path) -> None:
     config = site / "json.yaml"
-    config.write_text(f"site: t\nmodel: model\nmqtt: null\nsources:\n  - {{id: f, type: file, path: scene.flac, realtime: false}}\n")
+    config.write_text("site: t\nmodel: model\nmqtt: null\nsources:\n  - {id: f, type: file, path: scene.flac, realtime: false}\n")
     result = run_rtaudio("--log-format", "json", "run", "--config", str(config))
     records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)

@@ -3,6 +3,7 @@
 #   tools/dev.sh demo   -> rtaudio run --config config/demo.yaml (embedded MQTT broker on 127.0.0.1:1883)
 #   tools/dev.sh test   -> the whole test suite with real mosquitto, ffmpeg, PortAudio (slowest 25 listed)
 #   tools/dev.sh test --fast -> the edit-test loop: everything but the integration tests (-m "not integration")
+#   tools/dev.sh lint   -> ruff check, ruff format --check, mypy (the full test run does this first)
 # Extra arguments go to pytest (or to rtaudio run). Idempotent: a second run skips what is already
 # installed, the pip step too while pyproject.toml is unchanged.
 set -euo pipefail
@@ -23,21 +24,28 @@ command -v systemctl >/dev/null 2>&1 && systemctl stop mosquitto >/dev/null 2>&1
 
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 py=.venv/bin/python
-extras=demo; [ "$what" = test ] && extras=train,test
+extras=demo; [ "$what" = test ] || [ "$what" = lint ] && extras=train,test
 stamp=".venv/.rtaudio-installed-$extras"
 wanted="$(sha256sum pyproject.toml | cut -c1-64)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   $py -m pip install -q --upgrade pip >/dev/null
   # torch first, pinned, so nothing pulls a CUDA build from the registry.
-  [ "$what" = test ] && $py -m pip install -q torch==2.13.0
+  [ "$extras" = train,test ] && $py -m pip install -q torch==2.13.0
   $py -m pip install -q -e ".[$extras]"
   echo "$wanted" > "$stamp"
 fi
-if [ "$what" = test ]; then
+lint() {
+  echo "lint: ruff check, ruff format --check, mypy" >&2
+  .venv/bin/ruff check rtaudio tests tools && .venv/bin/ruff format --check -q rtaudio tests tools && .venv/bin/mypy
+}
+if [ "$what" = lint ]; then
+  lint
+elif [ "$what" = test ]; then
   args=("${@:2}")
   if [ "${args[0]:-}" = "--fast" ]; then
     exec $py -m pytest -q -p no:cacheprovider -m "not integration" "${args[@]:1}"
   fi
+  lint
   exec $py -m pytest -q -p no:cacheprovider --durations=25 "${args[@]}"
 else
   exec .venv/bin/rtaudio run --config config/demo.yaml "${@:2}"

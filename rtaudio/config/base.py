@@ -8,7 +8,7 @@ A plugin's config class (beside its code) extends ``SourceBase`` or ``EngineBase
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,9 @@ class StrictModel(BaseModel):
 
 class PluginConfig(StrictModel):
     """A source's or an engine's settings; each subclass adds ``type: Literal["its name"]``."""
+
+    if TYPE_CHECKING:  # declared by each subclass, after the base fields (error messages list keys in order)
+        type: str
 
     def resolve_paths(self, base: Path, where: str) -> list[str]:
         """Make this plugin's relative paths absolute from ``base`` (the config's folder); problems

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from rtaudio.config.base import SourceId, StrictModel
+from rtaudio.config.base import EngineBase, SourceBase, SourceId, StrictModel
 from rtaudio.config.loader import secret_value, validate
 from rtaudio.runtime.engines import engine_configs
 from rtaudio.runtime.engines.base import AutoConfig
@@ -20,8 +20,12 @@ from rtaudio.runtime.sources import source_configs
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # query names
 
-SourceConfig = Annotated[Union[source_configs()], Field(discriminator="type")]  # type: ignore[valid-type]
-EngineConfig = Annotated[Union[engine_configs()], Field(discriminator="type")]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # the checker sees the bases; pydantic sees every registered plugin, told apart by ``type``
+    SourceConfig = SourceBase
+    EngineConfig = EngineBase
+else:
+    SourceConfig = Annotated[Union[source_configs()], Field(discriminator="type")]  # noqa: UP007 (a tuple of classes: only Union[] takes one)
+    EngineConfig = Annotated[Union[engine_configs()], Field(discriminator="type")]  # noqa: UP007
 
 
 class WindowConfig(StrictModel):

@@ -28,6 +28,7 @@ def graph_bytes(module: Any, args: tuple[Any, ...], inputs: Sequence[str], outpu
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notices
-        torch.onnx.export(module, args, buffer, input_names=list(inputs), output_names=list(outputs), dynamic_axes=axes,
-                          opset_version=opset, dynamo=False)
+        # a file object is documented and works; torch's stub names paths only
+        torch.onnx.export(module, args, buffer, input_names=list(inputs), output_names=list(outputs),  # type: ignore[arg-type]
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)
     return buffer.getvalue()

@@ -15,8 +15,9 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +109,7 @@ class Pipeline:
                  queries: QuerySet | None = None):
         self.engine, self.info, self.streams, self.publishers = engine, info, list(streams), list(publishers)
         self.queries = queries if queries is not None and queries.names else None
-        self._query_text = dict(zip(queries.names, queries.texts)) if self.queries else {}
+        self._query_text = dict(zip(self.queries.names, self.queries.texts)) if self.queries else {}
         self.health, self.tags_config, self.max_batch, self.health_interval_s = health, tags, max_batch, health_interval_s
         self.ready = threading.Event()  # set by sinks when a window may be due
         self._rotation = 0
@@ -140,7 +141,7 @@ class Pipeline:
                     quota[i] += 1
                     budget -= 1
         self._rotation = (self._rotation + 1) % max(n, 1)
-        items = []
+        items: list[tuple[Stream, Window]] = []
         for stream, q in zip(self.streams, quota):
             if q:
                 items.extend((stream, w) for w in stream.buffer.due_windows(q))

@@ -14,8 +14,8 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from typing import Callable, Sequence
 
 from rtaudio.config.check import text_head_problems
 from rtaudio.config.site import SiteConfig

@@ -119,7 +119,9 @@ def trt_logger() -> Any:
     levels = {severity.INTERNAL_ERROR: logging.ERROR, severity.ERROR: logging.ERROR, severity.WARNING: logging.WARNING,
               severity.INFO: logging.DEBUG, severity.VERBOSE: logging.DEBUG}
 
-    class _Logger(trt.ILogger):
+    base: Any = trt.ILogger  # a class of the lazily imported module
+
+    class _Logger(base):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 

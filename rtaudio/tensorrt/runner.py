@@ -108,8 +108,10 @@ class PlanRunner:
 
     def close(self) -> None:
         """Free the buffers and the stream, drop the engine; safe to call twice."""
-        for buffer in [*self._device.values(), *self._host.values()]:
-            buffer.free()
+        for device in self._device.values():
+            device.free()
+        for host in self._host.values():
+            host.free()
         self._device, self._host = {}, {}
         if self._stream is not None:
             self._stream.destroy()

@@ -46,7 +46,7 @@ def create_engine(config: Any, model: ModelDir) -> Engine:
         if not ok:
             raise EngineError(f"engine {cls.name} is not usable: {why}")
         return cls.from_config(config, model)
-    reasons = []
+    reasons: list[str] = []
     for cls in sorted(Engine.registry.values(), key=lambda c: -c.priority):
         ok, why = cls.available(model)
         if ok:

@@ -14,15 +14,16 @@ from rtaudio.runtime.engines.base import Engine, EngineError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+Provider = Literal["CUDAExecutionProvider", "CPUExecutionProvider"]
+DEFAULT_PROVIDERS: tuple[Provider, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 class OnnxRuntimeConfig(EngineBase):
     """``engine: onnxruntime``."""
 
     type: Literal["onnxruntime"] = Field(title="Engine type")
-    providers: list[Literal["CUDAExecutionProvider", "CPUExecutionProvider"]] = Field(
-        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    providers: list[Provider] = Field(
+        default_factory=lambda: list(DEFAULT_PROVIDERS),
         title="Execution providers", description="Tried in order; absent ones are skipped and logged.")
     intra_op_threads: int = Field(0, title="Intra-op threads", ge=0, le=256, description="0 lets ONNX Runtime decide.")
 
@@ -38,7 +39,7 @@ class OnnxRuntimeEngine(Engine):
         super().__init__(model)
         self.providers = list(providers or DEFAULT_PROVIDERS)
         self.intra_op_threads = intra_op_threads
-        self._session = None
+        self._session: Any = None
         self._input = ""
         self._outputs: list[str] = []
 

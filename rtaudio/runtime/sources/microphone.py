@@ -240,6 +240,7 @@ def _subscribe(spec: str | int | None, rate: int | None, channel: int, blocksize
                     sub.fail(f"reopening with {channels} channels failed: {exc}")
                 raise DeviceError(f"cannot open [{device['index']}] {device['name']} at {rate} Hz, {channels} channel(s): {exc}") from None
             _streams[key] = shared
+        shared = _streams[key]
         sub = _Subscription(channel, max(4, int(QUEUE_SECONDS * rate / shared.blocksize)))
         for member in carried + (sub,):
             member.stream = shared
@@ -290,6 +291,7 @@ class MicrophoneSource(Source):
             if attempt:
                 self.health.restarts += 1
             attempt += 1
+            reason: str | None
             try:
                 sub, rate = _subscribe(self.config.device, self.config.sample_rate, self.config.channel, self.config.blocksize)
             except DeviceError as exc:

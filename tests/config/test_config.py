@@ -13,7 +13,7 @@ import yaml
 from rtaudio.config.load import load_site_config
 from rtaudio.config.loader import ConfigError
 from rtaudio.runtime.sources.file import FileConfig as FileSource
-from tests.helpers import run_rtaudio, tiny_site
+from tests.helpers import REPO, run_rtaudio, tiny_site
 
 BASE = """\
 site: lab
@@ -169,7 +169,7 @@ def test_every_field_is_titled_and_described_or_bounded() -> None:
 
 
 def test_example_config_is_valid_and_shows_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     monkeypatch.setenv("MQTT_PASSWORD", "x")
     example = root / "config" / "site.example.yaml"
     config = load_site_config(example, check_model=False)
@@ -183,6 +183,6 @@ def test_example_config_is_valid_and_shows_every_key(monkeypatch: pytest.MonkeyP
 
 
 def test_config_reference_is_up_to_date() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     result = subprocess.run([sys.executable, str(root / "tools" / "gen_config_docs.py"), "--check"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -6,10 +6,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest

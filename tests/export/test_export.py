@@ -31,12 +31,15 @@ from rtaudio.model.config import DEFAULT_STREAMS, ModelConfig
 from rtaudio.model.fused import FusedTagger, load_checkpoint, save_checkpoint
 from rtaudio.tensorrt.ops import check_model
 from rtaudio.train.parity_windows import synthetic_windows
+from tests.helpers import REPO
 
 LABELS = ["smoke_alarm", "doorbell", "speech"]
 THRESHOLDS = [0.3, 0.6, 0.45]
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "engines" / "default" / "model.ckpt"
+
+DEFAULT_CHECKPOINT = REPO / "engines" / "default" / "model.ckpt"
 METADATA_KEYS = {"model_id", "version", "labels", "thresholds", "sample_rate", "window_s", "hop_s", "embedding_dim", "streams",
                  "checkpoint_sha256", "exporters", "fusion"}
+
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -76,8 +76,8 @@ def test_dataset_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_dataset_resamples_crops_and_pads(tmp_path: Path) -> None:
-    long = write_labelled_tone(tmp_path / "long.wav", ["high"], seconds=2.0, rate=44100)
-    short = write_labelled_tone(tmp_path / "short.wav", ["low"], seconds=0.2, rate=8000)
+    write_labelled_tone(tmp_path / "long.wav", ["high"], seconds=2.0, rate=44100)
+    write_labelled_tone(tmp_path / "short.wav", ["low"], seconds=0.2, rate=8000)
     (tmp_path / "m.csv").write_text("path,labels,split\nlong.wav,high,train\nshort.wav,low,train\n")
     clips = load_clips(ManifestData(type="manifest", path=tmp_path / "m.csv"))
     ds = ClipDataset(clips, ["high", "low"], SR, 0.5, train=False)

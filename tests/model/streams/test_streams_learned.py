@@ -138,7 +138,7 @@ def _rvq_rank(rank: int, directory: str) -> None:
     torch.manual_seed(rank)  # different random seeding per rank: only the sync makes them agree
     rvq = ResidualVQ(8, codebooks=2, size=8, decay=0.5).train()
     for _ in range(3):
-        rvq((4.0 - 8.0 * rank + torch.randn(1, 64, 8)))
+        rvq(4.0 - 8.0 * rank + torch.randn(1, 64, 8))
     torch.save({k: v.clone() for k, v in rvq.state_dict().items()}, f"{directory}/rank{rank}.pt")
     dist.destroy_process_group()
 

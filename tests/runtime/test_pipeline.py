@@ -88,7 +88,7 @@ def test_run_loop_serves_live_writers(tiny_model: ModelDir) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=pipeline.run, args=(stop,), daemon=True)
     thread.start()
-    for i in range(25):  # 2.5 s of audio per source, written as it "arrives"
+    for _i in range(25):  # 2.5 s of audio per source, written as it "arrives"
         for stream in streams:
             pipeline.sink(stream)(tone(440, 0.1), time.time())
         time.sleep(0.02)

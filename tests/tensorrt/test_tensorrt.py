@@ -32,10 +32,11 @@ from rtaudio.tensorrt import cuda as nvidia
 from rtaudio.tensorrt.calibration import CalibrationError, calibration_batches, calibration_windows
 from rtaudio.tensorrt.plan import PlanError, PlanKey, read_checked_plan, sanitise, sidecar_path, write_plan
 from tests import fake_tensorrt
+from tests.helpers import REPO
 from tests.tinymodel import tone, white_noise
 
 SR = 16000
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def real_tensorrt() -> str | None:

@@ -72,7 +72,8 @@ def test_mismatched_inputs_are_refused() -> None:
 def random_sets(seed: int) -> tuple[list[str], list[list[str]]]:
     rng = np.random.default_rng(seed)
     vocab = ["a", "dog", "cat", "barks", "meows", "man", "woman", "talks", "car", "engine", "rain", "falls", "loudly", "in", "the", "distance"]
-    sentence = lambda: " ".join(rng.choice(vocab, rng.integers(1, 13)))
+    def sentence():
+        return " ".join(rng.choice(vocab, rng.integers(1, 13)))
     n = int(rng.integers(2, 25))
     return [sentence() for _ in range(n)], [[sentence() for _ in range(rng.integers(1, 6))] for _ in range(n)]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -32,7 +32,7 @@ def event(label: str, seed: int) -> np.ndarray:
     return np.resize(synth_event(label, np.random.default_rng(seed), SR), SR).astype(np.float32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def signals() -> dict[str, np.ndarray]:
     return {
         "tone": tone(440),

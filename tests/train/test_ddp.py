@@ -13,9 +13,9 @@ import yaml
 from rtaudio.contract import load_model_dir
 from rtaudio.model.fused import load_checkpoint
 from rtaudio.train.loop import weights_sha256
-from tests.helpers import tone_manifest
+from tests.helpers import REPO, tone_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def test_two_process_gloo_training_keeps_ranks_identical(tmp_path: Path) -> None:
