@@ -22,8 +22,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per log line, for log shippers."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage()}
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -117,12 +116,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rtaudio.train.evaluate import evaluate
 
     out = args.out or args.model / EVAL_DIR
-    command = shlex.join(["rtaudio", "eval", "--model", str(args.model), "--data", str(args.data), "--split", args.split, "--out", str(out),
-                          *(a for c in args.compare for a in ("--compare", str(c))), *(["--no-java-metrics"] if args.no_java_metrics else []),
-                          *(["--baselines"] if args.baselines else [])])
+    command = shlex.join(
+        [
+            "rtaudio",
+            "eval",
+            "--model",
+            str(args.model),
+            "--data",
+            str(args.data),
+            "--split",
+            args.split,
+            "--out",
+            str(out),
+            *(a for c in args.compare for a in ("--compare", str(c))),
+            *(["--no-java-metrics"] if args.no_java_metrics else []),
+            *(["--baselines"] if args.baselines else []),
+        ]
+    )
     try:
-        summary = evaluate(args.model, args.data, split=args.split, compare=args.compare, out=out, command=command,
-                           external_metrics=not args.no_java_metrics, baselines=args.baselines, teacher_cache=args.teacher_cache)
+        summary = evaluate(
+            args.model,
+            args.data,
+            split=args.split,
+            compare=args.compare,
+            out=out,
+            command=command,
+            external_metrics=not args.no_java_metrics,
+            baselines=args.baselines,
+            teacher_cache=args.teacher_cache,
+        )
     except (ContractError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -130,9 +152,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{row['name']:<48} mAP {row['map']:.3f}  micro-F1 {row['micro_f1']:.3f}  macro-F1 {row['macro_f1']:.3f}")
     for text in summary.get("text", []):
         captions, retrieval, zero = text.get("captions"), text.get("retrieval"), text.get("zero_shot")
-        parts = [f"CIDEr-D {captions['cider_d']:.3f}  BLEU-4 {captions['bleu_4']:.3f}" if captions else "",
-                 f"R@1 t2a {retrieval['t2a_r@1']:.3f} a2t {retrieval['a2t_r@1']:.3f}" if retrieval else "",
-                 f"zero-shot mAP {zero['map']:.3f}" if zero else ""]
+        parts = [
+            f"CIDEr-D {captions['cider_d']:.3f}  BLEU-4 {captions['bleu_4']:.3f}" if captions else "",
+            f"R@1 t2a {retrieval['t2a_r@1']:.3f} a2t {retrieval['a2t_r@1']:.3f}" if retrieval else "",
+            f"zero-shot mAP {zero['map']:.3f}" if zero else "",
+        ]
         print(f"{'text heads — ' + text['name']:<48} " + "  ".join(p for p in parts if p))
     print(f"report: {out / 'eval.md'}")
     return 0
@@ -167,14 +191,17 @@ def cmd_data_debian(args: argparse.Namespace) -> int:
         print(f"error: data debian needs {', '.join(missing)} (Debian: apt-get install dpkg ffmpeg)", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        summary = build_corpus(args.out, args.packages or PACKAGES, cache=args.cache, sample_rate=args.sample_rate,
-                               max_clip_s=args.max_clip_s, max_pieces=args.max_pieces)
+        summary = build_corpus(
+            args.out, args.packages or PACKAGES, cache=args.cache, sample_rate=args.sample_rate, max_clip_s=args.max_clip_s, max_pieces=args.max_pieces
+        )
     except CorpusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     pieces, packages, labels = cast(dict[str, int], summary["pieces"]), cast(list[str], summary["packages"]), cast(dict[str, dict[str, int]], summary["labels"])
-    print(f"{pieces['labelled']} labelled and {pieces['unlabelled']} unlabelled pieces "
-          f"({pieces['duplicates_dropped']} duplicates dropped) from {len(packages)} packages")
+    print(
+        f"{pieces['labelled']} labelled and {pieces['unlabelled']} unlabelled pieces "
+        f"({pieces['duplicates_dropped']} duplicates dropped) from {len(packages)} packages"
+    )
     for label, counts in labels.items():
         print(f"  {label:<16} " + "  ".join(f"{split} {n}" for split, n in counts.items()))
     print(f"manifest: {args.out / 'manifest.csv'}")
@@ -187,8 +214,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rtaudio.train.parity_windows import synthetic_windows
 
     try:
-        model_dir = export_checkpoint(args.checkpoint, args.out, args.id, args.version, args.window_s, opset=args.opset,
-                                      simplify=not args.no_simplify, allow_unsupported=args.allow_unsupported, scenes=synthetic_windows)
+        model_dir = export_checkpoint(
+            args.checkpoint,
+            args.out,
+            args.id,
+            args.version,
+            args.window_s,
+            opset=args.opset,
+            simplify=not args.no_simplify,
+            allow_unsupported=args.allow_unsupported,
+            scenes=synthetic_windows,
+        )
     except (FileNotFoundError, ValueError) as exc:  # no or unusable checkpoint, or a window the model refuses
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -197,10 +233,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1
     info, extra = model_dir.info, model_dir.info.extra
     parity, fp16 = extra["export"]["parity"], extra["fp16"]
-    print(f"exported {model_dir.path}: {info.model_id} {info.version}, {len(info.labels)} labels, window {info.window_s} s, "
-          f"outputs scores [batch, {len(info.labels)}] + embedding [batch, {info.embedding_dim}]")
-    print(f"parity vs PyTorch ({parity['windows']} windows, batch {' and '.join(map(str, parity['batches']))}): "
-          f"scores {parity['scores_max_abs_diff']:.2e}, embedding {parity['embedding_max_abs_diff']:.2e}")
+    print(
+        f"exported {model_dir.path}: {info.model_id} {info.version}, {len(info.labels)} labels, window {info.window_s} s, "
+        f"outputs scores [batch, {len(info.labels)}] + embedding [batch, {info.embedding_dim}]"
+    )
+    print(
+        f"parity vs PyTorch ({parity['windows']} windows, batch {' and '.join(map(str, parity['batches']))}): "
+        f"scores {parity['scores_max_abs_diff']:.2e}, embedding {parity['embedding_max_abs_diff']:.2e}"
+    )
     print(f"FP16 safety: {len(fp16['fp32_nodes'])} node(s) stay FP32 (largest |x| {fp16['max_abs']:.3g} at {fp16['max_abs_node']})")
     print(check_model(model_dir.onnx_path).format())
     return 0
@@ -213,8 +253,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     from rtaudio.tensorrt.cuda import CudaError, NvidiaUnavailable
 
     try:
-        plan = build_engine(args.model_dir, args.precision, args.max_batch, args.workspace_mb,
-                            args.calibration, args.timing_cache, args.out)
+        plan = build_engine(args.model_dir, args.precision, args.max_batch, args.workspace_mb, args.calibration, args.timing_cache, args.out)
     except NvidiaUnavailable as exc:
         print(f"error: build-engine needs TensorRT and an NVIDIA GPU: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -248,14 +287,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rtaudio.contract import ContractError
     from rtaudio.runtime.engines import EngineError
 
-    options = {"--model": args.model, "--max-batch": args.max_batch, "--seconds": args.seconds, "--audio": args.audio,
-               "--capacity-engine": args.capacity_engine, "--max-streams": args.max_streams, "--backlog": args.backlog}
+    options = {
+        "--model": args.model,
+        "--max-batch": args.max_batch,
+        "--seconds": args.seconds,
+        "--audio": args.audio,
+        "--capacity-engine": args.capacity_engine,
+        "--max-streams": args.max_streams,
+        "--backlog": args.backlog,
+    }
     flags = [f for f, on in (("--skip-capacity", args.skip_capacity), ("--skip-yardsticks", args.skip_yardsticks)) if on]
-    command = shlex.join(["rtaudio", "bench", *(a for k, v in options.items() if v is not None for a in (k, str(v))),
-                          *(["--backends", *args.backends] if args.backends else []), *flags])
+    command = shlex.join(
+        [
+            "rtaudio",
+            "bench",
+            *(a for k, v in options.items() if v is not None for a in (k, str(v))),
+            *(["--backends", *args.backends] if args.backends else []),
+            *flags,
+        ]
+    )
     try:
-        result = run_bench(args.model, args.backends, args.max_batch, args.seconds, args.audio, args.capacity_engine,
-                           args.max_streams, args.backlog, args.skip_capacity, args.skip_yardsticks, command)
+        result = run_bench(
+            args.model,
+            args.backends,
+            args.max_batch,
+            args.seconds,
+            args.audio,
+            args.capacity_engine,
+            args.max_streams,
+            args.backlog,
+            args.skip_capacity,
+            args.skip_yardsticks,
+            command,
+        )
     except (ContractError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -290,8 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model from train.yaml (torchrun for several GPUs/nodes)")
     train.add_argument("--config", "-c", type=Path, required=True, help="train.yaml")
     train.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                       help="override one train.yaml key, dotted, value in YAML (e.g. captions.diffusion_weight=0.5); repeatable")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override one train.yaml key, dotted, value in YAML (e.g. captions.diffusion_weight=0.5); repeatable",
+    )
     train.set_defaults(func=cmd_train)
 
     devices = sub.add_parser("devices", help="list audio input devices")
@@ -305,8 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=None, help="report folder (default: MODEL/eval)")
     ev.add_argument("--compare", type=Path, action="append", default=[], metavar="DIR", help="another model dir for the same table (repeatable)")
     ev.add_argument("--no-java-metrics", action="store_true", help="skip METEOR and SPICE even where java and their jars are installed")
-    ev.add_argument("--baselines", action="store_true",
-                    help="also fit and score a linear probe on the pretrained (aisfx) embedding and hand-feature logistic regression on the train split")
+    ev.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also fit and score a linear probe on the pretrained (aisfx) embedding and hand-feature logistic regression on the train split",
+    )
     ev.add_argument("--teacher-cache", type=Path, default=None, metavar="PATH", help="teacher embedding cache (default: beside the manifest)")
     ev.set_defaults(func=cmd_eval)
 
@@ -314,8 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SOURCE")
     deb = data_sub.add_parser("debian", help="real-audio corpus from sounds shipped in Debian packages (labelled by reviewed rules, split by package)")
     deb.add_argument("--out", "-o", type=Path, required=True, help="corpus folder (manifest.csv, unlabelled.csv, audio/, licences/)")
-    deb.add_argument("--package", dest="packages", action="append", default=[], metavar="NAME",
-                     help="a package to take (repeatable; default: every package the rules know)")
+    deb.add_argument(
+        "--package", dest="packages", action="append", default=[], metavar="NAME", help="a package to take (repeatable; default: every package the rules know)"
+    )
     deb.add_argument("--cache", type=Path, default=None, help="where .deb files are downloaded (default: OUT/debs)")
     deb.add_argument("--sample-rate", type=int, default=16000, help="rate of the written audio (default 16000, the model rate)")
     deb.add_argument("--max-clip-s", type=float, default=10.0, help="longest piece cut from a file (default 10)")
@@ -350,14 +424,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="engine speed per backend and batch, stream capacity, yardstick ratios")
     bench.add_argument("--model", type=Path, default=Path("engines/default"), help="model directory (default: engines/default)")
-    bench.add_argument("--backends", nargs="+", default=None, metavar="NAME",
-                       help="engines to time, e.g. onnxruntime, onnxruntime-cpu, torch-cuda, tensorrt (default: every usable one)")
+    bench.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="engines to time, e.g. onnxruntime, onnxruntime-cpu, torch-cuda, tensorrt (default: every usable one)",
+    )
     bench.add_argument("--max-batch", type=int, default=32, help="largest batch timed, and the pipeline's in the capacity search (default 32)")
     bench.add_argument("--seconds", type=float, default=2.0, help="time per measurement: each batch size, each capacity trial (default 2)")
     bench.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     bench.add_argument("--skip-capacity", action="store_true", help="leave out the capacity search")
     bench.add_argument("--skip-yardsticks", action="store_true", help="leave out the yardstick models (they need torch)")
-    bench.add_argument("--audio", type=Path, default=None, help="file the capacity streams play and the text bench captions (default: synthetic noise and a tone; captions: config/demo.flac)")
+    bench.add_argument(
+        "--audio",
+        type=Path,
+        default=None,
+        help="file the capacity streams play and the text bench captions (default: synthetic noise and a tone; captions: config/demo.flac)",
+    )
     bench.add_argument("--capacity-engine", default="auto", help="engine of the capacity search, as in site.yaml (default auto)")
     bench.add_argument("--max-streams", type=int, default=256, help="stop the capacity search here (at most 256)")
     bench.add_argument("--backlog", type=int, default=2, help="windows a source may hold before dropping, in the capacity search (default 2)")

@@ -64,10 +64,18 @@ def check_gpu() -> Check:
     if names:
         return Check("gpu", "ok", "; ".join(names))
     if Path("/proc/driver/nvidia/version").is_file():
-        return Check("gpu", "error", "the NVIDIA kernel driver is loaded but nvidia-smi lists no GPU",
-                     "run nvidia-smi to see the driver's error; check the device permissions (/dev/nvidia*)")
-    return Check("gpu", "missing", "no NVIDIA GPU: nvidia-smi absent or empty, no /proc/driver/nvidia, not a Jetson",
-                 "not needed on a CPU machine; for TensorRT install the NVIDIA driver (or JetPack on a Jetson)")
+        return Check(
+            "gpu",
+            "error",
+            "the NVIDIA kernel driver is loaded but nvidia-smi lists no GPU",
+            "run nvidia-smi to see the driver's error; check the device permissions (/dev/nvidia*)",
+        )
+    return Check(
+        "gpu",
+        "missing",
+        "no NVIDIA GPU: nvidia-smi absent or empty, no /proc/driver/nvidia, not a Jetson",
+        "not needed on a CPU machine; for TensorRT install the NVIDIA driver (or JetPack on a Jetson)",
+    )
 
 
 def cuda_driver_version() -> str | None:
@@ -85,8 +93,12 @@ def cuda_driver_version() -> str | None:
 def check_cuda() -> Check:
     version = cuda_driver_version()
     if version is None:
-        return Check("cuda", "missing", "libcuda.so.1 not loadable: no NVIDIA driver with CUDA on this machine",
-                     "not needed on a CPU machine; install the NVIDIA driver (JetPack on a Jetson) for CUDA")
+        return Check(
+            "cuda",
+            "missing",
+            "libcuda.so.1 not loadable: no NVIDIA driver with CUDA on this machine",
+            "not needed on a CPU machine; install the NVIDIA driver (JetPack on a Jetson) for CUDA",
+        )
     return Check("cuda", "ok", f"CUDA driver API {version} (libcuda.so.1)")
 
 
@@ -98,8 +110,9 @@ def check_tensorrt() -> Check:
     except NvidiaUnavailable as exc:
         return Check("tensorrt", "missing", str(exc), "needed only for engine: tensorrt (NVIDIA GPU or Jetson)")
     except Exception as exc:  # an installed TensorRT whose libraries do not load
-        return Check("tensorrt", "error", f"tensorrt is installed but does not load: {exc}",
-                     "check that the CUDA and TensorRT libraries match the tensorrt wheel")
+        return Check(
+            "tensorrt", "error", f"tensorrt is installed but does not load: {exc}", "check that the CUDA and TensorRT libraries match the tensorrt wheel"
+        )
     return Check("tensorrt", "ok", f"TensorRT {tensorrt.__version__}")
 
 
@@ -125,8 +138,12 @@ def check_onnxruntime(required: bool) -> Check:
 
 def check_torch() -> Check:
     if importlib.util.find_spec("torch") is None:
-        return Check("torch", "missing", "torch is not installed; not needed by the runtime (torch engine and training only)",
-                     "pip install 'rtaudio[train]' for training or the torch engine")
+        return Check(
+            "torch",
+            "missing",
+            "torch is not installed; not needed by the runtime (torch engine and training only)",
+            "pip install 'rtaudio[train]' for training or the torch engine",
+        )
     try:
         import torch
     except Exception as exc:  # a broken install raises anything from OSError (libraries) to AttributeError
@@ -147,8 +164,9 @@ def check_portaudio(required: bool = False) -> Check:
     try:
         import sounddevice as sd
     except (OSError, ImportError) as exc:  # OSError: the PortAudio library itself is missing
-        return Check("portaudio", "missing", f"cannot load sounddevice/PortAudio: {exc}",
-                     "apt install libportaudio2 (needed for microphone sources only)", required)
+        return Check(
+            "portaudio", "missing", f"cannot load sounddevice/PortAudio: {exc}", "apt install libportaudio2 (needed for microphone sources only)", required
+        )
     return Check("portaudio", "ok", f"{sd.get_portaudio_version()[1]} (sounddevice {sd.__version__})", required=required)
 
 
@@ -160,8 +178,13 @@ def check_input_devices(required: bool = False) -> Check:
     except (DeviceError, OSError, RuntimeError) as exc:
         return Check("input devices", "error", str(exc), "install PortAudio and connect a sound card or USB microphone", required)
     if not devices:
-        return Check("input devices", "missing", "PortAudio sees no input device",
-                     "connect a microphone or sound card (needed for microphone sources only); see `rtaudio devices`", required)
+        return Check(
+            "input devices",
+            "missing",
+            "PortAudio sees no input device",
+            "connect a microphone or sound card (needed for microphone sources only); see `rtaudio devices`",
+            required,
+        )
     names = ", ".join(f"[{d['index']}] {d['name']} ({d['max_input_channels']} ch)" for d in devices)
     return Check("input devices", "ok", names, required=required)
 
@@ -179,8 +202,19 @@ def check_ffmpeg(required: bool = False) -> Check:
 def machine_checks() -> list[Check]:
     """Everything about this machine, independent of any site config."""
     trt = check_tensorrt()
-    return [check_python(), check_gpu(), check_cuda(), trt, check_cuda_python(), check_onnxruntime(required=not trt.ok), check_torch(),
-            check_paho(), check_portaudio(), check_input_devices(), check_ffmpeg()]
+    return [
+        check_python(),
+        check_gpu(),
+        check_cuda(),
+        trt,
+        check_cuda_python(),
+        check_onnxruntime(required=not trt.ok),
+        check_torch(),
+        check_paho(),
+        check_portaudio(),
+        check_input_devices(),
+        check_ffmpeg(),
+    ]
 
 
 # ---------------------------------------------------------------- site config
@@ -228,8 +262,13 @@ def check_text_heads(config: Any) -> Check:
             unknown = vocab.unknown_words(rule.text)
             known = [w for w in words(rule.text) if w not in unknown]
             if not known:
-                return Check("text heads", "error", f"queries.{name}: no word of {rule.text!r} is known to the model ({len(vocab)} words)",
-                             "describe the sound in words of the training captions (vocab.json)", True)
+                return Check(
+                    "text heads",
+                    "error",
+                    f"queries.{name}: no word of {rule.text!r} is known to the model ({len(vocab)} words)",
+                    "describe the sound in words of the training captions (vocab.json)",
+                    True,
+                )
             parts.append(f"query {name} reads as {' '.join(known)!r}" + (f" (unknown, dropped: {', '.join(unknown)})" if unknown else ""))
     return Check("text heads", "ok", "; ".join(parts), required=True)
 
@@ -245,8 +284,9 @@ def _check_model(path: Path, site_labels: list[str]) -> tuple[Check, Any]:
     info = model.info
     unknown = [label for label in site_labels if label not in info.labels]
     if unknown:
-        return Check("model", "error", f"events.labels names {', '.join(unknown)}, not labels of {path}",
-                     f"use labels of the model: {', '.join(info.labels)}", True), model
+        return Check(
+            "model", "error", f"events.labels names {', '.join(unknown)}, not labels of {path}", f"use labels of the model: {', '.join(info.labels)}", True
+        ), model
     detail = f"{path}: {info.model_id} {info.version}, {len(info.labels)} labels, {info.sample_rate} Hz, window {info.window_s} s hop {info.hop_s} s"
     return Check("model", "ok", detail, required=True), model
 
@@ -268,8 +308,13 @@ def check_engine(config: Any, model: Any) -> Check:
 
         present = [p for p in engine.providers if p in ort.get_available_providers()]
         if not present:
-            return Check("engine", "error", f"onnxruntime providers {engine.providers} are all absent from this build",
-                         "install onnxruntime-gpu or add CPUExecutionProvider to engine.providers", True)
+            return Check(
+                "engine",
+                "error",
+                f"onnxruntime providers {engine.providers} are all absent from this build",
+                "install onnxruntime-gpu or add CPUExecutionProvider to engine.providers",
+                True,
+            )
         lines.insert(0, f"providers that will be tried: {', '.join(present)}")
     return Check("engine", "ok", f"engine {config.type} -> {engine.name}; " + "; ".join(lines), required=True)
 
@@ -282,18 +327,29 @@ def check_broker(mqtt: Any, site: str, timeout: float = BROKER_TIMEOUT_S) -> Che
     try:
         socket.create_connection((mqtt.broker, mqtt.port), timeout=timeout).close()
     except OSError as exc:
-        return Check("broker", "error", f"{where} is not reachable over TCP: {exc.strerror or exc}",
-                     "check mqtt.broker and mqtt.port, that the broker runs, and the firewall", True)
+        return Check(
+            "broker",
+            "error",
+            f"{where} is not reachable over TCP: {exc.strerror or exc}",
+            "check mqtt.broker and mqtt.port, that the broker runs, and the firewall",
+            True,
+        )
     try:
         reason = _mqtt_connect(mqtt, site, timeout)
     except (OSError, ValueError) as exc:
         return Check("broker", "error", f"{where}: MQTT connect failed: {exc}", "check mqtt.tls and the credentials", True)
     if reason is None:
-        return Check("broker", "error", f"{where}: TCP open but no CONNACK within {timeout:.0f} s",
-                     "check mqtt.tls (a TLS port needs tls:, a plain port must not have it) and mqtt.protocol", True)
+        return Check(
+            "broker",
+            "error",
+            f"{where}: TCP open but no CONNACK within {timeout:.0f} s",
+            "check mqtt.tls (a TLS port needs tls:, a plain port must not have it) and mqtt.protocol",
+            True,
+        )
     if reason.is_failure:
-        return Check("broker", "error", f"{where}: the broker refused the MQTT connection: {reason}",
-                     "check mqtt.username and the password (or password_file)", True)
+        return Check(
+            "broker", "error", f"{where}: the broker refused the MQTT connection: {reason}", "check mqtt.username and the password (or password_file)", True
+        )
     tls = ", TLS" if mqtt.tls is not None else ""
     return Check("broker", "ok", f"{where}: MQTT {mqtt.protocol} CONNECT accepted{tls}", required=True)
 
@@ -332,8 +388,7 @@ def _check_embedded_port(port: int) -> Check:
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
-            return Check("broker", "error", f"embedded broker: 127.0.0.1:{port} is taken ({exc.strerror})",
-                         "stop what listens there or set mqtt.port", True)
+            return Check("broker", "error", f"embedded broker: 127.0.0.1:{port} is taken ({exc.strerror})", "stop what listens there or set mqtt.port", True)
     return Check("broker", "ok", f"embedded broker: `rtaudio run` starts it on 127.0.0.1:{port} (port free; demos only)", required=True)
 
 
@@ -349,8 +404,15 @@ def _check_microphones(config: Any) -> list[Check]:
             checks.append(Check(name, "error", str(exc), "set device: to an index or name from `rtaudio devices`", True))
             continue
         if source.channel >= device["max_input_channels"]:
-            checks.append(Check(name, "error", f"channel {source.channel} but {device['name']} has {device['max_input_channels']} input channel(s)",
-                                f"set channel: to 0..{device['max_input_channels'] - 1}", True))
+            checks.append(
+                Check(
+                    name,
+                    "error",
+                    f"channel {source.channel} but {device['name']} has {device['max_input_channels']} input channel(s)",
+                    f"set channel: to 0..{device['max_input_channels'] - 1}",
+                    True,
+                )
+            )
             continue
         checks.append(Check(name, "ok", f"[{device['index']}] {device['name']}, channel {source.channel}", required=True))
     return checks

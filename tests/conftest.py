@@ -106,11 +106,25 @@ def text_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from rtaudio.train.loop import train
 
     out = tmp_path_factory.mktemp("text_model")
-    config = TrainConfig.model_validate({
-        "data": {"type": "synthetic", "scenes": 8, "duration_s": 8.0, "seed": 5, "val_fraction": 0.25, "test_fraction": 0.25,
-                 "labels": ["knock", "doorbell", "hvac_hum", "water_running", "dog_bark"]},
-        "output": str(out), "model": {"streams": ["e2e", "timbre"], "layers": 1}, "epochs": 2, "batch_size": 16,
-        "captions": {"batch_size": 4, "tokenizer_size": 200, "max_tokens": 32}, "model_id": "text-test"})
+    config = TrainConfig.model_validate(
+        {
+            "data": {
+                "type": "synthetic",
+                "scenes": 8,
+                "duration_s": 8.0,
+                "seed": 5,
+                "val_fraction": 0.25,
+                "test_fraction": 0.25,
+                "labels": ["knock", "doorbell", "hvac_hum", "water_running", "dog_bark"],
+            },
+            "output": str(out),
+            "model": {"streams": ["e2e", "timbre"], "layers": 1},
+            "epochs": 2,
+            "batch_size": 16,
+            "captions": {"batch_size": 4, "tokenizer_size": 200, "max_tokens": 32},
+            "model_id": "text-test",
+        }
+    )
     path = train(config)
     assert path is not None
     return path

@@ -95,8 +95,10 @@ class OnnxParser:
         model = onnx.load(path)
         net, graph = self.network, model.graph
         net.onnx_path = path
+
         def dims(v):
             return tuple(d.dim_value or -1 for d in v.type.tensor_type.shape.dim)
+
         net.inputs = [Tensor(v.name, dims(v)) for v in graph.input]
         net.outputs = [Tensor(v.name, dims(v)) for v in graph.output]
         ten = MODULE.__version__.startswith("10.")
@@ -254,8 +256,15 @@ def _view(ptr: int, shape: tuple) -> np.ndarray:
 def fake_tensorrt(version: str) -> types.ModuleType:
     module = types.ModuleType("tensorrt")
     module.__dict__.update(
-        __version__=version, ILogger=ILogger, IInt8EntropyCalibrator2=IInt8EntropyCalibrator2, Builder=Builder,
-        OnnxParser=OnnxParser, Runtime=Runtime, TensorIOMode=TensorIOMode, float32=float32, float16=float16,
+        __version__=version,
+        ILogger=ILogger,
+        IInt8EntropyCalibrator2=IInt8EntropyCalibrator2,
+        Builder=Builder,
+        OnnxParser=OnnxParser,
+        Runtime=Runtime,
+        TensorIOMode=TensorIOMode,
+        float32=float32,
+        float16=float16,
         nptype=lambda dtype: {float32: np.float32, float16: np.float16}[dtype],
         NetworkDefinitionCreationFlag=types.SimpleNamespace(EXPLICIT_BATCH=0),
         MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"),

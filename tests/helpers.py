@@ -70,9 +70,16 @@ class Broker:
 
     host = "127.0.0.1"
 
-    def __init__(self, directory: Path, port: int | None = None, listener: Sequence[str] = (),
-                 settings: Sequence[str] = (), anonymous: bool = True, persistence: bool = False,
-                 users: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        listener: Sequence[str] = (),
+        settings: Sequence[str] = (),
+        anonymous: bool = True,
+        persistence: bool = False,
+        users: Mapping[str, str] | None = None,
+    ):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -90,7 +97,10 @@ class Broker:
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self.directory}/",
             f"log_dest file {self.log_path}",
-            "log_type error", "log_type warning", "log_type notice", "log_type information",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
             *settings,
         ]
         if os.geteuid() == 0:
@@ -99,8 +109,7 @@ class Broker:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> Broker:
-        self._process = subprocess.Popen([MOSQUITTO, "-c", str(self.config_path)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._process = subprocess.Popen([MOSQUITTO, "-c", str(self.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -141,9 +150,17 @@ class Subscriber:
     own reconnects and, on a broker with persistence, a broker restart.
     """
 
-    def __init__(self, broker: Any, topic: str = "#", protocol: int = mqtt.MQTTv311,
-                 client_id: str = "", clean: bool = True, qos: int = 1,
-                 username: str | None = None, password: str | None = None):
+    def __init__(
+        self,
+        broker: Any,
+        topic: str = "#",
+        protocol: int = mqtt.MQTTv311,
+        client_id: str = "",
+        clean: bool = True,
+        qos: int = 1,
+        username: str | None = None,
+        password: str | None = None,
+    ):
         self.messages: list[mqtt.MQTTMessage] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -302,9 +319,15 @@ def tone_manifest(root: Path, names: tuple[str, ...] = ("low", "high"), clips: i
 
 def tiny_config(root: Path, manifest: Path, **over: object) -> dict:
     """A training config for ``manifest`` small enough for a test (one e2e stream, 2 epochs)."""
-    config = {"data": {"type": "manifest", "path": str(manifest)}, "output": str(root / "out"),
-              "model": {"streams": ["e2e"], "layers": 1, "n_mels": 32, "window_s": 0.5, "hop_s": 0.25},
-              "schedule": {"type": "staged", "stream_epochs": 1}, "epochs": 2, "batch_size": 4,
-              "augment": {"mixup_alpha": 0.4, "balanced": True}, "lr": 3e-3}
+    config = {
+        "data": {"type": "manifest", "path": str(manifest)},
+        "output": str(root / "out"),
+        "model": {"streams": ["e2e"], "layers": 1, "n_mels": 32, "window_s": 0.5, "hop_s": 0.25},
+        "schedule": {"type": "staged", "stream_epochs": 1},
+        "epochs": 2,
+        "batch_size": 4,
+        "augment": {"mixup_alpha": 0.4, "balanced": True},
+        "lr": 3e-3,
+    }
     config.update(over)
     return config

@@ -89,7 +89,9 @@ def test_run_config_error_exits_2_and_starts_nothing(site: Path) -> None:
     config.write_text("site: t\nmodel: model\nsources:\n  - {id: f, type: file, path: scene.flac, relatime: false}\n")
     result = run_rtaudio("run", "--config", str(config))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: {config}:4: sources[0].relatime: unknown key; allowed keys: id, enabled, gain_db, type, path, realtime, loop, block_s"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {config}:4: sources[0].relatime: unknown key; allowed keys: id, enabled, gain_db, type, path, realtime, loop, block_s"
+    ]
 
 
 def test_log_format_json(site: Path) -> None:

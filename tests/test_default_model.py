@@ -96,11 +96,16 @@ def test_demo_recording_events_match_its_timeline() -> None:
         result: Collector = tag_file(ROOT / "config" / "demo.flac", engine, EventsConfig(), TagsConfig())
     threshold = dict(zip(model.info.labels, model.info.thresholds))
     expected = {item["label"] for item in timeline}
-    tagged = {label for r in result.results for label, score in r.labels if score >= threshold[label]
-              and any(item["label"] == label and r.start_time < item["offset"] and r.end_time > item["onset"] for item in timeline)}
+    tagged = {
+        label
+        for r in result.results
+        for label, score in r.labels
+        if score >= threshold[label] and any(item["label"] == label and r.start_time < item["offset"] and r.end_time > item["onset"] for item in timeline)
+    }
     found = {(e.label, round(e.onset_time)) for e in result.events if e.kind == "onset"}
-    near = {(label, onset) for label, onset in found
-            if any(item["label"] == label and item["onset"] - 1.5 <= onset <= item["offset"] + 0.5 for item in timeline)}
+    near = {
+        (label, onset) for label, onset in found if any(item["label"] == label and item["onset"] - 1.5 <= onset <= item["offset"] + 0.5 for item in timeline)
+    }
     as_events = {label for label, _ in near}
     assert expected <= tagged | as_events, f"scripted sounds not heard where they play: {sorted(expected - tagged - as_events)}"
     assert len(expected - as_events) <= 1, f"scripted sounds without an event: {sorted(expected - as_events)}; events: {sorted(found)}"
@@ -121,8 +126,7 @@ def test_demo_captions_and_its_water_query_over_mqtt(tmp_path: Path, mosquitto, 
     from rtaudio.runtime.site import run_site
 
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    demo.update(model=str(MODEL), console={"tags": False, "events": False},
-                mqtt={"broker": "127.0.0.1", "port": mosquitto.port, "shutdown_flush_s": 10})
+    demo.update(model=str(MODEL), console={"tags": False, "events": False}, mqtt={"broker": "127.0.0.1", "port": mosquitto.port, "shutdown_flush_s": 10})
     demo["sources"][0].update(path=str(ROOT / "config" / "demo.flac"), realtime=False, loop=False)
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(demo))
     sub = make_subscriber(mosquitto, "rtaudio/#")
@@ -134,8 +138,11 @@ def test_demo_captions_and_its_water_query_over_mqtt(tmp_path: Path, mosquitto, 
     assert len(captions) >= 4 and all(c["caption"].strip() for c in captions), captions
     water = json.loads((ROOT / "config" / "demo.timeline.json").read_text())["events"]
     water = next(e for e in water if e["label"] == "water_running")
-    covering = [c for c in captions  # the caption windows that heard most of the water (1.5 of its 2.5 s)
-                if min(iso_seconds(c["end"]) - t0, water["offset"]) - max(iso_seconds(c["start"]) - t0, water["onset"]) >= 1.5]
+    covering = [
+        c
+        for c in captions  # the caption windows that heard most of the water (1.5 of its 2.5 s)
+        if min(iso_seconds(c["end"]) - t0, water["offset"]) - max(iso_seconds(c["start"]) - t0, water["onset"]) >= 1.5
+    ]
     assert covering and any(w in c["caption"] for c in covering for w in WATER_WORDS), [c["caption"] for c in captions]
     leak = [json.loads(m.payload) for m in sub.on("rtaudio/demo/demo/events")]
     onsets = [iso_seconds(e["onset"]) - t0 for e in leak if e["label"] == "water_leak" and e["kind"] == "onset"]

@@ -27,8 +27,7 @@ def site(tmp_path: Path, mqtt: str, sources: str = "") -> Path:
     """A site.yaml with the tiny model, one file source and the given mqtt block."""
     tiny_site(tmp_path)
     path = tmp_path / "site.yaml"
-    path.write_text(f"site: doc\nmodel: model\nengine: onnxruntime\n{mqtt}\nsources:\n"
-                    f"  - {{id: clip, type: file, path: clip.wav}}\n{sources}")
+    path.write_text(f"site: doc\nmodel: model\nengine: onnxruntime\n{mqtt}\nsources:\n  - {{id: clip, type: file, path: clip.wav}}\n{sources}")
     return path
 
 
@@ -130,8 +129,10 @@ def test_text_heads_check_reads_queries_and_refuses_missing_heads(tmp_path: Path
     default = Path(__file__).resolve().parents[1] / "engines" / "default"
     sf.write(tmp_path / "clip.wav", tone(440, 1.0), 16000)
     path = tmp_path / "site.yaml"
-    path.write_text(f"site: doc\nmodel: {default}\nmqtt: null\nsources:\n  - {{id: clip, type: file, path: clip.wav}}\n"
-                    "captions: {every_s: 4}\nqueries:\n  leak: water dripping or leaking\n")
+    path.write_text(
+        f"site: doc\nmodel: {default}\nmqtt: null\nsources:\n  - {{id: clip, type: file, path: clip.wav}}\n"
+        "captions: {every_s: 4}\nqueries:\n  leak: water dripping or leaking\n"
+    )
     heads = by_name(config_checks(path))["text heads"]
     assert heads.status == "ok" and "leak reads as 'water'" in heads.detail and "dripping" in heads.detail
     path.write_text(path.read_text().replace("water dripping or leaking", "zzyzx qwerty"))

@@ -18,7 +18,9 @@ ROOT = Path(rtaudio.__file__).parent
 
 # room -> rooms it must never import (a room is the first part after ``rtaudio.``)
 FORBIDDEN = {
-    "audiofile": "*", "contract": "*", "dsp": "*",  # leaves: nothing of rtaudio but themselves
+    "audiofile": "*",
+    "contract": "*",
+    "dsp": "*",  # leaves: nothing of rtaudio but themselves
     "model": {"export", "train", "runtime", "bench", "config", "tensorrt", "doctor", "cli"},
     "tensorrt": {"runtime", "train", "export", "model", "config", "bench", "doctor", "cli"},
     "config": {"train", "export", "model", "tensorrt", "bench", "doctor", "cli"},
@@ -132,10 +134,14 @@ def test_config_reaches_the_runtime_only_for_plugin_registries() -> None:
     imports the runtime, and plugins import only config.base and config.loader of config."""
     graph = import_graph()
     into_runtime = sorted(f"{m} -> {d}" for m, deps in graph.items() if room(m) == "config" for d in deps if room(d) == "runtime")
-    assert all(edge.startswith("rtaudio.config.site -> rtaudio.runtime.") and edge.split(" -> ")[1].startswith(
-        ("rtaudio.runtime.sources", "rtaudio.runtime.engines")) for edge in into_runtime), into_runtime
+    assert all(
+        edge.startswith("rtaudio.config.site -> rtaudio.runtime.") and edge.split(" -> ")[1].startswith(("rtaudio.runtime.sources", "rtaudio.runtime.engines"))
+        for edge in into_runtime
+    ), into_runtime
     plugins = [m for m in graph if m.startswith(("rtaudio.runtime.sources", "rtaudio.runtime.engines"))]
-    upward = sorted(f"{m} -> {d}" for m in plugins for d in graph[m] if room(d) == "config" and d not in ("rtaudio.config.base", "rtaudio.config.loader", "rtaudio.config"))
+    upward = sorted(
+        f"{m} -> {d}" for m in plugins for d in graph[m] if room(d) == "config" and d not in ("rtaudio.config.base", "rtaudio.config.loader", "rtaudio.config")
+    )
     assert upward == []
 
 

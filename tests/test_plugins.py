@@ -61,10 +61,12 @@ print(json.dumps({"peak_hz": peak_hz, "scores": scores.tolist(), "engine": engin
 def test_a_source_and_an_engine_each_added_as_one_file(tmp_path: Path) -> None:
     model = tiny_site(tmp_path)
     config = tmp_path / "tone.yaml"
-    config.write_text(f"site: t\nmodel: {model.path}\nengine: {{type: constant, score: 0.25}}\nmqtt: null\n"
-                      "sources:\n  - {id: gen, type: tone, frequency_hz: 500}\n")
-    done = subprocess.run([sys.executable, "-c", CODE, str(REPO / "docs" / "examples"), str(config), str(REPO / "tools")],
-                          capture_output=True, text=True, timeout=120)
+    config.write_text(
+        f"site: t\nmodel: {model.path}\nengine: {{type: constant, score: 0.25}}\nmqtt: null\nsources:\n  - {{id: gen, type: tone, frequency_hz: 500}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", CODE, str(REPO / "docs" / "examples"), str(config), str(REPO / "tools")], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert abs(result["peak_hz"] - 500) <= 10

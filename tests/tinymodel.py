@@ -73,8 +73,12 @@ def _onnx_graph(labels: Sequence[str], freqs: Sequence[float], basis: np.ndarray
         "gate_gain": np.array(GATE_GAIN, np.float32),
         "log_gate": np.array(math.log(GATE_POWER), np.float32),
         "inv_n": np.array(1.0 / samples, np.float32),
-        "s0": np.array([0], np.int64), "s1": np.array([1], np.int64), "sk": np.array([k], np.int64),
-        "s2k": np.array([2 * k], np.int64), "sm1": np.array([-1], np.int64), "big": np.array([samples], np.int64),
+        "s0": np.array([0], np.int64),
+        "s1": np.array([1], np.int64),
+        "sk": np.array([k], np.int64),
+        "s2k": np.array([2 * k], np.int64),
+        "sm1": np.array([-1], np.int64),
+        "big": np.array([samples], np.int64),
     }
     nodes = [
         helper.make_node("ReduceSumSquare", ["waveform"], ["energy"], axes=[1], keepdims=1),

@@ -73,9 +73,15 @@ def main() -> None:
     manifest = write_site_set(args.out / "data", args.clips, args.seed)
     source, _ = load_checkpoint(args.source / CHECKPOINT_FILE)
     architecture = source.config.model_dump(exclude={"labels"})
-    common = {"data": {"type": "manifest", "path": str(manifest), "val_fraction": 0.15, "test_fraction": 0.2},
-              "schedule": {"type": "joint", "stream_loss_weight": 0.3}, "epochs": args.epochs, "batch_size": 32,
-              "augment": {"mixup_alpha": 0.0, "noise_p": 0.3, "balanced": True}, "seed": 0, "version": "0.1.0"}
+    common = {
+        "data": {"type": "manifest", "path": str(manifest), "val_fraction": 0.15, "test_fraction": 0.2},
+        "schedule": {"type": "joint", "stream_loss_weight": 0.3},
+        "epochs": args.epochs,
+        "batch_size": 32,
+        "augment": {"mixup_alpha": 0.0, "noise_p": 0.3, "balanced": True},
+        "seed": 0,
+        "version": "0.1.0",
+    }
     runs = {
         "finetuned": {**common, "output": str(args.out / "finetuned"), "init_from": str(args.source), "lr": 0.0005, "model_id": "site-finetuned"},
         "scratch": {**common, "output": str(args.out / "scratch"), "model": architecture, "lr": 0.003, "model_id": "site-scratch"},
@@ -84,8 +90,19 @@ def main() -> None:
         path = args.out / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         rtaudio("train", "--config", str(path))
-    rtaudio("eval", "--model", str(args.out / "finetuned"), "--compare", str(args.out / "scratch"), "--data", str(manifest),
-            "--split", "test", "--out", str(args.out / "eval"))
+    rtaudio(
+        "eval",
+        "--model",
+        str(args.out / "finetuned"),
+        "--compare",
+        str(args.out / "scratch"),
+        "--data",
+        str(manifest),
+        "--split",
+        "test",
+        "--out",
+        str(args.out / "eval"),
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ def write_site_manifest(corpus: Path, out: Path) -> Path:
         if row["split"] != "test" or not labels:
             continue
         bucket = int(hashlib.sha256(row["source"].split("#")[0].encode()).hexdigest()[:8], 16) % 10
-        rows.append({"path": str((corpus / row["path"]).resolve()), "labels": ";".join(labels),
-                     "split": "test" if bucket < 4 else "val" if bucket < 5 else "train"})
+        rows.append(
+            {"path": str((corpus / row["path"]).resolve()), "labels": ";".join(labels), "split": "test" if bucket < 4 else "val" if bucket < 5 else "train"}
+        )
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "manifest.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["path", "labels", "split"])
@@ -62,15 +63,40 @@ def main() -> None:
     args = parser.parse_args()
     manifest = write_site_manifest(args.corpus, args.out)
     for name, init in (("default", "engines/default"), ("small", "engines/small"), ("scratch", None)):
-        config = {"data": {"type": "manifest", "path": str(manifest)}, "output": str(args.out / name), "seed": 0,
-                  "schedule": {"type": "joint", "stream_loss_weight": 0.3}, "epochs": args.epochs, "batch_size": 32,
-                  "lr": 0.0005 if init else 0.002, "augment": {"mixup_alpha": 0.2, "balanced": True},
-                  "aux_weights": {"generative.kl": 0.1}, "model_id": f"site-{name}", **({"init_from": init} if init else {})}
+        config = {
+            "data": {"type": "manifest", "path": str(manifest)},
+            "output": str(args.out / name),
+            "seed": 0,
+            "schedule": {"type": "joint", "stream_loss_weight": 0.3},
+            "epochs": args.epochs,
+            "batch_size": 32,
+            "lr": 0.0005 if init else 0.002,
+            "augment": {"mixup_alpha": 0.2, "balanced": True},
+            "aux_weights": {"generative.kl": 0.1},
+            "model_id": f"site-{name}",
+            **({"init_from": init} if init else {}),
+        }
         (args.out / f"{name}.yaml").write_text(yaml.safe_dump(config))
         rtaudio("train", "--config", str(args.out / f"{name}.yaml"))
-    rtaudio("eval", "--model", str(args.out / "default"), "--data", str(manifest), "--split", "test", "--baselines",
-            "--teacher-cache", str(args.out / "teacher.npz"), "--compare", str(args.out / "small"),
-            "--compare", str(args.out / "scratch"), "--out", str(args.out / "eval"), "--no-java-metrics")
+    rtaudio(
+        "eval",
+        "--model",
+        str(args.out / "default"),
+        "--data",
+        str(manifest),
+        "--split",
+        "test",
+        "--baselines",
+        "--teacher-cache",
+        str(args.out / "teacher.npz"),
+        "--compare",
+        str(args.out / "small"),
+        "--compare",
+        str(args.out / "scratch"),
+        "--out",
+        str(args.out / "eval"),
+        "--no-java-metrics",
+    )
 
 
 if __name__ == "__main__":

@@ -36,11 +36,9 @@ def main() -> None:
     args = parser.parse_args()
     clips = load_clips(ManifestData(type="manifest", path=args.manifest))
     labels = label_set(clips)
-    stream = PretrainedStream(ModelConfig(labels=["_"], sample_rate=args.rate, streams=["pretrained"]),
-                              peak_normalise=bool(args.peak), peak_floor=args.floor)
+    stream = PretrainedStream(ModelConfig(labels=["_"], sample_rate=args.rate, streams=["pretrained"]), peak_normalise=bool(args.peak), peak_floor=args.floor)
     stream.load_aisfx(load_aisfx_state(fetch_aisfx()))
-    cache = build_teacher_cache(clips, stream.eval(), args.rate, args.window_s, args.window_s / 2,
-                                args.manifest.parent / f"teacher-{args.name}.npz")
+    cache = build_teacher_cache(clips, stream.eval(), args.rate, args.window_s, args.window_s / 2, args.manifest.parent / f"teacher-{args.name}.npz")
     splits = {s: [c for c in clips if c.split == s] for s in ("train", "val", "test")}
     sets = {s: window_set(cs, cache, labels) for s, cs in splits.items()}
     x, y, _ = sets["train"]

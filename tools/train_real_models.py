@@ -57,8 +57,9 @@ def main() -> None:
     previous = ["--compare", str(args.previous)] if args.previous else []
     for name in RUNS:
         model = args.engines / name
-        rtaudio("eval", "--model", str(model), "--data", str(CORPUS / "manifest.csv"), "--split", "test", "--baselines",
-                "--out", str(model / "eval"), *previous)
+        rtaudio(
+            "eval", "--model", str(model), "--data", str(CORPUS / "manifest.csv"), "--split", "test", "--baselines", "--out", str(model / "eval"), *previous
+        )
 
 
 if __name__ == "__main__":

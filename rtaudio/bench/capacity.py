@@ -84,16 +84,18 @@ class Capacity:
 
 def site_config(model: Path, audio: Path, streams: int, engine: str, max_batch: int, backlog: int) -> SiteConfig:
     """A site of ``streams`` looping real-time file sources, no MQTT, every window reported to the publishers."""
-    return SiteConfig.model_validate({
-        "site": "bench",
-        "model": str(model),
-        "engine": engine,
-        "window": {"max_batch": max_batch, "max_backlog": backlog},
-        "sources": [{"id": f"s{i}", "type": "file", "path": str(audio), "realtime": True, "loop": True} for i in range(streams)],
-        "tags": {"floor": 0.0, "top_k": 1, "min_interval_s": 0.0},
-        "mqtt": None,
-        "console": {"tags": False, "events": False},
-    })
+    return SiteConfig.model_validate(
+        {
+            "site": "bench",
+            "model": str(model),
+            "engine": engine,
+            "window": {"max_batch": max_batch, "max_backlog": backlog},
+            "sources": [{"id": f"s{i}", "type": "file", "path": str(audio), "realtime": True, "loop": True} for i in range(streams)],
+            "tags": {"floor": 0.0, "top_k": 1, "min_interval_s": 0.0},
+            "mqtt": None,
+            "console": {"tags": False, "events": False},
+        }
+    )
 
 
 @contextlib.contextmanager
@@ -122,12 +124,14 @@ def run_trial(model: Path, audio: Path, streams: int, seconds: float, engine: st
     served = len(health.sources) == streams and all(s.windows_processed for s in sources)
     summary = latency.latency_ms.summary()
     rtf = round(health.busy_s / health.audio_s, 4) if health.audio_s else None
-    return Trial(streams, seconds, health.engine, windows, dropped, errors, summary["p50"], summary["p99"], rtf,
-                 sustained=dropped == 0 and errors == 0 and served)
+    return Trial(
+        streams, seconds, health.engine, windows, dropped, errors, summary["p50"], summary["p99"], rtf, sustained=dropped == 0 and errors == 0 and served
+    )
 
 
-def find_capacity(model: Path, audio: Path | None = None, engine: str = "auto", seconds: float = 3.0, max_batch: int = 32,
-                  backlog: int = 2, max_streams: int = MAX_STREAMS) -> Capacity:
+def find_capacity(
+    model: Path, audio: Path | None = None, engine: str = "auto", seconds: float = 3.0, max_batch: int = 32, backlog: int = 2, max_streams: int = MAX_STREAMS
+) -> Capacity:
     """Grow N (doubling, then bisecting) to the largest sustained; ``audio`` None plays synthetic sound."""
     if not 1 <= max_streams <= MAX_STREAMS:
         raise ValueError(f"max streams {max_streams} must lie in 1..{MAX_STREAMS} (the most sources a site takes)")
@@ -141,9 +145,16 @@ def find_capacity(model: Path, audio: Path | None = None, engine: str = "auto", 
 
         def trial(n: int) -> Trial:
             result = trials[n] = run_trial(model, audio, n, seconds, engine, max_batch, backlog)
-            log.info("capacity: %3d stream(s) %s: %d windows, %d dropped, p50 %s ms, p99 %s ms, RTF %s", n,
-                     "sustained" if result.sustained else "NOT sustained", result.windows, result.dropped,
-                     result.p50_ms, result.p99_ms, result.real_time_factor)
+            log.info(
+                "capacity: %3d stream(s) %s: %d windows, %d dropped, p50 %s ms, p99 %s ms, RTF %s",
+                n,
+                "sustained" if result.sustained else "NOT sustained",
+                result.windows,
+                result.dropped,
+                result.p50_ms,
+                result.p99_ms,
+                result.real_time_factor,
+            )
             return result
 
         good, bad, n = 0, None, 1
@@ -162,9 +173,18 @@ def find_capacity(model: Path, audio: Path | None = None, engine: str = "auto", 
             else:
                 bad = mid
     best = trials.get(good)
-    return Capacity(good, good == max_streams, best.p50_ms if best else None, best.p99_ms if best else None,
-                    (best or trials[1]).engine, info.window_s, info.hop_s, backlog, played,
-                    [trials[k] for k in sorted(trials)])
+    return Capacity(
+        good,
+        good == max_streams,
+        best.p50_ms if best else None,
+        best.p99_ms if best else None,
+        (best or trials[1]).engine,
+        info.window_s,
+        info.hop_s,
+        backlog,
+        played,
+        [trials[k] for k in sorted(trials)],
+    )
 
 
 def _synthetic_audio(path: Path, sample_rate: int, seconds: float = SYNTHETIC_AUDIO_S) -> Path:

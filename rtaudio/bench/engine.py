@@ -130,8 +130,7 @@ def _selected(key: str, wanted: Sequence[str]) -> bool:
     return any(key == w or key.split("-")[0] == w for w in wanted)
 
 
-def _rounds(engines: Sequence[Engine], window: int, batches: Sequence[int], seconds: float, minimum: int,
-            seed: int) -> Iterator[tuple[int, list[list[float]]]]:
+def _rounds(engines: Sequence[Engine], window: int, batches: Sequence[int], seconds: float, minimum: int, seed: int) -> Iterator[tuple[int, list[list[float]]]]:
     """For each batch size: the engines called in turn on the same random batch (after warm-up) for about
     ``seconds`` and at least ``minimum`` rounds; yields (batch, each engine's ms per call)."""
     rng = np.random.default_rng(seed)

@@ -35,13 +35,17 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     m, model = result["machine"], result["model"]
     gpu = "; ".join(m["gpu"]) or "none"
     console.print(escape(f"rtaudio bench {result['date']}: {m['cpu']}, {m['cores']} cores, GPU: {gpu}; command: {result['command']}"))
-    console.print(escape(f"model {model['path']} ({model['model_id']} {model['version']}, window {model['window_s']} s, "
-                         f"hop {model['hop_s']} s, {model['sample_rate']} Hz)"))
+    console.print(
+        escape(
+            f"model {model['path']} ({model['model_id']} {model['version']}, window {model['window_s']} s, hop {model['hop_s']} s, {model['sample_rate']} Hz)"
+        )
+    )
 
     table = Table("backend", "runs as", "batch", "ms / batch", "windows / s", "ms / window", title="Engine alone")
     for p in result["engine"]["points"]:
-        table.add_row(p["backend"], p["engine"], str(p["batch"]), f"{p['ms_per_batch']:.2f}", f"{p['windows_per_s']:.1f}",
-                      f"{p['ms_per_batch'] / p['batch']:.3f}")
+        table.add_row(
+            p["backend"], p["engine"], str(p["batch"]), f"{p['ms_per_batch']:.2f}", f"{p['windows_per_s']:.1f}", f"{p['ms_per_batch'] / p['batch']:.3f}"
+        )
     console.print(table)
     for backend, why in result["engine"]["skipped"].items():
         console.print(escape(f"  not timed: {backend}: {why}"))
@@ -58,13 +62,25 @@ def _capacity(console: Console, capacity: dict[str, Any]) -> None:
         return
     table = Table("streams", "sustained", "windows", "dropped", "p50 ms", "p99 ms", "RTF", title="Capacity search (whole runtime)")
     for t in capacity["trials"]:
-        table.add_row(str(t["streams"]), "yes" if t["sustained"] else "[red]no[/]", str(t["windows"]), str(t["dropped"]),
-                      _ms(t["p50_ms"]), _ms(t["p99_ms"]), "-" if t["real_time_factor"] is None else f"{t['real_time_factor']:.3f}")
+        table.add_row(
+            str(t["streams"]),
+            "yes" if t["sustained"] else "[red]no[/]",
+            str(t["windows"]),
+            str(t["dropped"]),
+            _ms(t["p50_ms"]),
+            _ms(t["p99_ms"]),
+            "-" if t["real_time_factor"] is None else f"{t['real_time_factor']:.3f}",
+        )
     console.print(table)
     more = " (the limit asked for: it may take more)" if capacity["limit_reached"] else ""
-    console.print(escape(f"capacity: {capacity['streams']} real-time stream(s){more} on {capacity['engine']}, hop {capacity['hop_s']} s, "
-                         f"backlog bound {capacity['backlog']} windows; capture -> publish p50 {_ms(capacity['p50_ms'])} ms, "
-                         f"p99 {_ms(capacity['p99_ms'])} ms; audio: {capacity['audio']}"), style="bold")
+    console.print(
+        escape(
+            f"capacity: {capacity['streams']} real-time stream(s){more} on {capacity['engine']}, hop {capacity['hop_s']} s, "
+            f"backlog bound {capacity['backlog']} windows; capture -> publish p50 {_ms(capacity['p50_ms'])} ms, "
+            f"p99 {_ms(capacity['p99_ms'])} ms; audio: {capacity['audio']}"
+        ),
+        style="bold",
+    )
 
 
 def _yardsticks(console: Console, yardsticks: dict[str, Any], points: list[dict[str, Any]]) -> None:
@@ -84,28 +100,52 @@ def _yardsticks(console: Console, yardsticks: dict[str, Any], points: list[dict[
     if yardsticks["ratios"]:
         ratio = Table("yardstick", "batch", "model ms / window", "yardstick ms / window", "model / yardstick (p25-p75)", "pairs", title="Cost ratio")
         for r in yardsticks["ratios"]:
-            ratio.add_row(r["yardstick"], str(r["batch"]), f"{r['model_ms_per_window']:.3f}", f"{r['yardstick_ms_per_window']:.3f}",
-                          f"{_ratio(r['ratio'])}x ({_ratio(r['ratio_p25'])}-{_ratio(r['ratio_p75'])})", str(r["pairs"]))
+            ratio.add_row(
+                r["yardstick"],
+                str(r["batch"]),
+                f"{r['model_ms_per_window']:.3f}",
+                f"{r['yardstick_ms_per_window']:.3f}",
+                f"{_ratio(r['ratio'])}x ({_ratio(r['ratio_p25'])}-{_ratio(r['ratio_p75'])})",
+                str(r["pairs"]),
+            )
         console.print(ratio)
-        console.print(escape(f"  model and yardstick timed interleaved (model, yardstick, model, ...) on {RATIO_BACKEND}, so both see the same load; "
-                             "median of the per-pair ratios (25th-75th percentile)"))
+        console.print(
+            escape(
+                f"  model and yardstick timed interleaved (model, yardstick, model, ...) on {RATIO_BACKEND}, so both see the same load; "
+                "median of the per-pair ratios (25th-75th percentile)"
+            )
+        )
 
 
 def _text(console: Console, text: dict[str, Any]) -> None:
     if "captions" in text:
-        table = Table("batch", "memory frames", "encode ms / call", "decode ms / call", "decode steps", "tokens per caption", "ms / caption",
-                      title=f"Captions (ONNX Runtime CPU, {text['caption_threads']} thread, median of {text['repeats']})")
+        table = Table(
+            "batch",
+            "memory frames",
+            "encode ms / call",
+            "decode ms / call",
+            "decode steps",
+            "tokens per caption",
+            "ms / caption",
+            title=f"Captions (ONNX Runtime CPU, {text['caption_threads']} thread, median of {text['repeats']})",
+        )
         for r in text["captions"]:
-            table.add_row(str(r["batch"]), str(r["memory_frames"]), f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}", " ".join(map(str, r["steps"])),
-                          " ".join(map(str, r["tokens"])), f"{r['ms_per_caption']:.1f}")
+            table.add_row(
+                str(r["batch"]),
+                str(r["memory_frames"]),
+                f"{r['encode_ms']:.1f}",
+                f"{r['decode_ms']:.1f}",
+                " ".join(map(str, r["steps"])),
+                " ".join(map(str, r["tokens"])),
+                f"{r['ms_per_caption']:.1f}",
+            )
         console.print(table)
         first = text["captions"][0]
-        console.print(escape(f"  the same {len(first['tokens'])} clips of {text['audio']} at every batch size; the first: \"{first['captions'][0]}\""))
+        console.print(escape(f'  the same {len(first["tokens"])} clips of {text["audio"]} at every batch size; the first: "{first["captions"][0]}"'))
     else:
         console.print(escape(f"Captions: not timed ({text['captions_skipped']})"))
     if "scoring" in text:
-        table = Table("batch", "scoring ms", "tagging ms", "scoring / tagging",
-                      title=f"Query scoring, {text['queries']} queries")
+        table = Table("batch", "scoring ms", "tagging ms", "scoring / tagging", title=f"Query scoring, {text['queries']} queries")
         for r in text["scoring"]:
             table.add_row(str(r["batch"]), f"{r['scoring_ms']:.3f}", f"{r['tagging_ms']:.2f}", f"{100 * r['ratio']:.3f} %")
         console.print(table)

@@ -47,8 +47,14 @@ def cpu_model() -> str:
 def machine() -> dict[str, Any]:
     from rtaudio.tensorrt.cuda import gpu_names
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine(), "gpu": gpu_names(),
-            "os": platform.platform(), "python": platform.python_version()}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "arch": platform.machine(),
+        "gpu": gpu_names(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def versions() -> dict[str, str | None]:
@@ -68,15 +74,35 @@ def ratios(yardsticks: Sequence[Yardstick]) -> list[dict[str, Any]]:
     rows = []
     for y in yardsticks:
         for p in y.paired:
-            rows.append({"yardstick": y.name, "batch": p.batch, "model_ms_per_window": round(p.a_ms / p.batch, 4),
-                         "yardstick_ms_per_window": round(p.b_ms / p.batch, 4), "ratio": round(p.ratio, 3),
-                         "ratio_p25": round(p.ratio_p25, 3), "ratio_p75": round(p.ratio_p75, 3), "pairs": p.pairs})
+            rows.append(
+                {
+                    "yardstick": y.name,
+                    "batch": p.batch,
+                    "model_ms_per_window": round(p.a_ms / p.batch, 4),
+                    "yardstick_ms_per_window": round(p.b_ms / p.batch, 4),
+                    "ratio": round(p.ratio, 3),
+                    "ratio_p25": round(p.ratio_p25, 3),
+                    "ratio_p75": round(p.ratio_p75, 3),
+                    "pairs": p.pairs,
+                }
+            )
     return rows
 
 
-def run_bench(model_path: Path, backends: Sequence[str] | None = None, max_batch: int = 32, seconds: float = 2.0,
-              audio: Path | None = None, capacity_engine: str = "auto", max_streams: int = 256, backlog: int = 2,
-              skip_capacity: bool = False, skip_yardsticks: bool = False, command: str = "", text_repeats: int = 20) -> dict[str, Any]:
+def run_bench(
+    model_path: Path,
+    backends: Sequence[str] | None = None,
+    max_batch: int = 32,
+    seconds: float = 2.0,
+    audio: Path | None = None,
+    capacity_engine: str = "auto",
+    max_streams: int = 256,
+    backlog: int = 2,
+    skip_capacity: bool = False,
+    skip_yardsticks: bool = False,
+    command: str = "",
+    text_repeats: int = 20,
+) -> dict[str, Any]:
     """Run the parts asked for and return the results as one JSON-ready dict.
 
     ``audio`` is played by the capacity streams and captioned by the text bench (default config/demo.flac there).
@@ -84,10 +110,21 @@ def run_bench(model_path: Path, backends: Sequence[str] | None = None, max_batch
     model = load_model_dir(model_path)
     info = model.info
     result: dict[str, Any] = {
-        "schema": SCHEMA, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
-        "machine": machine(), "versions": versions(),
-        "model": {"path": str(model_path), "model_id": info.model_id, "version": info.version, "sample_rate": info.sample_rate,
-                  "window_s": info.window_s, "hop_s": info.hop_s, "classes": len(info.labels), "streams": info.streams},
+        "schema": SCHEMA,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "machine": machine(),
+        "versions": versions(),
+        "model": {
+            "path": str(model_path),
+            "model_id": info.model_id,
+            "version": info.version,
+            "sample_rate": info.sample_rate,
+            "window_s": info.window_s,
+            "hop_s": info.hop_s,
+            "classes": len(info.labels),
+            "streams": info.streams,
+        },
         "settings": {"max_batch": max_batch, "seconds": seconds, "backends": list(backends) if backends else "all usable"},
     }
     engine = bench_engines(model, backends, max_batch, seconds)

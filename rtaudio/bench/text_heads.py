@@ -75,9 +75,18 @@ def bench_captions(model: ModelDir, audio: Path, repeats: int, batches: Sequence
             steps.append(int(result.generated.shape[1]))
             tokens += [len(t) for t in result.tokens]
             captions += [captioner.tokenizer.decode(t) for t in result.tokens]
-        rows.append({"batch": batch, "memory_frames": int(memory.shape[1]), "encode_ms": round(statistics.mean(encode), 2),
-                     "decode_ms": round(statistics.mean(decode), 2), "steps": steps, "tokens": tokens,
-                     "ms_per_caption": round((sum(encode) + sum(decode)) / count, 2), "captions": captions})
+        rows.append(
+            {
+                "batch": batch,
+                "memory_frames": int(memory.shape[1]),
+                "encode_ms": round(statistics.mean(encode), 2),
+                "decode_ms": round(statistics.mean(decode), 2),
+                "steps": steps,
+                "tokens": tokens,
+                "ms_per_caption": round((sum(encode) + sum(decode)) / count, 2),
+                "captions": captions,
+            }
+        )
     return rows
 
 
@@ -119,8 +128,9 @@ def bench_queries(model: ModelDir, repeats: int, tagging: dict[int, float]) -> d
     return {"queries": QUERIES, "embed_query_ms": round(embed, 3), "scoring": rows}
 
 
-def bench_text(model: ModelDir, points: list[dict[str, Any]], backend: str, repeats: int = 20, seconds: float = 2.0,
-               audio: Path | None = None) -> dict[str, Any] | None:
+def bench_text(
+    model: ModelDir, points: list[dict[str, Any]], backend: str, repeats: int = 20, seconds: float = 2.0, audio: Path | None = None
+) -> dict[str, Any] | None:
     """The "text" section of ``rtaudio bench``; None when the model has no text heads at all."""
     no_captions, no_queries = model.missing(CAPTION_FILES), model.missing(QUERY_FILES)
     if no_captions and no_queries:

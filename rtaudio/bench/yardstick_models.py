@@ -29,11 +29,21 @@ YAMNET_BLOCKS = [(1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512)] + [(
 
 # MobileNetV3-Large: (kernel, expanded, out, squeeze-excite, hard-swish, stride); EfficientAT mn10 = width 1.0
 MN10_BLOCKS = [
-    (3, 16, 16, False, False, 1), (3, 64, 24, False, False, 2), (3, 72, 24, False, False, 1),
-    (5, 72, 40, True, False, 2), (5, 120, 40, True, False, 1), (5, 120, 40, True, False, 1),
-    (3, 240, 80, False, True, 2), (3, 200, 80, False, True, 1), (3, 184, 80, False, True, 1), (3, 184, 80, False, True, 1),
-    (3, 480, 112, True, True, 1), (3, 672, 112, True, True, 1),
-    (5, 672, 160, True, True, 2), (5, 960, 160, True, True, 1), (5, 960, 160, True, True, 1),
+    (3, 16, 16, False, False, 1),
+    (3, 64, 24, False, False, 2),
+    (3, 72, 24, False, False, 1),
+    (5, 72, 40, True, False, 2),
+    (5, 120, 40, True, False, 1),
+    (5, 120, 40, True, False, 1),
+    (3, 240, 80, False, True, 2),
+    (3, 200, 80, False, True, 1),
+    (3, 184, 80, False, True, 1),
+    (3, 184, 80, False, True, 1),
+    (3, 480, 112, True, True, 1),
+    (3, 672, 112, True, True, 1),
+    (5, 672, 160, True, True, 2),
+    (5, 960, 160, True, True, 1),
+    (5, 960, 160, True, True, 1),
 ]
 
 
@@ -70,7 +80,7 @@ class YamnetLike(nn.Module):
         mel = self.logmel(waveform)  # [B, 64, frames]
         if self.pad:
             mel = nn.functional.pad(mel, (0, self.pad), value=self.floor)
-        patches = torch.stack([mel[:, :, i * PATCH_HOP_FRAMES: i * PATCH_HOP_FRAMES + PATCH_FRAMES] for i in range(self.patches)], 1)
+        patches = torch.stack([mel[:, :, i * PATCH_HOP_FRAMES : i * PATCH_HOP_FRAMES + PATCH_FRAMES] for i in range(self.patches)], 1)
         x = patches.transpose(2, 3).reshape(-1, 1, PATCH_FRAMES, 64)  # [B*P, 1, 96 frames, 64 bands]
         x = self.features(x).mean(dim=(2, 3))
         scores = torch.sigmoid(self.classifier(x))

@@ -66,9 +66,18 @@ def export_yardstick(module: Any, info: ModelInfo, name: str, classes: int, out:
     from rtaudio.export.onnx import onnx_bytes
 
     module.eval()
-    return write_model_dir(out, onnx_bytes(module, info.window_samples, outputs=("scores",)), model_id=name, version="random-weights",
-                           labels=[f"class_{i}" for i in range(classes)], thresholds=[0.5] * classes, sample_rate=info.sample_rate,
-                           window_s=info.window_s, hop_s=info.hop_s, extra={"purpose": "benchmark yardstick: random weights, cost only"})
+    return write_model_dir(
+        out,
+        onnx_bytes(module, info.window_samples, outputs=("scores",)),
+        model_id=name,
+        version="random-weights",
+        labels=[f"class_{i}" for i in range(classes)],
+        thresholds=[0.5] * classes,
+        sample_rate=info.sample_rate,
+        window_s=info.window_s,
+        hop_s=info.hop_s,
+        extra={"purpose": "benchmark yardstick: random weights, cost only"},
+    )
 
 
 def build_yardsticks(info: ModelInfo) -> list[tuple[str, str, Any, int]]:
@@ -77,13 +86,18 @@ def build_yardsticks(info: ModelInfo) -> list[tuple[str, str, Any, int]]:
 
     return [
         ("yamnet-arch", "MobileNetV1 on 96x64 log-mel patches (YAMNet)", YamnetLike(info.sample_rate, info.window_samples), YAMNET_CLASSES),
-        ("efficientat-mn10-like", "MobileNetV3-Large, SE, width 1.0, 128-band log-mel (EfficientAT mn10)",
-         EfficientAtMn10Like(info.sample_rate), AUDIOSET_CLASSES),
+        (
+            "efficientat-mn10-like",
+            "MobileNetV3-Large, SE, width 1.0, 128-band log-mel (EfficientAT mn10)",
+            EfficientAtMn10Like(info.sample_rate),
+            AUDIOSET_CLASSES,
+        ),
     ]
 
 
-def bench_yardsticks(info: ModelInfo, max_batch: int, seconds: float, names: Sequence[str] | None = None,
-                     model_engine: Engine | None = None) -> list[Yardstick]:
+def bench_yardsticks(
+    info: ModelInfo, max_batch: int, seconds: float, names: Sequence[str] | None = None, model_engine: Engine | None = None
+) -> list[Yardstick]:
     """Build, export and time each yardstick on ONNX Runtime CPU at batch 1..``max_batch``.
 
     Each is timed alone, then, when the model's open ``model_engine`` is given, interleaved

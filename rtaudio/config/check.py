@@ -18,10 +18,8 @@ def model_problems(config: SiteConfig) -> list[str]:
         labels = load_model_dir(config.model).info.labels
     except ContractError as exc:
         return [f"model: {exc}"]
-    problems = [f"events.labels.{name}: not a label of the model; expected one of {', '.join(labels)}"
-                for name in config.events.labels if name not in labels]
-    problems += [f"queries.{name}: the name is a label of the model; events would clash, pick another name"
-                 for name in config.queries if name in labels]
+    problems = [f"events.labels.{name}: not a label of the model; expected one of {', '.join(labels)}" for name in config.events.labels if name not in labels]
+    problems += [f"queries.{name}: the name is a label of the model; events would clash, pick another name" for name in config.queries if name in labels]
     return problems + text_head_problems(config)
 
 

@@ -43,7 +43,13 @@ class LabelRule(StrictModel):
 
 
 class EventsConfig(StrictModel):
-    off_ratio: float = Field(0.7, title="Offset/onset threshold ratio", gt=0, le=1, description="Hysteresis: an event ends when the smoothed score drops below threshold * off_ratio.")
+    off_ratio: float = Field(
+        0.7,
+        title="Offset/onset threshold ratio",
+        gt=0,
+        le=1,
+        description="Hysteresis: an event ends when the smoothed score drops below threshold * off_ratio.",
+    )
     min_duration_s: float = Field(0.0, title="Minimum event duration (s)", ge=0, le=600, description="Shorter events are suppressed (never published).")
     median_windows: int = Field(3, title="Median smoothing (windows)", ge=1, le=31, description="Odd number of windows the score is median-filtered over.")
     labels: dict[str, LabelRule] = Field(default_factory=dict, title="Per-label overrides", description="Keys are model labels.")
@@ -101,19 +107,41 @@ class ConsoleConfig(StrictModel):
 
 
 class CaptionsConfig(StrictModel):
-    every_s: float = Field(10.0, title="Caption period (s)", ge=1, le=3600,
-                           description="Per source, in that source's audio time (a file read faster than real time keeps the spacing). "
-                                       "Each caption covers the model's caption window: the last extra.text.caption_window_s seconds "
-                                       "(e.g. 4 s) of that source's audio.")
+    every_s: float = Field(
+        10.0,
+        title="Caption period (s)",
+        ge=1,
+        le=3600,
+        description="Per source, in that source's audio time (a file read faster than real time keeps the spacing). "
+        "Each caption covers the model's caption window: the last extra.text.caption_window_s seconds "
+        "(e.g. 4 s) of that source's audio.",
+    )
     sources: list[SourceId] = Field(default_factory=list, title="Captioned sources", description="Source ids; empty captions every enabled source.")
-    max_pending: int = Field(4, title="Caption jobs kept waiting", ge=1, le=1024, description="When full, the oldest job is dropped and counted (health captions_dropped).")
-    threads: int = Field(1, title="Caption threads", ge=1, le=64, description="ONNX Runtime intra-op threads of the caption decoder; it runs beside tagging, on the CPU.")
+    max_pending: int = Field(
+        4, title="Caption jobs kept waiting", ge=1, le=1024, description="When full, the oldest job is dropped and counted (health captions_dropped)."
+    )
+    threads: int = Field(
+        1, title="Caption threads", ge=1, le=64, description="ONNX Runtime intra-op threads of the caption decoder; it runs beside tagging, on the CPU."
+    )
 
 
 class QueryRule(StrictModel):
-    text: str = Field(title="Query text", min_length=1, max_length=500, description="Free text, e.g. 'water dripping or leaking'; words the model never saw in training are ignored (logged at start).")
-    threshold: float | None = Field(None, title="Onset threshold (cosine)", ge=-1, le=1, description="Cosine similarity of window and text; null uses the model's extra.text.query_threshold (0.5 if absent).")
-    off_threshold: float | None = Field(None, title="Offset threshold (cosine)", ge=-1, le=1, description="null uses threshold * events.off_ratio (never above threshold).")
+    text: str = Field(
+        title="Query text",
+        min_length=1,
+        max_length=500,
+        description="Free text, e.g. 'water dripping or leaking'; words the model never saw in training are ignored (logged at start).",
+    )
+    threshold: float | None = Field(
+        None,
+        title="Onset threshold (cosine)",
+        ge=-1,
+        le=1,
+        description="Cosine similarity of window and text; null uses the model's extra.text.query_threshold (0.5 if absent).",
+    )
+    off_threshold: float | None = Field(
+        None, title="Offset threshold (cosine)", ge=-1, le=1, description="null uses threshold * events.off_ratio (never above threshold)."
+    )
     min_duration_s: float | None = Field(None, title="Minimum event duration (s)", ge=0, le=600, description="null uses events.min_duration_s.")
     enabled: bool = Field(True, title="Report this query")
 
@@ -135,12 +163,19 @@ class SiteConfig(StrictModel):
     tags: TagsConfig = Field(default_factory=TagsConfig, title="Tag messages")
     mqtt: MqttConfig | None = Field(default_factory=MqttConfig, title="MQTT", description="null disables MQTT.")
     console: ConsoleConfig = Field(default_factory=ConsoleConfig, title="Console output")
-    captions: CaptionsConfig | None = Field(None, title="Captions", description="null turns captions off. Needs a model with caption heads (caption_*.onnx, tokenizer.json); "
-                                                   "published on {prefix}/{site}/{source}/caption.")
-    queries: dict[str, QueryRule] = Field(default_factory=dict, title="Free-text queries",
-                                          description="name -> text, or name -> {text, threshold, ...}. Each query is an event label of its own "
-                                                      "(same events topic, with a 'query' field); names are letters, digits, '-' and '_' and may not "
-                                                      "be a model label. Needs a model with an audio-text space (text_encoder.onnx, audio_text.onnx, vocab.json).")
+    captions: CaptionsConfig | None = Field(
+        None,
+        title="Captions",
+        description="null turns captions off. Needs a model with caption heads (caption_*.onnx, tokenizer.json); "
+        "published on {prefix}/{site}/{source}/caption.",
+    )
+    queries: dict[str, QueryRule] = Field(
+        default_factory=dict,
+        title="Free-text queries",
+        description="name -> text, or name -> {text, threshold, ...}. Each query is an event label of its own "
+        "(same events topic, with a 'query' field); names are letters, digits, '-' and '_' and may not "
+        "be a model label. Needs a model with an audio-text space (text_encoder.onnx, audio_text.onnx, vocab.json).",
+    )
 
     @field_validator("engine", mode="before")
     @classmethod

@@ -37,7 +37,7 @@ def normalize_caption(text: str) -> str:
 def strip(ids: Sequence[int]) -> list[int]:
     """Ids up to (not including) the first ``<eos>``."""
     ids = list(ids)
-    return ids[:ids.index(EOS_ID)] if EOS_ID in ids else ids
+    return ids[: ids.index(EOS_ID)] if EOS_ID in ids else ids
 
 
 class CaptionTokenizer:
@@ -67,8 +67,9 @@ class CaptionTokenizer:
         tok = Tokenizer(models.BPE(unk_token=UNK, end_of_word_suffix=END_OF_WORD))
         tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
-                                      end_of_word_suffix=END_OF_WORD, show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS), end_of_word_suffix=END_OF_WORD, show_progress=False
+        )
         tok.train_from_iterator(list(captions), trainer)
         return cls(json.loads(tok.to_str()))
 

@@ -87,8 +87,14 @@ class Vocabulary:
         return ids, mask
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": VOCAB_FORMAT, "kind": "rtaudio.words", "lowercase": True, "word_pattern": _WORD.pattern,
-                "max_len": self.max_len, "tokens": self.tokens}
+        return {
+            "format": VOCAB_FORMAT,
+            "kind": "rtaudio.words",
+            "lowercase": True,
+            "word_pattern": _WORD.pattern,
+            "max_len": self.max_len,
+            "tokens": self.tokens,
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write vocab.json (a file, or ``vocab.json`` inside a directory)."""
@@ -103,6 +109,7 @@ class Vocabulary:
         data = json.loads(path.read_text(encoding="utf-8"))
         missing = [k for k in ("format", "kind", "max_len", "tokens") if k not in data]
         if missing or data["kind"] != "rtaudio.words" or data["format"] != VOCAB_FORMAT:
-            raise ValueError(f"{path}: not an rtaudio word vocabulary (missing {missing or 'nothing'}, "
-                             f"kind {data.get('kind')!r}, format {data.get('format')!r})")
+            raise ValueError(
+                f"{path}: not an rtaudio word vocabulary (missing {missing or 'nothing'}, kind {data.get('kind')!r}, format {data.get('format')!r})"
+            )
         return cls(data["tokens"], int(data["max_len"]))

@@ -39,8 +39,9 @@ class LogMel(nn.Module):
 
     fb: torch.Tensor  # buffers
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 512, hop: int = 160, n_mels: int = 64,
-                 fmin: float = 50.0, fmax: float | None = None, eps: float = 1e-6):
+    def __init__(
+        self, sample_rate: int = 16000, n_fft: int = 512, hop: int = 160, n_mels: int = 64, fmin: float = 50.0, fmax: float | None = None, eps: float = 1e-6
+    ):
         super().__init__()
         self.stft = ConvSTFT(n_fft, hop)
         fb = mel_matrix(sample_rate, n_fft, n_mels, fmin, fmax or sample_rate / 2)

@@ -59,8 +59,9 @@ class PitchSalience(nn.Module):
 
     matrix: torch.Tensor  # buffers
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 512, fmin: float = 50.0, fmax: float = 1000.0,
-                 n_pitches: int = 72, harmonics: int = 8, decay: float = 0.8):
+    def __init__(
+        self, sample_rate: int = 16000, n_fft: int = 512, fmin: float = 50.0, fmax: float = 1000.0, n_pitches: int = 72, harmonics: int = 8, decay: float = 0.8
+    ):
         super().__init__()
         if not 0 < fmin < fmax < sample_rate / 2:
             raise ValueError(f"pitch range {fmin}..{fmax} Hz must lie inside 0..{sample_rate / 2} Hz (Nyquist)")
@@ -82,8 +83,9 @@ class Voicing(nn.Module):
         super().__init__()
         lag_min, lag_max = int(np.floor(sample_rate / fmax)), int(np.ceil(sample_rate / fmin))
         if not 1 <= lag_min < lag_max <= n_fft // 2:
-            raise ValueError(f"periods {lag_min}..{lag_max} samples ({fmax}..{fmin} Hz) must fit in half the "
-                             f"STFT frame ({n_fft // 2} samples); raise fmin or n_fft")
+            raise ValueError(
+                f"periods {lag_min}..{lag_max} samples ({fmax}..{fmin} Hz) must fit in half the STFT frame ({n_fft // 2} samples); raise fmin or n_fft"
+            )
         basis = autocorrelation_basis(n_fft)
         window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
         window_acf = basis @ np.abs(np.fft.rfft(window)) ** 2  # the taper's own autocorrelation

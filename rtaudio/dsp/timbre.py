@@ -16,8 +16,7 @@ AMIN = 1e-10  # librosa's floor for flatness and power_to_db
 TOP_DB = 80.0  # power_to_db's default clamp, applied per example
 
 
-def contrast_bands(sample_rate: int, n_fft: int, fmin: float = 200.0, n_bands: int = 6,
-                   quantile: float = 0.02) -> list[tuple[list[int], int]]:
+def contrast_bands(sample_rate: int, n_fft: int, fmin: float = 200.0, n_bands: int = 6, quantile: float = 0.02) -> list[tuple[list[int], int]]:
     """``(bins, k)`` per octave band exactly as ``librosa.feature.spectral_contrast`` picks them.
 
     ``k`` is how many of the band's sorted bins are averaged into its valley and its peak.
@@ -61,8 +60,7 @@ class SpectralDescriptors(nn.Module):
     freq: torch.Tensor  # buffers (band0, band1... too, read by name)
     cumulative: torch.Tensor
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 512, roll_percent: float = 0.85,
-                 fmin: float = 200.0, n_bands: int = 6, quantile: float = 0.02):
+    def __init__(self, sample_rate: int = 16000, n_fft: int = 512, roll_percent: float = 0.85, fmin: float = 200.0, n_bands: int = 6, quantile: float = 0.02):
         super().__init__()
         bins = n_fft // 2 + 1
         freq = torch.linspace(0, sample_rate / 2, bins, dtype=torch.float64)
@@ -73,8 +71,7 @@ class SpectralDescriptors(nn.Module):
         for i, (band_bins, _) in enumerate(self.bands):
             self.register_buffer(f"band{i}", torch.tensor(band_bins), persistent=False)
         self.roll_percent, self.bin_hz = roll_percent, sample_rate / n_fft
-        self.slices = {"centroid": slice(0, 1), "bandwidth": slice(1, 2), "flatness": slice(2, 3),
-                       "rolloff": slice(3, 4), "contrast": slice(4, 5 + n_bands)}
+        self.slices = {"centroid": slice(0, 1), "bandwidth": slice(1, 2), "flatness": slice(2, 3), "rolloff": slice(3, 4), "contrast": slice(4, 5 + n_bands)}
 
     def forward(self, power: torch.Tensor) -> torch.Tensor:
         magnitude = torch.sqrt(power + AMIN**2)

@@ -30,8 +30,7 @@ from rtaudio.runtime.text_heads import CachedGreedy, GreedyResult, next_token, s
 KV_CACHE_FILES, ALL_FILES = (CAPTION_CROSS_FILE, CAPTION_STEP_FILE), (CAPTION_CROSS_FILE, CAPTION_STEP_FILE, CAPTION_FULL_FILE)
 
 
-def export_caption_onnx(decoder: CaptionDecoder, out_dir: str | Path, memory_len: int = 64,
-                        files: Sequence[str] = ALL_FILES) -> dict[str, Path]:
+def export_caption_onnx(decoder: CaptionDecoder, out_dir: str | Path, memory_len: int = 64, files: Sequence[str] = ALL_FILES) -> dict[str, Path]:
     """Write the graphs named in ``files`` (default: both forms; ``KV_CACHE_FILES`` is what ships)
     into ``out_dir``; returns file name -> path."""
     import torch
@@ -56,16 +55,36 @@ def export_caption_onnx(decoder: CaptionDecoder, out_dir: str | Path, memory_len
 
     kv_axes = {1: "batch", 3: "memory"}
     graphs = {
-        CAPTION_CROSS_FILE: lambda: graph_bytes(Wrap("cross_keys_values"), (memory,), ["memory"], ["cross_k", "cross_v"],
-                                        {"memory": {0: "batch", 1: "memory"}, "cross_k": kv_axes, "cross_v": kv_axes}),
-        CAPTION_STEP_FILE: lambda: graph_bytes(Wrap("step"), (torch.full((batch, 1), BOS_ID), cache, cache.clone(), cross_k, cross_v),
-                                       ["token", "past_k", "past_v", "cross_k", "cross_v"], ["logits", "present_k", "present_v"],
-                                       {"token": {0: "batch"}, "past_k": {1: "batch", 3: "past"}, "past_v": {1: "batch", 3: "past"},
-                                        "cross_k": kv_axes, "cross_v": kv_axes, "logits": {0: "batch"},
-                                        "present_k": {1: "batch", 3: "present"}, "present_v": {1: "batch", 3: "present"}}),
-        CAPTION_FULL_FILE: lambda: graph_bytes(Wrap("forward"), (torch.full((batch, decoder.max_len), PAD_ID), memory),
-                                       ["tokens", "memory"], ["logits"],
-                                       {"tokens": {0: "batch"}, "memory": {0: "batch", 1: "memory"}, "logits": {0: "batch"}}),
+        CAPTION_CROSS_FILE: lambda: graph_bytes(
+            Wrap("cross_keys_values"),
+            (memory,),
+            ["memory"],
+            ["cross_k", "cross_v"],
+            {"memory": {0: "batch", 1: "memory"}, "cross_k": kv_axes, "cross_v": kv_axes},
+        ),
+        CAPTION_STEP_FILE: lambda: graph_bytes(
+            Wrap("step"),
+            (torch.full((batch, 1), BOS_ID), cache, cache.clone(), cross_k, cross_v),
+            ["token", "past_k", "past_v", "cross_k", "cross_v"],
+            ["logits", "present_k", "present_v"],
+            {
+                "token": {0: "batch"},
+                "past_k": {1: "batch", 3: "past"},
+                "past_v": {1: "batch", 3: "past"},
+                "cross_k": kv_axes,
+                "cross_v": kv_axes,
+                "logits": {0: "batch"},
+                "present_k": {1: "batch", 3: "present"},
+                "present_v": {1: "batch", 3: "present"},
+            },
+        ),
+        CAPTION_FULL_FILE: lambda: graph_bytes(
+            Wrap("forward"),
+            (torch.full((batch, decoder.max_len), PAD_ID), memory),
+            ["tokens", "memory"],
+            ["logits"],
+            {"tokens": {0: "batch"}, "memory": {0: "batch", 1: "memory"}, "logits": {0: "batch"}},
+        ),
     }
     unknown = sorted(set(files) - set(graphs))
     if unknown:
@@ -103,12 +122,13 @@ class FixedLengthGreedy:
             done |= tokens[:, t + 1] == EOS_ID
             if stop_at_eos and done.all():
                 break
-        generated = tokens[:, 1:len(steps) + 1]
+        generated = tokens[:, 1 : len(steps) + 1]
         return GreedyResult([strip(row) for row in generated.tolist()], generated, np.stack(steps, axis=1))
 
 
-def time_greedy(model_dir: str | Path, batch: int, memory_len: int, dim: int, tokens: int = 20, repeats: int = 20,
-                threads: int | None = None, seed: int = 0) -> dict[str, float]:
+def time_greedy(
+    model_dir: str | Path, batch: int, memory_len: int, dim: int, tokens: int = 20, repeats: int = 20, threads: int | None = None, seed: int = 0
+) -> dict[str, float]:
     """Median milliseconds to greedily decode exactly ``tokens`` tokens (no early stop), per form."""
     memory = np.random.default_rng(seed).standard_normal((batch, memory_len, dim)).astype(np.float32)
     result = {}

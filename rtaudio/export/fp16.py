@@ -60,12 +60,21 @@ class Fp16Report:
     checked_on: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"fp32_nodes": self.fp32_nodes, "max_abs": self.max_abs, "max_abs_node": self.max_abs_node, "limit": self.limit,
-                "margin": self.margin, "checked_on": self.checked_on, "findings": [asdict(f) for f in self.findings]}
+        return {
+            "fp32_nodes": self.fp32_nodes,
+            "max_abs": self.max_abs,
+            "max_abs_node": self.max_abs_node,
+            "limit": self.limit,
+            "margin": self.margin,
+            "checked_on": self.checked_on,
+            "findings": [asdict(f) for f in self.findings],
+        }
 
     def summary(self) -> str:
-        return (f"FP16 safety: {len(self.fp32_nodes)} of {self.nodes} nodes must stay FP32 (|x| limit {self.limit:.0f} = "
-                f"65504/{self.margin:g}; largest |x| {self.max_abs:.3g} at {self.max_abs_node})")
+        return (
+            f"FP16 safety: {len(self.fp32_nodes)} of {self.nodes} nodes must stay FP32 (|x| limit {self.limit:.0f} = "
+            f"65504/{self.margin:g}; largest |x| {self.max_abs:.3g} at {self.max_abs_node})"
+        )
 
     def format(self) -> str:
         width = max((len(f.node) for f in self.findings), default=0)
@@ -142,8 +151,7 @@ def _probe(proto: Any) -> Any:
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
     known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                              for name in _float_tensors(proto) if name not in known)
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in _float_tensors(proto) if name not in known)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every node's own output
     return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -193,8 +201,7 @@ def _judge(proto: Any, stats: dict[str, _Stats], peaks: dict[str, float], consta
         out = stats.get(node.output[0]) if node.output else None
         if out is not None and out.max_abs > limit:
             flag(node, "overflow", out.max_abs, f"|output| reaches {out.max_abs:.4g} > {limit:.0f}")
-        hot = [(k, stats[name].max_abs) for k, name in enumerate(node.input)
-               if name in stats and name not in constants and stats[name].max_abs > limit]
+        hot = [(k, stats[name].max_abs) for k, name in enumerate(node.input) if name in stats and name not in constants and stats[name].max_abs > limit]
         if hot:  # an fp16 copy of this input would already be inf
             flag(node, "overflow", hot[0][1], f"|input {hot[0][0]}| reaches {hot[0][1]:.4g} > {limit:.0f}")
         if peaks.get(node.name, 0.0) > limit:
@@ -219,8 +226,7 @@ def _judge(proto: Any, stats: dict[str, _Stats], peaks: dict[str, float], consta
     return sorted(findings.values(), key=lambda f: order[f.node])
 
 
-def analyse_fp16(model: str | Path | Any, windows: np.ndarray, checked_on: str, margin: float = DEFAULT_MARGIN,
-                 batch: int = 4) -> Fp16Report:
+def analyse_fp16(model: str | Path | Any, windows: np.ndarray, checked_on: str, margin: float = DEFAULT_MARGIN, batch: int = 4) -> Fp16Report:
     """Run ``model`` (ONNX path or ModelProto, one float input) on ``windows`` and list the nodes fp16 would break."""
     import onnx
 
@@ -238,7 +244,12 @@ def analyse_fp16(model: str | Path | Any, windows: np.ndarray, checked_on: str, 
     produced = [node for node in proto.graph.node if node.output and node.output[0] in stats]
     loudest = max(produced, key=lambda n: stats[n.output[0]].max_abs, default=None)
     return Fp16Report(
-        fp32_nodes=[f.node for f in findings], findings=findings,
-        max_abs=stats[loudest.output[0]].max_abs if loudest else 0.0, max_abs_node=loudest.name if loudest else "",
-        limit=limit, margin=margin, nodes=len(proto.graph.node), checked_on=checked_on,
+        fp32_nodes=[f.node for f in findings],
+        findings=findings,
+        max_abs=stats[loudest.output[0]].max_abs if loudest else 0.0,
+        max_abs_node=loudest.name if loudest else "",
+        limit=limit,
+        margin=margin,
+        nodes=len(proto.graph.node),
+        checked_on=checked_on,
     )

@@ -18,8 +18,9 @@ class ExportError(RuntimeError):
     """An exported graph failed a check; nothing was written."""
 
 
-def graph_bytes(module: Any, args: tuple[Any, ...], inputs: Sequence[str], outputs: Sequence[str], axes: dict[str, dict[int, str]],
-                opset: int = OPSET) -> bytes:
+def graph_bytes(
+    module: Any, args: tuple[Any, ...], inputs: Sequence[str], outputs: Sequence[str], axes: dict[str, dict[int, str]], opset: int = OPSET
+) -> bytes:
     """``module`` traced on ``args`` and exported to ONNX bytes (TorchScript exporter) with named
     inputs/outputs and dynamic ``axes``. Not under no_grad: there PyTorch's Transformer layers take
     their fused fast path, which has no ONNX export."""
@@ -29,6 +30,14 @@ def graph_bytes(module: Any, args: tuple[Any, ...], inputs: Sequence[str], outpu
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notices
         # a file object is documented and works; torch's stub names paths only
-        torch.onnx.export(module, args, buffer, input_names=list(inputs), output_names=list(outputs),  # type: ignore[arg-type]
-                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            module,
+            args,
+            buffer,  # type: ignore[arg-type]
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
     return buffer.getvalue()

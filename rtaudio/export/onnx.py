@@ -53,12 +53,19 @@ class Parity:
         return self.scores <= SCORE_ATOL and self.embedding <= EMBEDDING_ATOL
 
     def summary(self) -> str:
-        return (f"parity vs PyTorch ({self.windows} windows, batch {' and '.join(map(str, self.batches))}): scores {self.scores:.2e}, "
-                f"embedding {self.embedding:.2e} (tolerance {SCORE_ATOL:g} / {EMBEDDING_ATOL:g})")
+        return (
+            f"parity vs PyTorch ({self.windows} windows, batch {' and '.join(map(str, self.batches))}): scores {self.scores:.2e}, "
+            f"embedding {self.embedding:.2e} (tolerance {SCORE_ATOL:g} / {EMBEDDING_ATOL:g})"
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"scores_max_abs_diff": self.scores, "embedding_max_abs_diff": self.embedding, "batches": list(self.batches),
-                "windows": self.windows, "tolerance": {"scores": SCORE_ATOL, "embedding": EMBEDDING_ATOL}}
+        return {
+            "scores_max_abs_diff": self.scores,
+            "embedding_max_abs_diff": self.embedding,
+            "batches": list(self.batches),
+            "windows": self.windows,
+            "tolerance": {"scores": SCORE_ATOL, "embedding": EMBEDDING_ATOL},
+        }
 
 
 def _exportable(model: Any) -> Any:
@@ -87,8 +94,7 @@ def onnx_bytes(model: Any, samples: int, opset: int = OPSET, outputs: Sequence[s
     """The exported graph (dynamic batch), traced at ``samples`` per window, before simplification."""
     import torch
 
-    return graph_bytes(model, (torch.zeros(2, samples),), ["waveform"], outputs,
-                       {name: {0: "batch"} for name in ("waveform", *outputs)}, opset)
+    return graph_bytes(model, (torch.zeros(2, samples),), ["waveform"], outputs, {name: {0: "batch"} for name in ("waveform", *outputs)}, opset)
 
 
 def _name_nodes(proto: Any) -> None:
@@ -170,8 +176,14 @@ def exporter_versions(opset: int, simplified: bool) -> dict[str, Any]:
         import onnxslim
 
         slim = onnxslim.__version__
-    return {"rtaudio": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxslim": slim,
-            "onnxruntime": onnxruntime.__version__, "opset": opset}
+    return {
+        "rtaudio": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxslim": slim,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": opset,
+    }
 
 
 def onnx_metadata(onnx_model: str | Path | Any) -> dict[str, Any]:
@@ -188,10 +200,21 @@ def _set_metadata(proto: Any, fields: dict[str, Any]) -> None:
         proto.metadata_props.add(key=key, value=json.dumps(value))
 
 
-def export_model(model: Any, out: str | Path, thresholds: Sequence[float], model_id: str, version: str,
-                 extra: dict[str, Any] | None = None, *, opset: int = OPSET, simplify: bool = True,
-                 allow_unsupported: bool = False, windows: np.ndarray | None = None, windows_description: str = "",
-                 scenes: WindowMaker | None = None) -> ModelDir:
+def export_model(
+    model: Any,
+    out: str | Path,
+    thresholds: Sequence[float],
+    model_id: str,
+    version: str,
+    extra: dict[str, Any] | None = None,
+    *,
+    opset: int = OPSET,
+    simplify: bool = True,
+    allow_unsupported: bool = False,
+    windows: np.ndarray | None = None,
+    windows_description: str = "",
+    scenes: WindowMaker | None = None,
+) -> ModelDir:
     """Check, then write the four files into ``out`` and return the checked model directory.
 
     Raises ``ExportError`` (nothing written) when ONNX or TorchScript parity is off or, unless
@@ -244,25 +267,38 @@ def export_model(model: Any, out: str | Path, thresholds: Sequence[float], model
     thresholds = [float(t) for t in thresholds]
     checkpoint_sha256 = save_checkpoint(model, root / CHECKPOINT_FILE, thresholds=thresholds)
     info: dict[str, Any] = {
-        "model_id": model_id, "version": version, "labels": list(config.labels), "thresholds": thresholds,
-        "sample_rate": config.sample_rate, "window_s": config.window_s, "hop_s": min(config.hop_s, config.window_s),
-        "embedding_dim": EMBED_DIM * len(config.streams), "streams": list(config.streams),
+        "model_id": model_id,
+        "version": version,
+        "labels": list(config.labels),
+        "thresholds": thresholds,
+        "sample_rate": config.sample_rate,
+        "window_s": config.window_s,
+        "hop_s": min(config.hop_s, config.window_s),
+        "embedding_dim": EMBED_DIM * len(config.streams),
+        "streams": list(config.streams),
     }
     provenance = {"checkpoint_sha256": checkpoint_sha256, "exporters": exporter_versions(opset, simplify)}
     _set_metadata(proto, {**info, **provenance, "fusion": config.fusion})
-    model_dir = write_model_dir(root, proto.SerializeToString(), **info, extra={
-        "fusion": config.fusion, **extra, **provenance,
-        "export": {"simplified": simplify, "parity": parity.to_json(), "torchscript_parity": script.to_json(),
-                   "tensorrt_check": trt.to_json()},
-        "fp16": fp16.to_json(),
-    })
+    model_dir = write_model_dir(
+        root,
+        proto.SerializeToString(),
+        **info,
+        extra={
+            "fusion": config.fusion,
+            **extra,
+            **provenance,
+            "export": {"simplified": simplify, "parity": parity.to_json(), "torchscript_parity": script.to_json(), "tensorrt_check": trt.to_json()},
+            "fp16": fp16.to_json(),
+        },
+    )
     traced.save(str(model_dir.path / TORCHSCRIPT_FILE))
     log.info("%s; %s; %s", parity.summary(), trt.verdict(), fp16.summary())
     return model_dir
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, model_id: str | None = None, version: str | None = None,
-                      window_s: float | None = None, **options: Any) -> ModelDir:
+def export_checkpoint(
+    checkpoint: str | Path, out: str | Path, model_id: str | None = None, version: str | None = None, window_s: float | None = None, **options: Any
+) -> ModelDir:
     """Export a ``model.ckpt`` (or a training checkpoint): id, version and thresholds from it where it has them.
 
     Missing thresholds default to 0.5 (logged as a warning); ``options`` go to ``export_model``.
@@ -285,5 +321,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_id: str | N
         log.warning("%s has no thresholds (a training checkpoint?): every label gets %.2f", path, DEFAULT_THRESHOLD)
         thresholds = [DEFAULT_THRESHOLD] * len(model.config.labels)
     source = {"path": str(path), "sha256": sha256_file(path)}
-    return export_model(model, out, thresholds, model_id or trained.get("model_id") or Path(out).name,
-                        version or trained.get("version") or "0.1.0", {"source_checkpoint": source}, **options)
+    return export_model(
+        model,
+        out,
+        thresholds,
+        model_id or trained.get("model_id") or Path(out).name,
+        version or trained.get("version") or "0.1.0",
+        {"source_checkpoint": source},
+        **options,
+    )

@@ -30,8 +30,7 @@ if TYPE_CHECKING:
 # pooled embedding, an average, stays near 1e-4). What must hold is the caption: greedy decoding
 # on ONNX Runtime's memory must choose PyTorch's tokens, and the logits stay within LOGIT_ATOL.
 MEMORY_ATOL, EMBEDDING_ATOL, LOGIT_ATOL, SPACE_ATOL = 5e-2, 1e-3, 1e-3, 1e-4
-PARITY_QUERIES = ("a smoke alarm beeps", "water dripping or leaking", "someone knocks on a door, then a dog barks",
-                  "glass", "a quiet room")
+PARITY_QUERIES = ("a smoke alarm beeps", "water dripping or leaking", "someone knocks on a door, then a dog barks", "glass", "a quiet room")
 
 
 def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int = 17) -> dict[str, Any]:
@@ -62,10 +61,22 @@ def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int
 
     wrapper = CaptionAudio().eval()
     graphs = {
-        CAPTION_AUDIO_FILE: graph_bytes(wrapper, (torch.zeros(2, samples),), ["waveform"], ["memory", "embedding"],
-                                  {"waveform": {0: "batch"}, "memory": {0: "batch"}, "embedding": {0: "batch"}}, opset),
-        AUDIO_TEXT_FILE: graph_bytes(heads.space.audio, (torch.zeros(2, heads.space.audio.net[0].normalized_shape[0]),),
-                               ["embedding"], ["audio"], {"embedding": {0: "batch"}, "audio": {0: "batch"}}, opset),
+        CAPTION_AUDIO_FILE: graph_bytes(
+            wrapper,
+            (torch.zeros(2, samples),),
+            ["waveform"],
+            ["memory", "embedding"],
+            {"waveform": {0: "batch"}, "memory": {0: "batch"}, "embedding": {0: "batch"}},
+            opset,
+        ),
+        AUDIO_TEXT_FILE: graph_bytes(
+            heads.space.audio,
+            (torch.zeros(2, heads.space.audio.net[0].normalized_shape[0]),),
+            ["embedding"],
+            ["audio"],
+            {"embedding": {0: "batch"}, "audio": {0: "batch"}},
+            opset,
+        ),
         TEXT_ENCODER_FILE: export_text_encoder(heads.space.text, opset=opset),
     }
     x = torch.from_numpy(np.ascontiguousarray(clips, dtype=np.float32))
@@ -94,8 +105,7 @@ def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int
         prefix = torch.cat([torch.full((len(x), 1), BOS_ID), torch.from_numpy(greedy.generated[:, :-1])], dim=1)
         parity["decoder_logits"] = float(np.abs(decoder(prefix, memory).numpy() - greedy.logits).max())
     parity["caption_tokens_equal"] = float(np.mean([a == b for a, b in zip(greedy.tokens, tokens)]))
-    limits = {"memory": MEMORY_ATOL, "embedding": EMBEDDING_ATOL, "text_encoder": SPACE_ATOL, "audio_text": SPACE_ATOL,
-              "decoder_logits": LOGIT_ATOL}
+    limits = {"memory": MEMORY_ATOL, "embedding": EMBEDDING_ATOL, "text_encoder": SPACE_ATOL, "audio_text": SPACE_ATOL, "decoder_logits": LOGIT_ATOL}
     bad = [f"{k} {parity[k]:.2e} > {v:g}" for k, v in limits.items() if parity[k] > v]
     if parity["caption_tokens_equal"] < 1.0:
         bad.append(f"greedy captions differ on {1 - parity['caption_tokens_equal']:.0%} of clips")
@@ -108,8 +118,12 @@ def export_text_heads(model: Any, out: str | Path, clips: np.ndarray, opset: int
     heads.tokenizer.save(root)
     heads.vocab.save(root)
     session(root / CAPTION_AUDIO_FILE)  # the written file loads
-    return {"caption_window_s": config.caption_window_s, "max_tokens": config.max_tokens, "shared_dim": config.shared_dim,
-            "parity": {**parity, "clips": len(clips), "tolerance": limits}}
+    return {
+        "caption_window_s": config.caption_window_s,
+        "max_tokens": config.max_tokens,
+        "shared_dim": config.shared_dim,
+        "parity": {**parity, "clips": len(clips), "tolerance": limits},
+    }
 
 
 def export_text_encoder(encoder: TextEncoder, path: str | Path | None = None, opset: int = 17) -> bytes:

@@ -34,8 +34,9 @@ class DecoderLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, past_k: torch.Tensor | None, past_v: torch.Tensor | None, cross_k: torch.Tensor,
-                cross_v: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, past_k: torch.Tensor | None, past_v: torch.Tensor | None, cross_k: torch.Tensor, cross_v: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns the new hidden states and the self-attention keys/values including ``past``."""
         h = self.norm1(x)
         k, v = self.self_attn.keys_values(h)
@@ -49,9 +50,19 @@ class DecoderLayer(nn.Module):
 class CaptionDecoder(nn.Module):
     """Stream frames -> caption token logits (teacher forcing), greedy and beam search."""
 
-    def __init__(self, vocab_size: int, streams: Sequence[str], dim: int = 128, layers: int = 2, heads: int = 4,
-                 ff: int = 256, dropout: float = 0.1, max_len: int = 24, memory_dim: int = EMBED_DIM,
-                 label_smoothing: float = 0.1):
+    def __init__(
+        self,
+        vocab_size: int,
+        streams: Sequence[str],
+        dim: int = 128,
+        layers: int = 2,
+        heads: int = 4,
+        ff: int = 256,
+        dropout: float = 0.1,
+        max_len: int = 24,
+        memory_dim: int = EMBED_DIM,
+        label_smoothing: float = 0.1,
+    ):
         super().__init__()
         self.vocab_size, self.stream_names, self.max_len = vocab_size, list(streams), max_len
         self.dim, self.heads, self.label_smoothing = dim, heads, label_smoothing
@@ -92,11 +103,12 @@ class CaptionDecoder(nn.Module):
             x, _, _ = layer(x, None, None, ck, cv, mask)
         return self.head(self.norm(x))
 
-    def step(self, token: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, cross_k: torch.Tensor,
-             cross_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self, token: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One token ``[B, 1]`` with the cache ``[layers, B, heads, t, head_dim]`` -> logits ``[B, vocab]``, cache with t+1."""
         t = past_k.shape[3]
-        x = self.embed(token) + self.position.table[t:t + 1]
+        x = self.embed(token) + self.position.table[t : t + 1]
         keys, values = [], []
         for i, layer in enumerate(self.layers):
             x, k, v = layer(x, past_k[i], past_v[i], cross_k[i], cross_v[i], None)
@@ -113,8 +125,7 @@ class CaptionDecoder(nn.Module):
     def loss(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher-forced cross-entropy with label smoothing; ``tokens`` = ``<bos> ... <eos> <pad>...``."""
         logits = self(tokens[:, :-1], memory)
-        return F.cross_entropy(logits.reshape(-1, self.vocab_size), tokens[:, 1:].reshape(-1), ignore_index=PAD_ID,
-                               label_smoothing=self.label_smoothing)
+        return F.cross_entropy(logits.reshape(-1, self.vocab_size), tokens[:, 1:].reshape(-1), ignore_index=PAD_ID, label_smoothing=self.label_smoothing)
 
     # -- search ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -137,11 +148,9 @@ class CaptionDecoder(nn.Module):
         return [strip(row) for row in out.tolist()]
 
     @torch.no_grad()
-    def beam(self, memory: torch.Tensor, width: int = 4, length_penalty: float = 0.6,
-             max_tokens: int | None = None) -> list[list[int]]:
+    def beam(self, memory: torch.Tensor, width: int = 4, length_penalty: float = 0.6, max_tokens: int | None = None) -> list[list[int]]:
         """Beam search per clip; hypotheses ranked by log-probability / length ** ``length_penalty``."""
-        return [self._beam_one(memory[b:b + 1], width, length_penalty, max_tokens or self.max_len - 1)
-                for b in range(memory.shape[0])]
+        return [self._beam_one(memory[b : b + 1], width, length_penalty, max_tokens or self.max_len - 1) for b in range(memory.shape[0])]
 
     def _beam_one(self, memory: torch.Tensor, width: int, alpha: float, max_tokens: int) -> list[int]:
         cross_k, cross_v = self.cross_keys_values(memory)
@@ -153,8 +162,7 @@ class CaptionDecoder(nn.Module):
             last = [s[-1] if s else BOS_ID for s in seqs]
             token = torch.tensor(last, device=memory.device)[:, None]
             n = len(seqs)
-            logits, past_k, past_v = self.step(token, past_k, past_v, cross_k.expand(-1, n, -1, -1, -1),
-                                               cross_v.expand(-1, n, -1, -1, -1))
+            logits, past_k, past_v = self.step(token, past_k, past_v, cross_k.expand(-1, n, -1, -1, -1), cross_v.expand(-1, n, -1, -1, -1))
             total = (scores[:, None] + never_generated(logits).log_softmax(-1)).reshape(-1)
             top = total.topk(min(width, total.numel())).indices  # sorted best first
             keep_rows, keep_seqs, keep_scores = [], [], []
@@ -188,5 +196,5 @@ def pad_captions(captions: Sequence[Sequence[int]], length: int | None = None) -
     out = torch.full((len(captions), length), PAD_ID, dtype=torch.long)
     for i, c in enumerate(captions):
         c = list(c)[:length]
-        out[i, :len(c)] = torch.tensor(c, dtype=torch.long)
+        out[i, : len(c)] = torch.tensor(c, dtype=torch.long)
     return out

@@ -40,15 +40,22 @@ class ModelConfig(BaseModel):
     stft_hop: int = Field(default=160, title="STFT hop (samples)", ge=16, le=4096)
     n_mels: int = Field(default=64, title="Mel bands", ge=16, le=256)
     streams: list[StreamName] = Field(default_factory=lambda: list(DEFAULT_STREAMS), title="Streams", min_length=1)
-    fusion: Literal["concat", "gated"] = Field(default="concat", title="Fusion", description="concat + linear (Verma) or gated generative/discriminative weighting.")
+    fusion: Literal["concat", "gated"] = Field(
+        default="concat", title="Fusion", description="concat + linear (Verma) or gated generative/discriminative weighting."
+    )
     layers: int = Field(default=2, title="Transformer layers per stream", ge=1, le=8)
     heads: int = Field(default=4, title="Attention heads", ge=1, le=16)
     dropout: float = Field(default=0.1, title="Dropout", ge=0, lt=1)
-    stream_options: dict[str, dict[str, Any]] = Field(default_factory=dict, title="Per-stream constructor options", description="e.g. codes: {codebooks: 3, codebook_size: 128}.")
+    stream_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, title="Per-stream constructor options", description="e.g. codes: {codebooks: 3, codebook_size: 128}."
+    )
     text: TextConfig | None = Field(default=None, title="Caption and audio-text heads", description="Set by training when the data has captions.")
-    probe_head: bool = Field(default=False, title="Probe head on the pretrained embedding",
-                             description="A linear head on the pretrained stream's raw 512-d embedding whose logits add to the "
-                                         "fused ones; training fits it as a linear probe and keeps it fixed. Needs the pretrained stream.")
+    probe_head: bool = Field(
+        default=False,
+        title="Probe head on the pretrained embedding",
+        description="A linear head on the pretrained stream's raw 512-d embedding whose logits add to the "
+        "fused ones; training fits it as a linear probe and keeps it fixed. Needs the pretrained stream.",
+    )
 
     @model_validator(mode="after")
     def _probe_needs_pretrained(self) -> ModelConfig:

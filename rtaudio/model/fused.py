@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from rtaudio.model.text_heads import TextHeads
 
 
-
 @dataclass
 class TaggerOutput:
     logits: torch.Tensor  # [B, C] fused

@@ -34,8 +34,7 @@ class AudioProjection(nn.Module):
 
     def __init__(self, in_dim: int = 384, hidden: int = 256, out_dim: int = SHARED_DIM, dropout: float = 0.1):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, out_dim))
+        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(embedding), dim=-1)
@@ -60,8 +59,9 @@ def _multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.T
     return (logits.logsumexp(dim=1) - matched)[rows].mean()
 
 
-def info_nce(audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor | float,
-             audio_ids: torch.Tensor | None = None, text_ids: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce(
+    audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor | float, audio_ids: torch.Tensor | None = None, text_ids: torch.Tensor | None = None
+) -> torch.Tensor:
     """Symmetric InfoNCE between unit vectors ``audio [Na, D]`` and ``text [Nt, D]``.
 
     ``audio_ids``/``text_ids`` name each row's clip: every (audio, text) pair of the same clip is
@@ -98,8 +98,7 @@ class Denoiser(nn.Module):
         self.time_dim = time_dim
         self.time = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.inp = nn.Linear(2 * dim, hidden)
-        self.net = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, dim))
+        self.net = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
 
     def forward(self, noisy: torch.Tensor, condition: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         half = self.time_dim // 2
@@ -123,8 +122,7 @@ class JointDiffusion(nn.Module):
 
     alpha_bar: torch.Tensor  # buffers
 
-    def __init__(self, dim: int = SHARED_DIM, steps: int = 50, hidden: int = 256, direction: Direction = "both",
-                 snr_clip: float = 5.0):
+    def __init__(self, dim: int = SHARED_DIM, steps: int = 50, hidden: int = 256, direction: Direction = "both", snr_clip: float = 5.0):
         super().__init__()
         self.dim, self.steps, self.direction, self.snr_clip = dim, steps, direction, snr_clip
         self.register_buffer("alpha_bar", cosine_alpha_bar(steps), persistent=False)
@@ -147,8 +145,7 @@ class JointDiffusion(nn.Module):
         return (weight * (denoiser(noisy, condition * radius, t) - x0) ** 2).mean()
 
     @torch.no_grad()
-    def sample(self, condition: torch.Tensor, target: Literal["text", "audio"] = "text",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, condition: torch.Tensor, target: Literal["text", "audio"] = "text", generator: torch.Generator | None = None) -> torch.Tensor:
         """Ancestral DDPM sampling of the ``target`` embedding given ``condition`` rows; unit vectors.
 
         Each step's x0 estimate is put back on the sphere the targets live on (radius sqrt(dim))
@@ -175,8 +172,7 @@ class RetrievalHeads(nn.Module):
     """Everything the audio-text objective trains: both encoders, the temperature and, when the
     DiffATR term is on, its generator (``diffusion`` is None otherwise)."""
 
-    def __init__(self, vocab_size: int, audio_dim: int = 384, dim: int = SHARED_DIM, diffusion_steps: int | None = 50,
-                 direction: Direction = "both"):
+    def __init__(self, vocab_size: int, audio_dim: int = 384, dim: int = SHARED_DIM, diffusion_steps: int | None = 50, direction: Direction = "both"):
         super().__init__()
         self.audio = AudioProjection(audio_dim, out_dim=dim)
         self.text = TextEncoder(vocab_size, out_dim=dim)
@@ -208,9 +204,13 @@ class RetrievalHistory:
     seconds: float = 0.0
 
 
-def train_retrieval(audio: torch.Tensor, captions: Sequence[str], caption_clip: Sequence[int],
-                    vocab: Vocabulary | None = None, options: RetrievalTraining | None = None,
-                    ) -> tuple[RetrievalHeads, Vocabulary, RetrievalHistory]:
+def train_retrieval(
+    audio: torch.Tensor,
+    captions: Sequence[str],
+    caption_clip: Sequence[int],
+    vocab: Vocabulary | None = None,
+    options: RetrievalTraining | None = None,
+) -> tuple[RetrievalHeads, Vocabulary, RetrievalHistory]:
     """Train the heads on fixed fused embeddings ``audio [N, D]`` and captions (``caption_clip[i]``:
     the row of ``audio`` that caption ``i`` describes); the vocabulary is built from the captions
     unless given. Each batch draws captions; their clips form the audio side, so clips with
@@ -222,8 +222,9 @@ def train_retrieval(audio: torch.Tensor, captions: Sequence[str], caption_clip: 
     vocab = Vocabulary.build(captions) if vocab is None else vocab
     torch.manual_seed(options.seed)
     use_diffusion = options.diffusion_weight > 0
-    heads = RetrievalHeads(len(vocab), audio.shape[1], diffusion_steps=options.diffusion_steps if use_diffusion else None,
-                           direction=options.direction).to(audio.device)
+    heads = RetrievalHeads(len(vocab), audio.shape[1], diffusion_steps=options.diffusion_steps if use_diffusion else None, direction=options.direction).to(
+        audio.device
+    )
     optimiser = torch.optim.AdamW(heads.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     ids_all, mask_all = (torch.from_numpy(a).to(audio.device) for a in vocab.encode(captions))
     clip_of = torch.as_tensor(list(caption_clip), dtype=torch.long, device=audio.device)
@@ -252,8 +253,7 @@ def train_retrieval(audio: torch.Tensor, captions: Sequence[str], caption_clip: 
     return heads.eval(), vocab, history
 
 
-def recall_at_k(audio: torch.Tensor, text: torch.Tensor, caption_clip: Sequence[int] | torch.Tensor,
-                ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def recall_at_k(audio: torch.Tensor, text: torch.Tensor, caption_clip: Sequence[int] | torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Retrieval recall both ways over unit vectors: text->audio (the caption's clip in the top k)
     and audio->text (any of the clip's captions in the top k). Keys ``t2a_R@k``, ``a2t_R@k``.
 

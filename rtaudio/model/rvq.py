@@ -49,8 +49,7 @@ class ResidualVQ(nn.Module):
     embed_sum: torch.Tensor
     initialized: torch.Tensor
 
-    def __init__(self, dim: int, codebooks: int = 3, size: int = 128, decay: float = 0.99,
-                 eps: float = 1e-5, dead_threshold: float = 0.5):
+    def __init__(self, dim: int, codebooks: int = 3, size: int = 128, decay: float = 0.99, eps: float = 1e-5, dead_threshold: float = 0.5):
         super().__init__()
         if codebooks < 1 or size < 2:
             raise ValueError(f"ResidualVQ needs codebooks >= 1 and size >= 2 (got {codebooks}, {size})")

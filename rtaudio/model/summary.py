@@ -57,14 +57,34 @@ def model_summary(model: FusedTagger, window_s: float) -> list[dict[str, Any]]:
     counts = counter.get_flop_counts()
     top = type(model).__name__
     total = _macs(counts, "Global")
-    rows: list[dict[str, Any]] = [{"part": "frontend", "kind": "dsp", "params": _params(model.frontend),
-             "inference_params": _params(model.frontend, ran), "macs": _macs(counts, f"{top}.frontend")}]
+    rows: list[dict[str, Any]] = [
+        {
+            "part": "frontend",
+            "kind": "dsp",
+            "params": _params(model.frontend),
+            "inference_params": _params(model.frontend, ran),
+            "macs": _macs(counts, f"{top}.frontend"),
+        }
+    ]
     for name, stream in model.streams.items():
-        rows.append({"part": name, "kind": type(cast(Stream, stream)).kind, "params": _params(stream),
-                     "inference_params": _params(stream, ran), "macs": _macs(counts, f"{top}.streams.{name}")})
+        rows.append(
+            {
+                "part": name,
+                "kind": type(cast(Stream, stream)).kind,
+                "params": _params(stream),
+                "inference_params": _params(stream, ran),
+                "macs": _macs(counts, f"{top}.streams.{name}"),
+            }
+        )
     heads = [model.stream_heads, model.fusion, *([model.probe] if model.probe is not None else [])]
-    rows.append({"part": "heads+fusion", "kind": "classifier", "params": sum(_params(m) for m in heads),
-                 "inference_params": sum(_params(m, ran) for m in heads), "macs": total - sum(r["macs"] for r in rows)})
-    rows.append({"part": "total", "kind": "model", "params": _params(model),
-                 "inference_params": _params(model, ran), "macs": total})
+    rows.append(
+        {
+            "part": "heads+fusion",
+            "kind": "classifier",
+            "params": sum(_params(m) for m in heads),
+            "inference_params": sum(_params(m, ran) for m in heads),
+            "macs": total - sum(r["macs"] for r in rows),
+        }
+    )
+    rows.append({"part": "total", "kind": "model", "params": _params(model), "inference_params": _params(model, ran), "macs": total})
     return rows

@@ -44,11 +44,9 @@ class TextEncoder(nn.Module):
     over real words -> linear projection -> unit length.
     """
 
-    def __init__(self, vocab_size: int, dim: int = 128, layers: int = 2, heads: int = 4, out_dim: int = SHARED_DIM,
-                 dropout: float = 0.1):
+    def __init__(self, vocab_size: int, dim: int = 128, layers: int = 2, heads: int = 4, out_dim: int = SHARED_DIM, dropout: float = 0.1):
         super().__init__()
-        self.config = {"vocab_size": vocab_size, "dim": dim, "layers": layers, "heads": heads, "out_dim": out_dim,
-                       "dropout": dropout}
+        self.config = {"vocab_size": vocab_size, "dim": dim, "layers": layers, "heads": heads, "out_dim": out_dim, "dropout": dropout}
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=PAD_ID)
         self.position = SinusoidalPosition(dim)
         self.blocks = nn.ModuleList(_Block(dim, heads, dropout) for _ in range(layers))

@@ -28,16 +28,24 @@ class TextHeads(nn.Module):
         super().__init__()
         self.tokenizer = CaptionTokenizer(config.tokenizer)
         self.vocab = Vocabulary(config.words, config.word_max_len)
-        self.decoder = CaptionDecoder(self.tokenizer.vocab_size, streams, dim=config.decoder_dim, layers=config.decoder_layers,
-                                      ff=2 * config.decoder_dim, dropout=dropout, max_len=config.max_tokens)
+        self.decoder = CaptionDecoder(
+            self.tokenizer.vocab_size,
+            streams,
+            dim=config.decoder_dim,
+            layers=config.decoder_layers,
+            ff=2 * config.decoder_dim,
+            dropout=dropout,
+            max_len=config.max_tokens,
+        )
         self.space = RetrievalHeads(len(self.vocab), embedding_dim, config.shared_dim, config.diffusion_steps or None)
 
     def memory(self, streams: Mapping[str, StreamOutput]) -> torch.Tensor:
         """The decoder's memory: every stream's frames, projected and tagged by stream ``[B, S, dim]``."""
         return self.decoder.memory(streams)
 
-    def losses(self, streams: Mapping[str, StreamOutput], embedding: torch.Tensor, tokens: torch.Tensor, ids: torch.Tensor,
-               mask: torch.Tensor, group: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(
+        self, streams: Mapping[str, StreamOutput], embedding: torch.Tensor, tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, group: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Caption cross-entropy, audio-text InfoNCE (+ DiffATR generation loss) over the rows that have a caption.
 
         ``tokens [B, L]`` are BPE ids (``<bos> ... <eos>``), ``ids``/``mask [B, W]`` the same caption's

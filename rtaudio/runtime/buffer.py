@@ -27,11 +27,11 @@ class Window:
 def write_circular(data: np.ndarray, written: int, samples: np.ndarray) -> None:
     """Store ``samples`` (stream samples ``written``, ``written + 1``, ...) in the circular ``data``;
     only the last ``len(data)`` of a longer block are kept."""
-    tail = samples[-data.size:]
+    tail = samples[-data.size :]
     start = (written + samples.size - tail.size) % data.size
     first = min(tail.size, data.size - start)
-    data[start:start + first] = tail[:first]
-    data[:tail.size - first] = tail[first:]
+    data[start : start + first] = tail[:first]
+    data[: tail.size - first] = tail[first:]
 
 
 class RingBuffer:

@@ -28,6 +28,7 @@ from rtaudio.runtime.publish.base import Publisher
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class CaptionJob:
     """One caption window of one source, waiting for the decoder."""
@@ -135,8 +136,16 @@ class CaptionModel(Protocol):
 class CaptionWorker:
     """Runs the caption decoder on its own thread and publishes every caption."""
 
-    def __init__(self, captioner: CaptionModel, model_id: str, model_version: str, sample_rate: int,
-                 publishers: Sequence[Publisher], health: Health, max_pending: int = 4):
+    def __init__(
+        self,
+        captioner: CaptionModel,
+        model_id: str,
+        model_version: str,
+        sample_rate: int,
+        publishers: Sequence[Publisher],
+        health: Health,
+        max_pending: int = 4,
+    ):
         self.captioner, self.model_id, self.model_version = captioner, model_id, model_version
         self.window_s = captioner.samples / sample_rate
         self.sample_rate, self.publishers, self.health = sample_rate, list(publishers), health
@@ -183,8 +192,9 @@ class CaptionWorker:
         texts = self.captioner(np.stack([job.samples for job in jobs]))
         for job, text in zip(jobs, texts):
             latency = (time.monotonic() - job.enqueued) * 1000
-            result = CaptionResult(job.source_id, self.model_id, self.model_version, job.start_time, job.end_time,
-                                   text, round(self.window_s, 3), round(latency, 1))
+            result = CaptionResult(
+                job.source_id, self.model_id, self.model_version, job.start_time, job.end_time, text, round(self.window_s, 3), round(latency, 1)
+            )
             for publisher in self.publishers:
                 publisher.caption(result)
             source = self.health.source(job.source_id)

@@ -133,7 +133,14 @@ class EventTracker:
     def _event(self, kind: Literal["onset", "offset"], index: int, track: _Track, offset: float | None) -> Event:
         scores = track.scores or [0.0]
         return Event(
-            kind=kind, event_id=track.event_id, source_id=self.source_id, model_id=self.model_id,
-            label=self.labels[index], onset_time=track.pending_since, offset_time=offset,
-            peak_score=round(max(scores), 4), mean_score=round(float(np.mean(scores)), 4), windows=len(track.scores),
+            kind=kind,
+            event_id=track.event_id,
+            source_id=self.source_id,
+            model_id=self.model_id,
+            label=self.labels[index],
+            onset_time=track.pending_since,
+            offset_time=offset,
+            peak_score=round(max(scores), 4),
+            mean_score=round(float(np.mean(scores)), 4),
+            windows=len(track.scores),
         )

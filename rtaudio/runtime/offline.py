@@ -53,7 +53,7 @@ def tag_file(path: Path, engine: Engine, events_cfg: EventsConfig, tags_cfg: Tag
     pipeline = Pipeline(engine, info, [stream], [collector], Health(), tags_cfg, max_batch=16)
     chunk = hop * 16
     for start in range(0, audio.size, chunk):
-        buffer.write(audio[start:start + chunk], start / info.sample_rate)
+        buffer.write(audio[start : start + chunk], start / info.sample_rate)
         while items := pipeline.gather():
             pipeline.step(items)
     pipeline.finish()
@@ -79,8 +79,17 @@ def tag_files(files: list[Path], model_dir: Path, engine: str = "auto", as_json:
 
 def _print_json(path: Path, result: Collector) -> None:
     for tag in result.results:
-        print(json.dumps({"file": str(path), "type": "tags", "start": round(tag.start_time, 3), "end": round(tag.end_time, 3),
-                          "labels": [{"label": label, "score": score} for label, score in tag.labels]}))
+        print(
+            json.dumps(
+                {
+                    "file": str(path),
+                    "type": "tags",
+                    "start": round(tag.start_time, 3),
+                    "end": round(tag.end_time, 3),
+                    "labels": [{"label": label, "score": score} for label, score in tag.labels],
+                }
+            )
+        )
     for event in result.events:
         print(json.dumps({"file": str(path), "type": "event", **asdict(event)}))
 

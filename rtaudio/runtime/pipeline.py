@@ -66,8 +66,10 @@ class QuerySet:
         for name, text in zip(self.names, self.texts):
             unknown = space.unknown_words(text)
             if unknown and len(unknown) >= len(words(text)):
-                raise ValueError(f"queries.{name}: none of the words of {text!r} is known to model {info.model_id} "
-                                 f"(vocabulary of {vocab_size} words); describe the sound in other words")
+                raise ValueError(
+                    f"queries.{name}: none of the words of {text!r} is known to model {info.model_id} "
+                    f"(vocabulary of {vocab_size} words); describe the sound in other words"
+                )
             if unknown:
                 log.warning("queries.%s: word(s) %s unknown to model %s are ignored", name, ", ".join(unknown), info.model_id)
         self.matrix = np.asarray(space.texts(self.texts), dtype=np.float32) if self.names else np.zeros((0, 1), np.float32)
@@ -104,9 +106,18 @@ class Stream:
 class Pipeline:
     """Windows in, one engine call per tick, tags/events/health out to every publisher."""
 
-    def __init__(self, engine: Engine, info: ModelInfo, streams: Sequence[Stream], publishers: Sequence[Publisher],
-                 health: Health, tags: TagsConfig, max_batch: int = 32, health_interval_s: float = 10.0,
-                 queries: QuerySet | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        info: ModelInfo,
+        streams: Sequence[Stream],
+        publishers: Sequence[Publisher],
+        health: Health,
+        tags: TagsConfig,
+        max_batch: int = 32,
+        health_interval_s: float = 10.0,
+        queries: QuerySet | None = None,
+    ):
         self.engine, self.info, self.streams, self.publishers = engine, info, list(streams), list(publishers)
         self.queries = queries if queries is not None and queries.names else None
         self._query_text = dict(zip(self.queries.names, self.queries.texts)) if self.queries else {}

@@ -84,8 +84,9 @@ def build_caption_worker(config: SiteConfig, model: ModelDir, publishers: Sequen
     return CaptionWorker(captioner, info.model_id, info.version, info.sample_rate, publishers, health, config.captions.max_pending)
 
 
-def run_site(config: SiteConfig, duration_s: float | None = None, install_signals: bool = True,
-             health: Health | None = None, extra_publishers: Sequence[Publisher] = ()) -> int:
+def run_site(
+    config: SiteConfig, duration_s: float | None = None, install_signals: bool = True, health: Health | None = None, extra_publishers: Sequence[Publisher] = ()
+) -> int:
     """Run until signalled (or ``duration_s``, or every finite source has ended); return the exit code.
 
     ``health`` (filled in place) and ``extra_publishers`` let a caller such as ``rtaudio bench``
@@ -142,8 +143,15 @@ def run_site(config: SiteConfig, duration_s: float | None = None, install_signal
         thread.start()
         for source in sources:
             source.start()
-        log.info("site %s: %d source(s) started, model %s %s, window %.2f s hop %.2f s",
-                 config.site, len(sources), info.model_id, info.version, window / info.sample_rate, hop / info.sample_rate)
+        log.info(
+            "site %s: %d source(s) started, model %s %s, window %.2f s hop %.2f s",
+            config.site,
+            len(sources),
+            info.model_id,
+            info.version,
+            window / info.sample_rate,
+            hop / info.sample_rate,
+        )
         _wait(stop, sources, streams, duration_s)
         log.info("stopping: sources, then pipeline, then publishers (flush up to %.1f s)", flush_s)
         for source in sources:

@@ -71,8 +71,7 @@ class CachedGreedy:
         steps, done = [], np.zeros(batch, bool)
         out = np.zeros((batch, 0), np.int64)
         for _ in range(max_tokens):
-            logits, past_k, past_v = self.step.run(None, {"token": token, "past_k": past_k, "past_v": past_v,
-                                                          "cross_k": cross_k, "cross_v": cross_v})
+            logits, past_k, past_v = self.step.run(None, {"token": token, "past_k": past_k, "past_v": past_v, "cross_k": cross_k, "cross_v": cross_v})
             steps.append(logits)
             token = next_token(logits)[:, None]
             out = np.concatenate([out, token], axis=1)

@@ -35,8 +35,15 @@ def plan_key(model: ModelDir, precision: Precision, max_batch: int, device: int 
     return trt, PlanKey.for_model(model.info, gpu.name, gpu.compute_capability, trt.__version__, precision, max_batch)
 
 
-def ensure_plan(model: ModelDir, precision: Precision, max_batch: int, workspace_mb: int = DEFAULT_WORKSPACE_MB,
-                plan_dir: Path | None = None, calibration: Path | None = None, timing_cache: Path | None = None) -> tuple[Any, PlanKey, Path]:
+def ensure_plan(
+    model: ModelDir,
+    precision: Precision,
+    max_batch: int,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
+    plan_dir: Path | None = None,
+    calibration: Path | None = None,
+    timing_cache: Path | None = None,
+) -> tuple[Any, PlanKey, Path]:
     """(tensorrt module, this device's plan key, its path): the one in ``plan_dir`` (default: the model
     directory), else built now from ``model.onnx`` (minutes on a Jetson; logged as a warning)."""
     trt, key = plan_key(model, precision, max_batch)
@@ -104,12 +111,14 @@ def build_engine(
         if pinned:
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     # kept referenced until the build is done: the config only points at them
-    calibrator = _attach_int8_calibrator(trt, builder, config, model, input_name, calibration_dir, calib_cache,
-                                         calibration_windows_max) if precision == "int8" else None
+    calibrator = (
+        _attach_int8_calibrator(trt, builder, config, model, input_name, calibration_dir, calib_cache, calibration_windows_max) if precision == "int8" else None
+    )
     timing = _attach_timing_cache(config, cache_path)
 
-    log.info("building TensorRT %s %s plan for %s (batch 1..%d, workspace %d MB) -> %s",
-             trt.__version__, precision, model.path, max_batch, workspace_mb, plan_path)
+    log.info(
+        "building TensorRT %s %s plan for %s (batch 1..%d, workspace %d MB) -> %s", trt.__version__, precision, model.path, max_batch, workspace_mb, plan_path
+    )
     start = time.monotonic()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -117,10 +126,18 @@ def build_engine(
     seconds = time.monotonic() - start
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     cache_path.write_bytes(bytes(timing.serialize()))
-    build = {"workspace_mb": workspace_mb, "opt_batch": max_batch, "window_samples": window, "fp32_pinned_layers": pinned,
-             "timing_cache": str(cache_path), "calibration": str(calibration_dir) if precision == "int8" else None,
-             "calibration_cache": str(calib_cache) if precision == "int8" else None,
-             "build_s": round(seconds, 1), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rtaudio": __version__}
+    build = {
+        "workspace_mb": workspace_mb,
+        "opt_batch": max_batch,
+        "window_samples": window,
+        "fp32_pinned_layers": pinned,
+        "timing_cache": str(cache_path),
+        "calibration": str(calibration_dir) if precision == "int8" else None,
+        "calibration_cache": str(calib_cache) if precision == "int8" else None,
+        "build_s": round(seconds, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "rtaudio": __version__,
+    }
     digest = write_plan(plan_path, bytes(serialized), key, build)
     del calibrator
     log.info("built %s in %.0f s (SHA-256 %s)", plan_path.name, seconds, digest[:12])
@@ -192,8 +209,9 @@ def _check_io(network: Any, model: ModelDir) -> str:
     return tensor.name
 
 
-def _attach_int8_calibrator(trt: Any, builder: Any, config: Any, model: ModelDir, input_name: str,
-                            calibration_dir: Path | None, cache: Path, max_windows: int) -> Any:
+def _attach_int8_calibrator(
+    trt: Any, builder: Any, config: Any, model: ModelDir, input_name: str, calibration_dir: Path | None, cache: Path, max_windows: int
+) -> Any:
     """Turn on INT8 with an entropy calibrator fed from ``calibration_dir`` (unless ``cache`` already holds the scales)."""
     batches = []
     if calibration_dir is not None and not cache.is_file():

@@ -59,7 +59,7 @@ def calibration_batches(windows: np.ndarray, batch_size: int = DEFAULT_BATCH) ->
     if len(windows) < batch_size:
         raise CalibrationError(f"{len(windows)} calibration windows cannot fill one batch of {batch_size}; add audio")
     count = len(windows) // batch_size
-    return [np.ascontiguousarray(windows[i * batch_size:(i + 1) * batch_size]) for i in range(count)]
+    return [np.ascontiguousarray(windows[i * batch_size : (i + 1) * batch_size]) for i in range(count)]
 
 
 def entropy_calibrator(trt: Any, batches: list[np.ndarray], cache: Path) -> Any:

@@ -28,8 +28,9 @@ def gpu_names() -> list[str]:
     listing = None
     if shutil.which("nvidia-smi"):
         try:
-            done = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader"],
-                                  capture_output=True, text=True, timeout=5.0, check=False)
+            done = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader"], capture_output=True, text=True, timeout=5.0, check=False
+            )
             listing = done.stdout.strip() if done.returncode == 0 else None
         except (OSError, subprocess.SubprocessError):
             listing = None
@@ -56,7 +57,8 @@ def load_tensorrt() -> Any:
     except ImportError as exc:
         raise NvidiaUnavailable(
             f"tensorrt is not importable ({exc}); on a Jetson it comes with JetPack (python3-libnvinfer), "
-            "elsewhere install the 'tensorrt' extra (pip install 'rtaudio[tensorrt]')") from None
+            "elsewhere install the 'tensorrt' extra (pip install 'rtaudio[tensorrt]')"
+        ) from None
     return tensorrt
 
 
@@ -67,7 +69,8 @@ def load_cudart() -> Any:
     except ImportError as exc:
         raise NvidiaUnavailable(
             f"cuda-python is not importable ({exc}); install the 'tensorrt' extra, which brings cuda-python "
-            "(cuda.bindings.runtime, version 11.8.4+ for CUDA 11 or 12.6.1+ for CUDA 12)") from None
+            "(cuda.bindings.runtime, version 11.8.4+ for CUDA 11 or 12.6.1+ for CUDA 12)"
+        ) from None
     return runtime
 
 
@@ -116,8 +119,13 @@ def trt_logger() -> Any:
     """One TensorRT logger for the process (TensorRT wants the same one everywhere), into ``logging``."""
     trt = load_tensorrt()
     severity = trt.ILogger.Severity
-    levels = {severity.INTERNAL_ERROR: logging.ERROR, severity.ERROR: logging.ERROR, severity.WARNING: logging.WARNING,
-              severity.INFO: logging.DEBUG, severity.VERBOSE: logging.DEBUG}
+    levels = {
+        severity.INTERNAL_ERROR: logging.ERROR,
+        severity.ERROR: logging.ERROR,
+        severity.WARNING: logging.WARNING,
+        severity.INFO: logging.DEBUG,
+        severity.VERBOSE: logging.DEBUG,
+    }
 
     base: Any = trt.ILogger  # a class of the lazily imported module
 

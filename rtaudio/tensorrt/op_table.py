@@ -343,12 +343,20 @@ class TrtVersion:
 
 
 TRT_86 = TrtVersion(
-    name="8.6", release=(8, 6), opsets=(1, 17), ops=TRT_86_OPS,
+    name="8.6",
+    release=(8, 6),
+    opsets=(1, 17),
+    ops=TRT_86_OPS,
     # INT64 is cast down to INT32 by the 8.x parser (values clamped to the INT32 range)
-    tensor_types=frozenset({"FP32", "FP16", "INT8", "INT32", "INT64", "BOOL"}), io_only_types=frozenset({"UINT8"}),
+    tensor_types=frozenset({"FP32", "FP16", "INT8", "INT32", "INT64", "BOOL"}),
+    io_only_types=frozenset({"UINT8"}),
 )
 TRT_103 = TrtVersion(
-    name="10.3", release=(10, 3), opsets=(9, 20), ops=TRT_103_OPS,
-    tensor_types=frozenset({"FP32", "FP16", "BF16", "INT8", "INT32", "INT64", "BOOL", "FP8", "INT4"}), io_only_types=frozenset({"UINT8"}),
+    name="10.3",
+    release=(10, 3),
+    opsets=(9, 20),
+    ops=TRT_103_OPS,
+    tensor_types=frozenset({"FP32", "FP16", "BF16", "INT8", "INT32", "INT64", "BOOL", "FP8", "INT4"}),
+    io_only_types=frozenset({"UINT8"}),
 )
 VERSIONS: dict[str, TrtVersion] = {v.name: v for v in (TRT_86, TRT_103)}

@@ -29,12 +29,35 @@ INT32_MAX = 2**31 - 1
 
 # ONNX element type name -> TensorRT type name (None: TensorRT has no such type)
 _ONNX_TO_TRT = {
-    "FLOAT": "FP32", "FLOAT16": "FP16", "BFLOAT16": "BF16", "INT8": "INT8", "INT32": "INT32", "INT64": "INT64",
-    "UINT8": "UINT8", "BOOL": "BOOL", "FLOAT8E4M3FN": "FP8", "INT4": "INT4", "DOUBLE": "DOUBLE",
+    "FLOAT": "FP32",
+    "FLOAT16": "FP16",
+    "BFLOAT16": "BF16",
+    "INT8": "INT8",
+    "INT32": "INT32",
+    "INT64": "INT64",
+    "UINT8": "UINT8",
+    "BOOL": "BOOL",
+    "FLOAT8E4M3FN": "FP8",
+    "INT4": "INT4",
+    "DOUBLE": "DOUBLE",
 }
 # ops whose documented types are not those of input 0 (a shape, a condition, a scalar, or nothing)
-_TYPE_OF_OTHER_INPUT = {"ConstantOfShape", "Where", "If", "Loop", "Scan", "Range", "OneHot", "Shape", "Size",
-                        "RandomNormalLike", "RandomUniformLike", "EyeLike", "NonMaxSuppression", "DequantizeLinear"}
+_TYPE_OF_OTHER_INPUT = {
+    "ConstantOfShape",
+    "Where",
+    "If",
+    "Loop",
+    "Scan",
+    "Range",
+    "OneHot",
+    "Shape",
+    "Size",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "EyeLike",
+    "NonMaxSuppression",
+    "DequantizeLinear",
+}
 _NOT_NODES = {"tensor", "constant", "input", "model"}
 
 
@@ -82,8 +105,13 @@ class TrtReport:
         return "\n".join([self.verdict(), *(f"  {issue.line()}" for issue in self.issues)])
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "versions": list(self.versions), "opset": self.opset, "nodes": self.nodes,
-                "issues": [asdict(issue) | {"versions": list(issue.versions)} for issue in self.issues]}
+        return {
+            "ok": self.ok,
+            "versions": list(self.versions),
+            "opset": self.opset,
+            "nodes": self.nodes,
+            "issues": [asdict(issue) | {"versions": list(issue.versions)} for issue in self.issues],
+        }
 
 
 class _Graph:
@@ -138,6 +166,7 @@ def _rule(*ops: str) -> Callable[[Rule], Rule]:
         for op in ops:
             _RULES.setdefault(op, []).append(fn)
         return fn
+
     return register
 
 
@@ -231,6 +260,7 @@ def _constant_input(index: int, what: str, fixed_in: tuple[int, int] | None = No
         name = _input(node, index)
         if name and not g.is_constant(name) and (fixed_in is None or v.release < fixed_in):
             yield f"{what} must be an initializer or Constant"
+
     return rule
 
 
@@ -239,8 +269,7 @@ for _op in ("Squeeze", "Unsqueeze"):
 _rule("CumSum")(_constant_input(1, "axis", fixed_in=(10, 8)))
 _rule("Pad")(_constant_input(3, "axes", fixed_in=(10, 4)))
 _rule("Slice")(_constant_input(3, "axes", fixed_in=(10, 3)))
-for _op in ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
-            "ReduceProd", "ReduceSum", "ReduceSumSquare"):
+for _op in ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare"):
     _rule(_op)(_constant_input(1, "axes"))
 _rule("InstanceNormalization")(_constant_input(1, "scale"))
 _rule("InstanceNormalization")(_constant_input(2, "bias B"))
@@ -360,8 +389,7 @@ def _merge(issues: Sequence[Issue]) -> list[Issue]:
     merged: dict[tuple[str, str, str, str], list[str]] = {}
     for issue in issues:
         merged.setdefault((issue.node, issue.op, issue.problem, issue.severity), []).extend(issue.versions)
-    return [Issue(node, op, problem, tuple(dict.fromkeys(versions)), severity)
-            for (node, op, problem, severity), versions in merged.items()]
+    return [Issue(node, op, problem, tuple(dict.fromkeys(versions)), severity) for (node, op, problem, severity), versions in merged.items()]
 
 
 def check_model(model: str | Path | Any, versions: Sequence[str] = DEFAULT_VERSIONS) -> TrtReport:
@@ -391,4 +419,3 @@ def check_model(model: str | Path | Any, versions: Sequence[str] = DEFAULT_VERSI
         for i, node in enumerate(nodes):
             issues.extend(Issue(node.name or f"#{i}", node.op_type, problem, (v.name,)) for problem in _check_node(node, g, v))
     return TrtReport(tuple(versions), opset, len(nodes), sorted({n.op_type for n in nodes}), _merge(issues))
-

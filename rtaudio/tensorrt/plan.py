@@ -49,8 +49,7 @@ class PlanKey:
     max_batch: int
 
     @classmethod
-    def for_model(cls, info: ModelInfo, gpu: str, compute_capability: str, tensorrt: str,
-                  precision: Precision, max_batch: int) -> PlanKey:
+    def for_model(cls, info: ModelInfo, gpu: str, compute_capability: str, tensorrt: str, precision: Precision, max_batch: int) -> PlanKey:
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is not allowed; expected one of {', '.join(PRECISIONS)}")
         if max_batch < 1:
@@ -64,8 +63,7 @@ class PlanKey:
 
     @property
     def filename(self) -> str:
-        return (f"{sanitise(self.model_id)}.{self.onnx_sha256[:HASH_CHARS]}.{self.device_tag}"
-                f".{self.precision}.b{self.max_batch}{PLAN_SUFFIX}")
+        return f"{sanitise(self.model_id)}.{self.onnx_sha256[:HASH_CHARS]}.{self.device_tag}.{self.precision}.b{self.max_batch}{PLAN_SUFFIX}"
 
     @property
     def calibration_cache_name(self) -> str:
@@ -104,8 +102,7 @@ def read_checked_plan(plan: Path, key: PlanKey) -> bytes:
         meta = json.loads(meta_path.read_text())
         recorded, built_for = meta["plan_sha256"], meta["key"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PlanError(f"{plan}: its sidecar {meta_path.name} is missing or unreadable ({exc}); "
-                        "rebuild it with `rtaudio build-engine`") from None
+        raise PlanError(f"{plan}: its sidecar {meta_path.name} is missing or unreadable ({exc}); rebuild it with `rtaudio build-engine`") from None
     expected = asdict(key)
     differ = [f"{field}: plan {built_for.get(field)!r}, here {want!r}" for field, want in expected.items() if built_for.get(field) != want]
     if differ:
@@ -113,8 +110,10 @@ def read_checked_plan(plan: Path, key: PlanKey) -> bytes:
     data = plan.read_bytes()
     actual = sha256_bytes(data)
     if actual != recorded:
-        raise PlanError(f"{plan}: SHA-256 {actual} does not match {recorded} recorded in {meta_path.name}; "
-                        "the plan was altered or truncated; delete it and rebuild with `rtaudio build-engine`")
+        raise PlanError(
+            f"{plan}: SHA-256 {actual} does not match {recorded} recorded in {meta_path.name}; "
+            "the plan was altered or truncated; delete it and rebuild with `rtaudio build-engine`"
+        )
     return data
 
 

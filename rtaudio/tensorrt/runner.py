@@ -83,7 +83,7 @@ class PlanRunner:
         step = self.max_batch
         if len(batch) <= step:
             return self._run(batch)
-        parts = [self._run(batch[i:i + step]) for i in range(0, len(batch), step)]
+        parts = [self._run(batch[i : i + step]) for i in range(0, len(batch), step)]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     def _run(self, chunk: np.ndarray) -> dict[str, np.ndarray]:

@@ -100,8 +100,9 @@ def hand_features(windows: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.concatenate([logmel.mean(2), logmel.std(2), mfcc.mean(2), mfcc.std(2)], axis=1).astype(np.float32)
 
 
-def baseline_scores(splits: Mapping[str, Sequence[Clip]], labels: Sequence[str], sample_rate: int, window_s: float, hop_s: float,
-                    cache_path: Path) -> dict[str, dict[str, np.ndarray]]:
+def baseline_scores(
+    splits: Mapping[str, Sequence[Clip]], labels: Sequence[str], sample_rate: int, window_s: float, hop_s: float, cache_path: Path
+) -> dict[str, dict[str, np.ndarray]]:
     """Clip scores of both baselines on every split but train, fitted on ``splits['train']``:
     ``{"linear probe on the aisfx embedding": {split: [clips, C]}, "hand features + logistic regression": {...}}``."""
     every = [c for clips in splits.values() for c in clips]

@@ -205,9 +205,7 @@ class CaptionScores:
         return {n: s.skipped for n, s in (("meteor", self.meteor), ("spice", self.spice)) if s.skipped}
 
 
-def caption_scores(
-    candidates: Sequence[str], references: Sequence[Sequence[str]], external: bool = True, timeout_s: float = 600.0
-) -> CaptionScores:
+def caption_scores(candidates: Sequence[str], references: Sequence[Sequence[str]], external: bool = True, timeout_s: float = 600.0) -> CaptionScores:
     """All caption metrics for raw candidate captions against their raw reference captions."""
     cand = [tokenize(c) for c in candidates]
     refs = [[tokenize(r) for r in rs] for rs in references]

@@ -29,8 +29,12 @@ class Strict(BaseModel):
 
 
 class SplitFractions(Strict):
-    val_fraction: float = Field(default=0.1, title="Validation share", ge=0, lt=1, description="For items without a split: share put in 'val' by a hash of their name.")
-    test_fraction: float = Field(default=0.1, title="Test share", ge=0, lt=1, description="For items without a split: share put in 'test' by a hash of their name.")
+    val_fraction: float = Field(
+        default=0.1, title="Validation share", ge=0, lt=1, description="For items without a split: share put in 'val' by a hash of their name."
+    )
+    test_fraction: float = Field(
+        default=0.1, title="Test share", ge=0, lt=1, description="For items without a split: share put in 'test' by a hash of their name."
+    )
 
     @model_validator(mode="after")
     def _fit(self) -> SplitFractions:
@@ -79,11 +83,18 @@ class SyntheticData(SplitFractions):
     hop_s: float = Field(default=0.5, title="Hop between windows (s)", gt=0, le=30)
     sample_rate: int = Field(default=16000, title="Sample rate (Hz)", ge=8000, le=48000)
     labels: list[str] | None = Field(default=None, title="Labels", description="A subset of the generator's labels; null for all.")
-    names: dict[str, str] = Field(default_factory=dict, title="Label renames",
-                                  description="Generator label -> the label the model learns, e.g. {dog_bark: dog} to join a real corpus's names.")
+    names: dict[str, str] = Field(
+        default_factory=dict,
+        title="Label renames",
+        description="Generator label -> the label the model learns, e.g. {dog_bark: dog} to join a real corpus's names.",
+    )
     min_heard_s: float = Field(default=0.25, title="Shortest audible stretch that labels a window (s)", gt=0, le=10)
-    captions_per_clip: int = Field(default=3, title="Captions per window", ge=0, le=20, description="Phrasings of each window's part of the scene; 0: no captions.")
-    caption_window_s: float | None = Field(default=4.0, title="Caption clips cut from scenes (s)", gt=0, le=60, description="Longer caption-only clips for the caption decoder; null: none.")
+    captions_per_clip: int = Field(
+        default=3, title="Captions per window", ge=0, le=20, description="Phrasings of each window's part of the scene; 0: no captions."
+    )
+    caption_window_s: float | None = Field(
+        default=4.0, title="Caption clips cut from scenes (s)", gt=0, le=60, description="Longer caption-only clips for the caption decoder; null: none."
+    )
     caption_hop_s: float = Field(default=2.0, title="Hop between caption clips (s)", gt=0, le=60)
 
 
@@ -92,8 +103,13 @@ class AudioCapsData(Strict):
 
     type: Literal["audiocaps"] = Field(title="Data type")
     root: Path = Field(title="AudioCaps folder", description="Holds train.csv, val.csv and test.csv; missing ones are skipped.")
-    audio: str = Field(default="{split}/{youtube_id}_{start_time}.wav", title="Audio path pattern", min_length=1, max_length=300,
-                       description="Relative to root; fields {split}, {youtube_id}, {start_time}, {audiocap_id} (the clip's first caption's id).")
+    audio: str = Field(
+        default="{split}/{youtube_id}_{start_time}.wav",
+        title="Audio path pattern",
+        min_length=1,
+        max_length=300,
+        description="Relative to root; fields {split}, {youtube_id}, {start_time}, {audiocap_id} (the clip's first caption's id).",
+    )
 
     @model_validator(mode="after")
     def _pattern(self) -> AudioCapsData:
@@ -101,8 +117,9 @@ class AudioCapsData(Strict):
         try:
             self.audio.format(**{f: "x" for f in fields})
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"audio pattern {self.audio!r} is not usable ({type(exc).__name__}: {exc}); "
-                             f"allowed fields: {', '.join('{' + f + '}' for f in fields)}") from exc
+            raise ValueError(
+                f"audio pattern {self.audio!r} is not usable ({type(exc).__name__}: {exc}); allowed fields: {', '.join('{' + f + '}' for f in fields)}"
+            ) from exc
         if "{youtube_id}" not in self.audio and "{audiocap_id}" not in self.audio:
             raise ValueError(f"audio pattern {self.audio!r} names no clip; it needs {{youtube_id}} or {{audiocap_id}}")
         return self
@@ -142,11 +159,16 @@ class StagedSchedule(Strict):
     """
 
     type: Literal["staged"] = Field(title="Schedule")
-    pretrain_epochs: int = Field(default=0, title="Stage-0 epochs", ge=0, description="Self-supervised pretraining of the generative and codes streams before stage 1 (labels unused).")
+    pretrain_epochs: int = Field(
+        default=0, title="Stage-0 epochs", ge=0, description="Self-supervised pretraining of the generative and codes streams before stage 1 (labels unused)."
+    )
     stream_epochs: int = Field(title="Stage-1 epochs", ge=0, description="The remaining epochs (at least one) train the fusion.")
     freeze_streams: bool = Field(default=True, title="Freeze streams in stage 2", description="false fine-tunes them with the fusion.")
-    streams: list[str] | None = Field(default=None, title="Streams stage 1 trains",
-                                      description="null: all. A subset (e.g. [pretrained] after init_from added it) leaves the others as loaded, and stage 1 runs only them.")
+    streams: list[str] | None = Field(
+        default=None,
+        title="Streams stage 1 trains",
+        description="null: all. A subset (e.g. [pretrained] after init_from added it) leaves the others as loaded, and stage 1 runs only them.",
+    )
 
 
 class JointSchedule(Strict):
@@ -174,8 +196,20 @@ class AugmentConfig(Strict):
 class CaptionTraining(Strict):
     """The caption decoder and audio-text heads, trained with the tagger as one multi-task objective."""
 
-    window_s: float = Field(default=4.0, title="Caption clip length (s)", gt=0, le=30, description="Caption-only clips are cropped or padded to this; the runtime captions this much audio.")
-    batch_size: int = Field(default=16, title="Caption-only clips per step", ge=0, le=1024, description="Drawn next to every tagging batch; 0: train the heads on the tagged windows' captions only.")
+    window_s: float = Field(
+        default=4.0,
+        title="Caption clip length (s)",
+        gt=0,
+        le=30,
+        description="Caption-only clips are cropped or padded to this; the runtime captions this much audio.",
+    )
+    batch_size: int = Field(
+        default=16,
+        title="Caption-only clips per step",
+        ge=0,
+        le=1024,
+        description="Drawn next to every tagging batch; 0: train the heads on the tagged windows' captions only.",
+    )
     caption_weight: float = Field(default=1.0, title="Caption cross-entropy weight", ge=0, le=100)
     retrieval_weight: float = Field(default=1.0, title="Audio-text InfoNCE weight", ge=0, le=100)
     diffusion_weight: float = Field(default=0.0, title="DiffATR generation loss weight", ge=0, le=100, description="0 leaves the generative term out.")
@@ -189,9 +223,14 @@ class CaptionTraining(Strict):
 class DistillConfig(Strict):
     """Knowledge distillation from the pretrained (aisfx) teacher into the model's streams (``rtaudio.train.distill``)."""
 
-    unlabelled: list[Path] = Field(default_factory=list, title="Unlabelled audio CSVs",
-                                   description="e.g. data/debian/unlabelled.csv; only their train-split rows are used, for the KD loss alone.")
-    cache: Path | None = Field(default=None, title="Teacher cache file", description="Per-window teacher embeddings; default: output/teacher.npz. Reused across runs.")
+    unlabelled: list[Path] = Field(
+        default_factory=list,
+        title="Unlabelled audio CSVs",
+        description="e.g. data/debian/unlabelled.csv; only their train-split rows are used, for the KD loss alone.",
+    )
+    cache: Path | None = Field(
+        default=None, title="Teacher cache file", description="Per-window teacher embeddings; default: output/teacher.npz. Reused across runs."
+    )
     kd_weight: float = Field(default=1.0, title="KD loss weight (teacher tag logits)", ge=0, le=100)
     embedding_weight: float = Field(default=1.0, title="Embedding loss weight (similarity-preserving)", ge=0, le=100)
     temperature: float = Field(default=2.0, title="KD temperature", ge=0.5, le=10)
@@ -213,10 +252,22 @@ class TrainConfig(Strict):
     seed: int = Field(default=0, title="Seed", ge=0)
     workers: int = Field(default=0, title="Data loader workers", ge=0, le=64)
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", title="Device")
-    aux_weights: dict[str, float] = Field(default_factory=dict, title="Aux loss weights", description="By '<stream>.<loss>', e.g. generative.kl: 0.1; unlisted aux losses weigh 1.")
-    distill: DistillConfig | None = Field(default=None, title="Distillation", description="Teacher: the aisfx CNN over every training window, cached; null: none.")
-    captions: CaptionTraining | None = Field(default=None, title="Captions and free-text queries", description="Trains the caption decoder and the audio-text heads on the data's captions; null: a tagger only.")
-    init_from: Path | None = Field(default=None, title="Fine-tune from", description="A model dir with model.ckpt (e.g. engines/default): streams reused, heads rebuilt for this data's labels.")
+    aux_weights: dict[str, float] = Field(
+        default_factory=dict, title="Aux loss weights", description="By '<stream>.<loss>', e.g. generative.kl: 0.1; unlisted aux losses weigh 1."
+    )
+    distill: DistillConfig | None = Field(
+        default=None, title="Distillation", description="Teacher: the aisfx CNN over every training window, cached; null: none."
+    )
+    captions: CaptionTraining | None = Field(
+        default=None,
+        title="Captions and free-text queries",
+        description="Trains the caption decoder and the audio-text heads on the data's captions; null: a tagger only.",
+    )
+    init_from: Path | None = Field(
+        default=None,
+        title="Fine-tune from",
+        description="A model dir with model.ckpt (e.g. engines/default): streams reused, heads rebuilt for this data's labels.",
+    )
     resume: bool = Field(default=False, title="Resume", description="Continue from output/checkpoints/last.ckpt if it exists.")
     model_id: str = Field(default="custom", title="Model id written to model.json", min_length=1)
     version: str = Field(default="0.1.0", title="Model version written to model.json", min_length=1)
@@ -229,8 +280,10 @@ class TrainConfig(Strict):
             if unknown:
                 raise ValueError(f"schedule.streams {unknown} are not among model.streams {list(self.model.streams)}")
             if before >= self.epochs:
-                raise ValueError(f"schedule.pretrain_epochs + stream_epochs = {before} leaves none of the {self.epochs} epochs "
-                                 "to train the fusion; keep the sum below epochs")
+                raise ValueError(
+                    f"schedule.pretrain_epochs + stream_epochs = {before} leaves none of the {self.epochs} epochs "
+                    "to train the fusion; keep the sum below epochs"
+                )
         if self.captions is not None and self.augment.mixup_alpha > 0:
             raise ValueError("captions cannot be trained with augment.mixup_alpha > 0 (a mixed clip matches neither caption); set one of them off")
         if self.distill is not None and (self.captions is not None or self.augment.mixup_alpha > 0):

@@ -65,7 +65,9 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
         reader = csv.DictReader(fh)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(reader.fieldnames or []) or 'none'}, required {', '.join(required)}")
+            raise DataError(
+                f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(reader.fieldnames or []) or 'none'}, required {', '.join(required)}"
+            )
         return list(reader)
 
 
@@ -158,8 +160,10 @@ def _audiocaps(spec: AudioCapsData) -> list[Clip]:
                 raise DataError(f"{where}: start_time {start!r} is not a number of seconds") from None
             caption = _cell(row, "caption", where, "a caption")
             groups.setdefault((split, yt, start), (cap_id, []))[1].append(caption)
-    clips = [Clip(spec.root / spec.audio.format(split=split, youtube_id=yt, start_time=start, audiocap_id=cap_id), [], split,
-                  captions, tagged=False) for (split, yt, start), (cap_id, captions) in groups.items()]
+    clips = [
+        Clip(spec.root / spec.audio.format(split=split, youtube_id=yt, start_time=start, audiocap_id=cap_id), [], split, captions, tagged=False)
+        for (split, yt, start), (cap_id, captions) in groups.items()
+    ]
     return _present(clips, f"AudioCaps {spec.root}", files)
 
 
@@ -187,15 +191,15 @@ def window_labels(timeline: Iterable[tuple[str, float, float]], t0: float, t1: f
     return sorted(heard)
 
 
-def window_timeline(timeline: Iterable[tuple[str, float, float]], t0: float, t1: float,
-                    heard: Iterable[str]) -> list[tuple[str, float, float]]:
+def window_timeline(timeline: Iterable[tuple[str, float, float]], t0: float, t1: float, heard: Iterable[str]) -> list[tuple[str, float, float]]:
     """The ``heard`` labels' events inside [t0, t1), clipped to it and timed from t0 (what a window's caption narrates)."""
     keep = set(heard)
     return [(label, max(on, t0) - t0, min(off, t1) - t0) for label, on, off in timeline if label in keep and on < t1 and off > t0]
 
 
-def _cuts(audio: np.ndarray, timeline: list, spec: SyntheticData, window_s: float, hop_s: float, split: str,
-          rng: np.random.Generator, tagged: bool) -> Iterator[Clip]:
+def _cuts(
+    audio: np.ndarray, timeline: list, spec: SyntheticData, window_s: float, hop_s: float, split: str, rng: np.random.Generator, tagged: bool
+) -> Iterator[Clip]:
     """Windows of one scene, labelled from its timeline and (``captions_per_clip``) captioned from their part of it."""
     from rtaudio.train.synth_captions import caption_scene
 
@@ -218,8 +222,7 @@ def _synthetic(spec: SyntheticData) -> list[Clip]:
         raise DataError(f"synthetic labels {unknown} are not generated; allowed: {', '.join(LABELS)}")
     clips: list[Clip] = []
     for scene in range(spec.scenes):
-        audio, timeline = make_scene(np.random.default_rng([spec.seed, scene]), spec.duration_s, labels=labels,
-                                     sample_rate=spec.sample_rate)
+        audio, timeline = make_scene(np.random.default_rng([spec.seed, scene]), spec.duration_s, labels=labels, sample_rate=spec.sample_rate)
         split = hash_split(f"synthetic:{spec.seed}:{scene}", spec)  # whole scenes per split: no leakage
         words = np.random.default_rng([spec.seed, scene, 1])  # its own stream: captions never change the audio
         clips.extend(_cuts(audio, timeline, spec, spec.window_s, spec.hop_s, split, words, tagged=True))
@@ -228,8 +231,14 @@ def _synthetic(spec: SyntheticData) -> list[Clip]:
     return clips
 
 
-LOADERS: dict[str, Callable[[Any], list[Clip]]] = {"manifest": _manifest, "fsd50k": _fsd50k, "esc50": _esc50, "synthetic": _synthetic, "audiocaps": _audiocaps,
-           "clotho": _clotho}
+LOADERS: dict[str, Callable[[Any], list[Clip]]] = {
+    "manifest": _manifest,
+    "fsd50k": _fsd50k,
+    "esc50": _esc50,
+    "synthetic": _synthetic,
+    "audiocaps": _audiocaps,
+    "clotho": _clotho,
+}
 
 
 def load_clips(spec: DataConfig | Sequence[DataConfig]) -> list[Clip]:

@@ -47,8 +47,9 @@ def unlabelled_clips(paths: Sequence[Path]) -> list[Clip]:
     return clips
 
 
-def memory_window_set(stream: nn.Module, clips: Sequence[Clip], labels: Sequence[str], sample_rate: int, window_s: float,
-                      hop_s: float) -> tuple[np.ndarray, np.ndarray]:
+def memory_window_set(
+    stream: nn.Module, clips: Sequence[Clip], labels: Sequence[str], sample_rate: int, window_s: float, hop_s: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(teacher embeddings ``[windows, D]``, targets ``[windows, C]``) of every window of in-memory clips
     (synthetic scenes), embedded now: they are regenerated from their seed each run, so never cached."""
     from rtaudio.train.teacher import embed_windows
@@ -60,8 +61,7 @@ def memory_window_set(stream: nn.Module, clips: Sequence[Clip], labels: Sequence
     return embed_windows(stream, windows), np.concatenate(targets) if targets else np.zeros((0, len(labels)), np.float32)
 
 
-def fit_probe(cache: TeacherCache, labelled: Sequence[Clip], labels: Sequence[str],
-              extra: tuple[np.ndarray, np.ndarray] | None = None) -> LinearProbe:
+def fit_probe(cache: TeacherCache, labelled: Sequence[Clip], labels: Sequence[str], extra: tuple[np.ndarray, np.ndarray] | None = None) -> LinearProbe:
     """A linear probe on the cached teacher embeddings of the ``labelled`` clips' windows, plus ``extra``
     (embeddings, targets) such as the synthetic windows of ``memory_window_set``."""
     x, y, _ = window_set(labelled, cache, labels)
@@ -81,11 +81,12 @@ def load_probe_head(model: FusedTagger, probe: LinearProbe) -> None:
     while that stream's CNN keeps aisfx's weights, hence the warning."""
     assert model.probe is not None
     if model.streams["pretrained"].trainable != "frozen":
-        log.warning("probe_head: the pretrained stream trains (%s), so the probe fitted on the cached aisfx embeddings "
-                    "drifts from what the head will see", model.streams["pretrained"].trainable)
+        log.warning(
+            "probe_head: the pretrained stream trains (%s), so the probe fitted on the cached aisfx embeddings drifts from what the head will see",
+            model.streams["pretrained"].trainable,
+        )
     model.probe.load_probe(*(torch.from_numpy(a) for a in probe.tensors()))
-    log.info("probe_head: a linear probe over %d labels with positives fitted on the cached embeddings",
-             sum(m is not None for m in probe.models))
+    log.info("probe_head: a linear probe over %d labels with positives fitted on the cached embeddings", sum(m is not None for m in probe.models))
 
 
 class DistillDataset(Dataset):
@@ -97,8 +98,7 @@ class DistillDataset(Dataset):
     give targets that the tagging loss ignores (``labelled`` 0).
     """
 
-    def __init__(self, base: ClipDataset, unlabelled: Sequence[Clip], cache: TeacherCache, logits: np.ndarray,
-                 window_s: float, hop_s: float):
+    def __init__(self, base: ClipDataset, unlabelled: Sequence[Clip], cache: TeacherCache, logits: np.ndarray, window_s: float, hop_s: float):
         self.base, self.cache, self.logits = base, cache, logits
         self.clips = list(base.clips) + list(unlabelled)
         self.labelled = len(base.clips)
@@ -123,8 +123,14 @@ class DistillDataset(Dataset):
         y = torch.zeros(labels)
         if i < self.labelled:
             y[[self.base.index[lb] for lb in clip.labels]] = 1.0
-        return (x, y, torch.tensor(float(i < self.labelled)), torch.from_numpy(self.cache.embeddings[r].astype(np.float32)),
-                torch.from_numpy(self.logits[r]), torch.tensor(1.0))
+        return (
+            x,
+            y,
+            torch.tensor(float(i < self.labelled)),
+            torch.from_numpy(self.cache.embeddings[r].astype(np.float32)),
+            torch.from_numpy(self.logits[r]),
+            torch.tensor(1.0),
+        )
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -146,4 +152,3 @@ def similarity_loss(student: torch.Tensor, teacher: torch.Tensor, rows: torch.Te
     s = nn.functional.normalize(student[keep], dim=1)
     t = nn.functional.normalize(teacher[keep], dim=1)
     return nn.functional.mse_loss(s @ s.T, t @ t.T)
-

@@ -90,23 +90,31 @@ def _score_model(model_dir: ModelDir, splits: dict[str, list[Clip]], with_checkp
     engine.open()
     try:
         return {
-            split: score_clips(clips, model_dir, lambda b: {k: v for fn in fns for k, v in fn(b).items()}) if clips else {}
-            for split, clips in splits.items()
+            split: score_clips(clips, model_dir, lambda b: {k: v for fn in fns for k, v in fn(b).items()}) if clips else {} for split, clips in splits.items()
         }
     finally:
         engine.close()
 
 
-def _row(name: str, y: np.ndarray, scores: np.ndarray, val_y: np.ndarray | None, val_scores: np.ndarray | None,
-         saved: np.ndarray) -> dict[str, Any]:
+def _row(name: str, y: np.ndarray, scores: np.ndarray, val_y: np.ndarray | None, val_scores: np.ndarray | None, saved: np.ndarray) -> dict[str, Any]:
     """One ablation row; thresholds tuned on this source's own validation scores when there are any."""
     thresholds = metrics.tune_thresholds(val_y, val_scores) if val_y is not None and val_scores is not None else saved
     return {"name": name, **metrics.summarize(y, scores, thresholds).row()}
 
 
-def _baseline_rows(data_spec: Any, clips: list[Clip], chosen: dict[str, list[Clip]], split: str, labels: list[str], info: Any,
-                   y: np.ndarray, val_y: np.ndarray | None, saved: np.ndarray, teacher_cache: str | Path | None,
-                   out: str | Path | None) -> list[dict[str, Any]]:
+def _baseline_rows(
+    data_spec: Any,
+    clips: list[Clip],
+    chosen: dict[str, list[Clip]],
+    split: str,
+    labels: list[str],
+    info: Any,
+    y: np.ndarray,
+    val_y: np.ndarray | None,
+    saved: np.ndarray,
+    teacher_cache: str | Path | None,
+    out: str | Path | None,
+) -> list[dict[str, Any]]:
     """Ablation rows of the two baselines, fitted on the data's train clips."""
     splits = {"train": [c for c in clips if c.split == "train" and c.path is not None], **chosen}
     if not splits["train"]:
@@ -115,13 +123,22 @@ def _baseline_rows(data_spec: Any, clips: list[Clip], chosen: dict[str, list[Cli
     manifest = next((s.path for s in specs if getattr(s, "type", None) == "manifest"), None)
     cache = Path(teacher_cache) if teacher_cache else manifest.parent / "teacher.npz" if manifest else Path(out or ".") / "teacher.npz"
     scored = baseline_scores(splits, labels, info.sample_rate, info.window_s, info.hop_s, cache)
-    return [_row(f"baseline: {name}", y, scores[split], val_y, scores.get(TUNE_SPLIT) if split != TUNE_SPLIT else None, saved)
-            for name, scores in scored.items()]
+    return [
+        _row(f"baseline: {name}", y, scores[split], val_y, scores.get(TUNE_SPLIT) if split != TUNE_SPLIT else None, saved) for name, scores in scored.items()
+    ]
 
 
-def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig] | str | Path, split: str = "test",
-             compare: Sequence[str | Path] = (), out: str | Path | None = None, command: str | None = None,
-             external_metrics: bool = True, baselines: bool = False, teacher_cache: str | Path | None = None) -> dict[str, Any]:
+def evaluate(
+    model_dir: str | Path,
+    data_spec: DataConfig | Sequence[DataConfig] | str | Path,
+    split: str = "test",
+    compare: Sequence[str | Path] = (),
+    out: str | Path | None = None,
+    command: str | None = None,
+    external_metrics: bool = True,
+    baselines: bool = False,
+    teacher_cache: str | Path | None = None,
+) -> dict[str, Any]:
     """Score ``model_dir`` (and ``compare`` models) on ``split``; write the report into ``out`` when given.
 
     ``baselines`` adds a linear probe on the pretrained (aisfx) embedding and hand-feature logistic
@@ -158,23 +175,47 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
 
     fusion = model.info.extra.get("fusion")
     ablation = [_row(f"{key.split(':', 1)[1]} alone", y, test[key], val_y, val[key] if val else None, saved) for key in test if key.startswith("stream:")]
-    ablation.append(_row(f"fused ({fusion}) — {model.info.model_id}" if fusion else f"model — {model.info.model_id}", y, test["onnx"], val_y, val["onnx"] if val else None, saved))
+    ablation.append(
+        _row(
+            f"fused ({fusion}) — {model.info.model_id}" if fusion else f"model — {model.info.model_id}",
+            y,
+            test["onnx"],
+            val_y,
+            val["onnx"] if val else None,
+            saved,
+        )
+    )
     for other_path, other in others:
         other_scores = _score_model(other, chosen, with_checkpoint=False)
         other_val = other_scores[TUNE_SPLIT]
         name = f"fused — {other.info.model_id} ({Path(other_path).name})"
         if list(other.info.labels) == labels:
-            ablation.append(_row(name, y, other_scores[split]["onnx"], val_y, other_val["onnx"] if other_val else None,
-                                 np.asarray(other.info.thresholds)))
+            ablation.append(_row(name, y, other_scores[split]["onnx"], val_y, other_val["onnx"] if other_val else None, np.asarray(other.info.thresholds)))
             continue
         # another label set: both models on the labels they share, by name
         shared = [lb for lb in labels if lb in other.info.labels]
         ours, theirs = [labels.index(lb) for lb in shared], [list(other.info.labels).index(lb) for lb in shared]
         sub_val = val_y[:, ours] if val_y is not None else None
-        ablation.append(_row(f"{name} on the {len(shared)} shared labels", y[:, ours], other_scores[split]["onnx"][:, theirs], sub_val,
-                             other_val["onnx"][:, theirs] if other_val else None, np.asarray(other.info.thresholds)[theirs]))
-        ablation.append(_row(f"fused — {model.info.model_id} on the same {len(shared)} labels", y[:, ours], test["onnx"][:, ours], sub_val,
-                             val["onnx"][:, ours] if val else None, saved[ours]))
+        ablation.append(
+            _row(
+                f"{name} on the {len(shared)} shared labels",
+                y[:, ours],
+                other_scores[split]["onnx"][:, theirs],
+                sub_val,
+                other_val["onnx"][:, theirs] if other_val else None,
+                np.asarray(other.info.thresholds)[theirs],
+            )
+        )
+        ablation.append(
+            _row(
+                f"fused — {model.info.model_id} on the same {len(shared)} labels",
+                y[:, ours],
+                test["onnx"][:, ours],
+                sub_val,
+                val["onnx"][:, ours] if val else None,
+                saved[ours],
+            )
+        )
 
     if baselines:
         ablation += _baseline_rows(data_spec, clips, chosen, split, labels, model.info, y, val_y, saved, teacher_cache, out)
@@ -189,25 +230,34 @@ def evaluate(model_dir: str | Path, data_spec: DataConfig | Sequence[DataConfig]
         "engine": "onnxruntime",
         "labels": labels,
         "headline": {"thresholds": "model.json", **head.row()},
-        "tuned": {"tuned_on": (TUNE_SPLIT if split != TUNE_SPLIT else f"{TUNE_SPLIT} (the same clips: optimistic)") if tuned is not None else None,
-                  "micro_f1": at_tuned.micro_f1 if at_tuned else None, "macro_f1": at_tuned.macro_f1 if at_tuned else None},
+        "tuned": {
+            "tuned_on": (TUNE_SPLIT if split != TUNE_SPLIT else f"{TUNE_SPLIT} (the same clips: optimistic)") if tuned is not None else None,
+            "micro_f1": at_tuned.micro_f1 if at_tuned else None,
+            "macro_f1": at_tuned.macro_f1 if at_tuned else None,
+        },
         "onnx_vs_torch_max_abs": float(np.abs(test["onnx"] - test["torch"]).max()) if "torch" in test else None,
         "excluded": [labels[i] for i in head.excluded],
         "ablation": ablation,
         "per_class": [
-            {"label": label, "positives": int(y[:, i].sum()), "ap": float(head.ap[i]), "f1": float(head.f1[i]),
-             "f1_tuned": float(at_tuned.f1[i]) if at_tuned else None,
-             "threshold_saved": float(saved[i]), "threshold_tuned": float(tuned[i]) if tuned is not None else None}
+            {
+                "label": label,
+                "positives": int(y[:, i].sum()),
+                "ap": float(head.ap[i]),
+                "f1": float(head.f1[i]),
+                "f1_tuned": float(at_tuned.f1[i]) if at_tuned else None,
+                "threshold_saved": float(saved[i]),
+                "threshold_tuned": float(tuned[i]) if tuned is not None else None,
+            }
             for i, label in enumerate(labels)
         ],
     }
-    text_models = [(f"{model.info.model_id}", model)] + [(f"{o.info.model_id} ({Path(p).name})", o) for p, o in others
-                                                          if list(o.info.labels) == labels]  # zero-shot scoring needs the same labels
+    text_models = [(f"{model.info.model_id}", model)] + [
+        (f"{o.info.model_id} ({Path(p).name})", o) for p, o in others if list(o.info.labels) == labels
+    ]  # zero-shot scoring needs the same labels
     text_models = [(name, m) for name, m in text_models if has_text_heads(m)]
     if text_models:
         split_clips = [c for c in every if c.split == split]
-        summary["text"] = [{"name": name, **evaluate_text(m, split_clips, chosen[split], y, external=external_metrics)}
-                           for name, m in text_models]
+        summary["text"] = [{"name": name, **evaluate_text(m, split_clips, chosen[split], y, external=external_metrics)} for name, m in text_models]
     if out is not None:
         write_report(EvalResult(summary, labels, y, test["onnx"], saved), out)
     return summary

@@ -43,8 +43,7 @@ def caption_clips(clips: Sequence[Clip]) -> list[Clip]:
     return only or [c for c in clips if c.captions]
 
 
-def evaluate_text(model: ModelDir, clips: Sequence[Clip], tagged: Sequence[Clip], y: np.ndarray,
-                  external: bool = True) -> dict[str, Any]:
+def evaluate_text(model: ModelDir, clips: Sequence[Clip], tagged: Sequence[Clip], y: np.ndarray, external: bool = True) -> dict[str, Any]:
     """Caption, retrieval and zero-shot metrics of ``model`` on ``clips`` (one split); ``tagged``/``y``
     are that split's tagged clips and their multi-hot targets."""
     info = model.info
@@ -56,8 +55,9 @@ def evaluate_text(model: ModelDir, clips: Sequence[Clip], tagged: Sequence[Clip]
     if chosen:
         generated, embeddings = [], []
         for start in range(0, len(chosen), BATCH):
-            batch = np.stack([fit_window(clip_audio(c, info.sample_rate), captioner.samples, random=False)
-                              for c in chosen[start:start + BATCH]]).astype(np.float32)
+            batch = np.stack([fit_window(clip_audio(c, info.sample_rate), captioner.samples, random=False) for c in chosen[start : start + BATCH]]).astype(
+                np.float32
+            )
             memory, embedding = captioner.encode(batch)
             generated += captioner.describe(memory)
             embeddings.append(embedding)
@@ -66,8 +66,13 @@ def evaluate_text(model: ModelDir, clips: Sequence[Clip], tagged: Sequence[Clip]
         texts = [caption for refs in references for caption in refs]
         owner = [i for i, refs in enumerate(references) for _ in refs]
         sim = space.audio(np.concatenate(embeddings)) @ space.texts(texts).T
-        out["captions"] = {"clips": len(chosen), "references": len(texts), **scores.row(), "skipped": scores.skipped(),
-                           "examples": [{"generated": g, "references": r} for g, r in zip(generated[:EXAMPLES], references)]}
+        out["captions"] = {
+            "clips": len(chosen),
+            "references": len(texts),
+            **scores.row(),
+            "skipped": scores.skipped(),
+            "examples": [{"generated": g, "references": r} for g, r in zip(generated[:EXAMPLES], references)],
+        }
         out["retrieval"] = {"clips": len(chosen), "captions": len(texts), **retrieval_scores(sim, owner)}
     if len(tagged) and y.any():
         names = space.texts(label_queries(info.labels))
@@ -78,6 +83,5 @@ def evaluate_text(model: ModelDir, clips: Sequence[Clip], tagged: Sequence[Clip]
         finally:
             engine.close()
         labelled = y.sum(axis=1) > 0  # top-1 asks for a best class: only clips that have one
-        out["zero_shot"] = {"clips": int(labelled.sum()), "queries": label_queries(info.labels),
-                            **zero_shot_tagging(sims[labelled], y[labelled])}
+        out["zero_shot"] = {"clips": int(labelled.sum()), "queries": label_queries(info.labels), **zero_shot_tagging(sims[labelled], y[labelled])}
     return out

@@ -38,8 +38,7 @@ def checkpoint_path(init_from: Path) -> Path:
     return path
 
 
-def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagger | None = None,
-                labels: Sequence[str] = ()) -> TextConfig | None:
+def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagger | None = None, labels: Sequence[str] = ()) -> TextConfig | None:
     """The text heads' config: the source model's (same vocabularies, so its heads' weights fit) or
     a BPE tokenizer and word vocabulary learnt from ``captions``; None when captions are not trained,
     except that a source's heads are kept as they are when its streams stay frozen (``keeps_streams``):
@@ -47,18 +46,21 @@ def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagge
     if config.captions is None:
         if source is not None and source.config.text is not None:
             if keeps_streams(config):
-                log.info("init_from: keeping the source's caption and audio-text heads as they are (streams frozen, no captions: "
-                         "to train)")
+                log.info("init_from: keeping the source's caption and audio-text heads as they are (streams frozen, no captions: to train)")
                 return source.config.text
-            log.info("init_from: the source's caption and audio-text heads are dropped: the streams train, so they would no "
-                     "longer fit; give captions: to retrain them")
+            log.info(
+                "init_from: the source's caption and audio-text heads are dropped: the streams train, so they would no "
+                "longer fit; give captions: to retrain them"
+            )
         return None
     if source is not None and source.config.text is not None:
         log.info("init_from: keeping the source's caption tokenizer and word vocabulary")
         return source.config.text
     if not captions:
-        raise ValueError("captions: the training split has no captions; give the data captions (manifest 'caption' column, "
-                         "audiocaps, clotho, synthetic captions_per_clip > 0) or set captions: null")
+        raise ValueError(
+            "captions: the training split has no captions; give the data captions (manifest 'caption' column, "
+            "audiocaps, clotho, synthetic captions_per_clip > 0) or set captions: null"
+        )
     from rtaudio.contract.tokenizer import CaptionTokenizer
     from rtaudio.contract.vocab import Vocabulary, label_queries
 
@@ -66,24 +68,31 @@ def text_config(config: TrainConfig, captions: Sequence[str], source: FusedTagge
     tokenizer = CaptionTokenizer.train(captions, vocab_size=c.tokenizer_size)
     words = Vocabulary.build(list(captions) + label_queries(labels))  # label names are words a query may use
     log.info("captions: BPE tokenizer of %d tokens and %d words from %d training captions", tokenizer.vocab_size, len(words), len(captions))
-    return TextConfig(tokenizer=tokenizer.config, words=words.tokens, caption_window_s=c.window_s, decoder_dim=c.decoder_dim,
-                      decoder_layers=c.decoder_layers, max_tokens=c.max_tokens,
-                      diffusion_steps=c.diffusion_steps if c.diffusion_weight > 0 else 0)
+    return TextConfig(
+        tokenizer=tokenizer.config,
+        words=words.tokens,
+        caption_window_s=c.window_s,
+        decoder_dim=c.decoder_dim,
+        decoder_layers=c.decoder_layers,
+        max_tokens=c.max_tokens,
+        diffusion_steps=c.diffusion_steps if c.diffusion_weight > 0 else 0,
+    )
 
 
 def keeps_streams(config: TrainConfig) -> bool:
     """Whether training leaves every stream as loaded: a staged schedule of fusion epochs only over frozen streams."""
     schedule = config.schedule
-    return (isinstance(schedule, StagedSchedule) and schedule.pretrain_epochs == 0 and schedule.stream_epochs == 0
-            and schedule.freeze_streams)
+    return isinstance(schedule, StagedSchedule) and schedule.pretrain_epochs == 0 and schedule.stream_epochs == 0 and schedule.freeze_streams
 
 
 def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[str] = ()) -> FusedTagger:
     """A new ``FusedTagger`` for ``labels`` (with text heads when ``config.captions``), initialised
     from ``config.init_from`` when set; from scratch, a pretrained stream gets aisfx's weights (downloaded once)."""
     if config.init_from is None:
-        return _with_aisfx(FusedTagger(ModelConfig(labels=list(labels), **config.model.model_dump(), text=text_config(config, captions, labels=labels))),
-                           set(config.model.streams))
+        return _with_aisfx(
+            FusedTagger(ModelConfig(labels=list(labels), **config.model.model_dump(), text=text_config(config, captions, labels=labels))),
+            set(config.model.streams),
+        )
     source, _ = load_checkpoint(checkpoint_path(config.init_from))
     arch = source.config.model_dump(exclude={"labels", "text"})
     asked = config.model.model_dump(include=config.model.model_fields_set)
@@ -95,8 +104,7 @@ def build_model(config: TrainConfig, labels: Sequence[str], captions: Sequence[s
         arch["stream_options"] = {k: v for k, v in {**arch["stream_options"], **options}.items() if k in wanted}
         asked["stream_options"] = arch["stream_options"]
         arch["streams"] = wanted
-        log.info("init_from: streams %s -> %s (added %s, dropped %s); the fusion is rebuilt", source.config.streams, wanted,
-                 added or "none", dropped or "none")
+        log.info("init_from: streams %s -> %s (added %s, dropped %s); the fusion is rebuilt", source.config.streams, wanted, added or "none", dropped or "none")
     conflicts = {k: (v, arch[k]) for k, v in asked.items() if k not in HEAD_SETTINGS and v != arch.get(k)}
     if conflicts:
         details = "; ".join(f"{k}: {v!r} (source has {s!r})" for k, (v, s) in conflicts.items())

@@ -8,17 +8,44 @@ from __future__ import annotations
 
 BUILDING_LABELS: tuple[str, ...] = (
     # people
-    "speech", "shout_scream", "laughter", "crowd", "baby_cry", "cough",
+    "speech",
+    "shout_scream",
+    "laughter",
+    "crowd",
+    "baby_cry",
+    "cough",
     # impacts and danger
-    "footsteps", "door", "knock", "glass_break", "gunshot", "explosion",
+    "footsteps",
+    "door",
+    "knock",
+    "glass_break",
+    "gunshot",
+    "explosion",
     # animals
-    "dog", "cat", "bird",
+    "dog",
+    "cat",
+    "bird",
     # water and weather
-    "water_running", "rain", "wind", "thunder", "fire",
+    "water_running",
+    "rain",
+    "wind",
+    "thunder",
+    "fire",
     # alarms and signals
-    "smoke_alarm", "co_alarm", "siren", "doorbell", "phone_ring", "alarm_beep",
+    "smoke_alarm",
+    "co_alarm",
+    "siren",
+    "doorbell",
+    "phone_ring",
+    "alarm_beep",
     # machines and vehicles
-    "vehicle", "aircraft", "engine", "hvac_hum", "vacuum_cleaner", "typing", "tools",
+    "vehicle",
+    "aircraft",
+    "engine",
+    "hvac_hum",
+    "vacuum_cleaner",
+    "typing",
+    "tools",
     # music
     "music",
 )

@@ -70,11 +70,11 @@ class Objective(nn.Module):
         c = config.captions
         self.text_weights = {"caption": c.caption_weight, "retrieval": c.retrieval_weight, "diffusion": c.diffusion_weight} if c else {}
         if self.only == []:
-            raise ValueError(f"schedule.pretrain_epochs: none of the streams {list(model.streams)} has a self-supervised loss "
-                             "(generative, codes do)")
+            raise ValueError(f"schedule.pretrain_epochs: none of the streams {list(model.streams)} has a self-supervised loss (generative, codes do)")
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, text: Sequence[torch.Tensor] = (),
-                captions: Sequence[torch.Tensor] = (), teacher: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, text: Sequence[torch.Tensor] = (), captions: Sequence[torch.Tensor] = (), teacher: Sequence[torch.Tensor] = ()
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Tagging loss of the batch ``x, y``; with text heads (not in pretraining) also the text losses
         of its captions ``text`` (tokens, word ids, word mask, group) and of a caption-only batch
         ``captions`` (waveform, then the same four); with distillation ``teacher`` holds (labelled,
@@ -187,9 +187,17 @@ def _progress(enabled: bool) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
 
 
 def train(config: TrainConfig) -> Path | None:
@@ -209,8 +217,10 @@ def _datasets(config: TrainConfig) -> tuple[list[str], dict[str, list[Clip]], li
     if not by_split["train"]:
         raise DataError(f"no tagged clips in the 'train' split (of {len(clips)}); check the split column or fractions")
     if not by_split["val"]:
-        log.warning("no validation clips (no 'val' rows in the data's split column, or val_fraction 0): the per-label thresholds "
-                    "will stay at 0.5; give the manifest some 'val' rows to tune them")
+        log.warning(
+            "no validation clips (no 'val' rows in the data's split column, or val_fraction 0): the per-label thresholds "
+            "will stay at 0.5; give the manifest some 'val' rows to tune them"
+        )
     labels = label_set(tagged)
     if not labels:
         raise DataError("the data has no labels at all; a manifest's labels column holds ';'-separated names")
@@ -255,20 +265,29 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
     loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers)
     if heads is not None and caption_only and config.captions is not None and config.captions.batch_size:
         assert mc.text is not None
-        clip_set = CaptionedDataset(ClipDataset(caption_only, labels, mc.sample_rate, mc.text.caption_window_s, train=True),
-                                    heads.tokenizer, heads.vocab, mc.text.max_tokens)
+        clip_set = CaptionedDataset(
+            ClipDataset(caption_only, labels, mc.sample_rate, mc.text.caption_window_s, train=True), heads.tokenizer, heads.vocab, mc.text.max_tokens
+        )
         clip_sampler = EpochSampler(len(clip_set), config.seed + 1, dist.rank, dist.world)
-        caption_batches = endless(DataLoader(clip_set, batch_size=config.captions.batch_size, sampler=clip_sampler,
-                                             num_workers=config.workers), clip_sampler)
-        log.info("captions: %d caption-only training clips of %.1f s, %d per step", len(clip_set), mc.text.caption_window_s,
-                 config.captions.batch_size)
+        caption_batches = endless(DataLoader(clip_set, batch_size=config.captions.batch_size, sampler=clip_sampler, num_workers=config.workers), clip_sampler)
+        log.info("captions: %d caption-only training clips of %.1f s, %d per step", len(clip_set), mc.text.caption_window_s, config.captions.batch_size)
     plan, steps = stage_plan(config), len(loader)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, steps, plan, config.warmup_fraction))
     start = _resume(config, model, optimiser, scheduler) if config.resume else 0
-    log.info("rank %d/%d on %s: %d train / %d val clips, %d labels, streams %s, %s schedule, epochs %d-%d",
-             dist.rank, dist.world, dist.device, len(train_set), len(val_set), len(labels), ",".join(mc.streams),
-             config.schedule.type, start + 1, config.epochs)
+    log.info(
+        "rank %d/%d on %s: %d train / %d val clips, %d labels, streams %s, %s schedule, epochs %d-%d",
+        dist.rank,
+        dist.world,
+        dist.device,
+        len(train_set),
+        len(val_set),
+        len(labels),
+        ",".join(mc.streams),
+        config.schedule.type,
+        start + 1,
+        config.epochs,
+    )
     wrapped: dict[str, nn.Module] = {}
     with _progress(dist.main) as progress:
         task = progress.add_task("training", total=(config.epochs - start) * steps, loss=float("nan"), lr=config.lr)
@@ -276,7 +295,9 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
             objective = Objective(model, plan[epoch], config)
             set_stage(model, objective)
             if plan[epoch] not in wrapped:  # DDP registers the trainable parameters when built; staged leaves some unused
-                wrapped[plan[epoch]] = DistributedDataParallel(objective, find_unused_parameters=plan[epoch] != "joint" or model.text is not None) if dist.enabled else objective
+                wrapped[plan[epoch]] = (
+                    DistributedDataParallel(objective, find_unused_parameters=plan[epoch] != "joint" or model.text is not None) if dist.enabled else objective
+                )
             step_fn, gen = wrapped[plan[epoch]], seed_all(config.seed, epoch, dist.rank)
             sampler.set_epoch(epoch)
             total, count = 0.0, 0
@@ -290,8 +311,7 @@ def _train(config: TrainConfig, dist: ddp.Dist) -> Path | None:
                     xc, yc, *targets = next(caption_batches)
                     clips = [augment_batch(xc, yc, config.augment, gen, mc.sample_rate)[0], *targets]
                 device = dist.device
-                loss, parts = step_fn(x.to(device), y.to(device), [t.to(device) for t in text], [t.to(device) for t in clips],
-                                      [t.to(device) for t in teacher])
+                loss, parts = step_fn(x.to(device), y.to(device), [t.to(device) for t in text], [t.to(device) for t in clips], [t.to(device) for t in teacher])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -322,14 +342,17 @@ def _teacher_data(config: TrainConfig, model: FusedTagger, train_set: ClipDatase
     files = [c for c in train_set.clips if c.path is not None]
     model_rate, window_s = train_set.sample_rate, train_set.samples / train_set.sample_rate
     teacher = aisfx_teacher(model_rate)
-    cache = build_teacher_cache(files + unlabelled, teacher, model_rate, window_s, hop_s,
-                                (d.cache if d is not None else None) or config.output / "teacher.npz")
+    cache = build_teacher_cache(files + unlabelled, teacher, model_rate, window_s, hop_s, (d.cache if d is not None else None) or config.output / "teacher.npz")
     memory = [c for c in train_set.clips if c.path is None]  # synthetic scenes: the probe learns their labels too
     probe = fit_probe(cache, files, labels, memory_window_set(teacher, memory, labels, model_rate, window_s, hop_s))
     if model.probe is not None:
         load_probe_head(model, probe)
-    log.info("teacher: %d labelled and %d unlabelled clips cached, %d in memory embedded for the probe only", len(files), len(unlabelled),
-             len(train_set.clips) - len(files))
+    log.info(
+        "teacher: %d labelled and %d unlabelled clips cached, %d in memory embedded for the probe only",
+        len(files),
+        len(unlabelled),
+        len(train_set.clips) - len(files),
+    )
     return DistillDataset(train_set, unlabelled, cache, teacher_logits(probe, cache), window_s, hop_s)
 
 
@@ -337,8 +360,15 @@ def _save(config: TrainConfig, model: FusedTagger, optimiser: torch.optim.Optimi
     path = config.output / LAST_CHECKPOINT
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_checkpoint(model, tmp, optimiser=optimiser.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
-                    seed=config.seed, train_config=config.model_dump(mode="json"))
+    save_checkpoint(
+        model,
+        tmp,
+        optimiser=optimiser.state_dict(),
+        scheduler=scheduler.state_dict(),
+        epoch=epoch,
+        seed=config.seed,
+        train_config=config.model_dump(mode="json"),
+    )
     tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
 
 
@@ -364,9 +394,16 @@ def _finish(config: TrainConfig, model: FusedTagger, val_set: ClipDataset, n_tra
     from rtaudio.train.metrics import DEFAULT_THRESHOLD, mean_ap, tune_thresholds
     from rtaudio.train.parity_windows import synthetic_windows
 
-    extra: dict[str, Any] = {"training": {"clips": {"train": n_train, "val": len(val_set)}, "epochs": config.epochs,
-                                          "schedule": config.schedule.type, "seed": config.seed, "torch": torch.__version__,
-                                          "init_from": str(config.init_from) if config.init_from else None}}
+    extra: dict[str, Any] = {
+        "training": {
+            "clips": {"train": n_train, "val": len(val_set)},
+            "epochs": config.epochs,
+            "schedule": config.schedule.type,
+            "seed": config.seed,
+            "torch": torch.__version__,
+            "init_from": str(config.init_from) if config.init_from else None,
+        }
+    }
     if "pretrained" in model.streams:  # CC BY 4.0: the weights' source travels with the model
         from rtaudio.train.pretrained import AISFX
 

@@ -91,8 +91,13 @@ def f1_at(y_true: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | list[
     return micro, macro, per
 
 
-def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, default: float = DEFAULT_THRESHOLD,
-                    bounds: tuple[float, float] = THRESHOLD_BOUNDS, min_positives: int = MIN_POSITIVES) -> np.ndarray:
+def tune_thresholds(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    default: float = DEFAULT_THRESHOLD,
+    bounds: tuple[float, float] = THRESHOLD_BOUNDS,
+    min_positives: int = MIN_POSITIVES,
+) -> np.ndarray:
     """Per-class F1-optimal thresholds (tune on validation, apply to test).
 
     Made to carry over from a small validation split to a building: candidates are the

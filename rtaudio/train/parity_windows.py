@@ -10,8 +10,22 @@ from __future__ import annotations
 import numpy as np
 
 # sounds rendered by numpy alone (no espeak-ng or fluidsynth), so every machine gets the same windows
-SCENE_LABELS = ("smoke_alarm", "co_alarm", "doorbell", "knock", "glass_break", "dog_bark", "footsteps", "water_running",
-                "hvac_hum", "siren", "phone_ring", "door_slam", "vacuum_cleaner", "typing")
+SCENE_LABELS = (
+    "smoke_alarm",
+    "co_alarm",
+    "doorbell",
+    "knock",
+    "glass_break",
+    "dog_bark",
+    "footsteps",
+    "water_running",
+    "hvac_hum",
+    "siren",
+    "phone_ring",
+    "door_slam",
+    "vacuum_cleaner",
+    "typing",
+)
 
 
 def synthetic_windows(sample_rate: int, samples: int, count: int = 16, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -27,6 +41,8 @@ def synthetic_windows(sample_rate: int, samples: int, count: int = 16, seed: int
     windows = [audio[i * hop : i * hop + samples] for i in range(scenes)]
     loudest = windows[int(np.argmax([np.abs(w).max() for w in windows]))]
     windows += [loudest / (np.abs(loudest).max() + 1e-12), np.zeros(samples)]
-    description = (f"{count} windows of {samples} samples at {sample_rate} Hz: {scenes} from a synthetic scene "
-                   f"(make_scene seed {seed}), the loudest scaled to 0 dBFS peak, and digital silence")
+    description = (
+        f"{count} windows of {samples} samples at {sample_rate} Hz: {scenes} from a synthetic scene "
+        f"(make_scene seed {seed}), the loudest scaled to 0 dBFS peak, and digital silence"
+    )
     return np.stack(windows).astype(np.float32), description

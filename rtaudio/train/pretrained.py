@@ -25,8 +25,8 @@ AISFX = {
     "file": "aisfx/models/checkpoint.pth",
     "sha256": "499ea75909c932a2f94c35fa722fa4fabc5bcb7e84917209cc5f7402627b7eb5",
     "licence": "CC-BY-4.0",
-    "citation": "A. B. Ma and A. Lerch, \"Representation Learning for the Automatic Indexing of Sound Effects Libraries\", "
-                "Proc. ISMIR 2022 (model X-Sequential-CE)",
+    "citation": 'A. B. Ma and A. Lerch, "Representation Learning for the Automatic Indexing of Sound Effects Libraries", '
+    "Proc. ISMIR 2022 (model X-Sequential-CE)",
     "url": "https://github.com/alisonbma/aisfx",
 }
 PREFIX = "embedding_net."
@@ -49,8 +49,10 @@ def _verify(path: Path, source: Path) -> None:
     """Raise ``ValueError`` naming both hashes and ``source`` (the file to delete) unless ``path`` is aisfx's checkpoint."""
     found = _sha256(path)
     if found != AISFX["sha256"]:
-        raise ValueError(f"{source}: {AISFX['file']} of {AISFX['package']}=={AISFX['version']} has SHA-256 {found}, expected "
-                         f"{AISFX['sha256']}; delete {source} to fetch it again")
+        raise ValueError(
+            f"{source}: {AISFX['file']} of {AISFX['package']}=={AISFX['version']} has SHA-256 {found}, expected "
+            f"{AISFX['sha256']}; delete {source} to fetch it again"
+        )
 
 
 def aisfx_wheel(cache_dir: Path | None = None) -> Path:
@@ -62,12 +64,12 @@ def aisfx_wheel(cache_dir: Path | None = None) -> Path:
     if not wheels:
         cache.mkdir(parents=True, exist_ok=True)
         spec = f"{AISFX['package']}=={AISFX['version']}"
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", spec,
-                               "-d", str(cache)], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", spec, "-d", str(cache)], capture_output=True, text=True
+        )
         wheels = sorted(cache.glob(pattern))
         if done.returncode != 0 or not wheels:
-            raise RuntimeError(f"could not download {spec} into {cache} (pip exit {done.returncode}): "
-                               f"{(done.stderr or done.stdout).strip()[-2000:]}")
+            raise RuntimeError(f"could not download {spec} into {cache} (pip exit {done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
     return wheels[0]
 
 
@@ -103,7 +105,7 @@ def load_aisfx_state(path: Path) -> dict[str, torch.Tensor]:
     Unpickling needs ``weights_only=False`` (the dataset table holds numpy ints): call it on a file
     ``fetch_aisfx`` has verified."""
     state, _ = torch.load(str(path), map_location="cpu", weights_only=False)
-    weights = {key[len(PREFIX):]: value for key, value in state.items() if key.startswith(PREFIX)}
+    weights = {key[len(PREFIX) :]: value for key, value in state.items() if key.startswith(PREFIX)}
     if not weights:
         raise ValueError(f"{path}: no '{PREFIX}' weights; not an aisfx checkpoint")
     return weights

@@ -110,29 +110,45 @@ def _text_section(rows: list[dict[str, Any]]) -> list[str]:
         return []
     caption_keys = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d", "meteor", "spice")
     retrieval_keys = ("t2a_r@1", "t2a_r@5", "t2a_r@10", "t2a_map@10", "a2t_r@1", "a2t_r@5", "a2t_r@10", "a2t_map@10")
-    lines = ["## Captions and free-text queries", "",
-             "Through the exported graphs with the runtime's Captioner and TextSpace (greedy decoding).", ""]
+    lines = ["## Captions and free-text queries", "", "Through the exported graphs with the runtime's Captioner and TextSpace (greedy decoding).", ""]
     with_captions = [r for r in rows if r.get("captions")]
     if with_captions:
         first = with_captions[0]["captions"]
-        lines += [f"Captions of {first['clips']} clips against {first['references']} reference captions:", "",
-                  "| model | " + " | ".join(k.replace("_", "-").upper() for k in caption_keys) + " |",
-                  "|---|" + "---|" * len(caption_keys),
-                  *(f"| {r['name']} | " + " | ".join(_num(r["captions"][k]) for k in caption_keys) + " |" for r in with_captions), ""]
+        lines += [
+            f"Captions of {first['clips']} clips against {first['references']} reference captions:",
+            "",
+            "| model | " + " | ".join(k.replace("_", "-").upper() for k in caption_keys) + " |",
+            "|---|" + "---|" * len(caption_keys),
+            *(f"| {r['name']} | " + " | ".join(_num(r["captions"][k]) for k in caption_keys) + " |" for r in with_captions),
+            "",
+        ]
         skipped = {k: v for r in with_captions for k, v in r["captions"]["skipped"].items()}
         if skipped:
             lines += ["Skipped: " + "; ".join(f"{k.upper()}: {v}" for k, v in skipped.items()) + ".", ""]
-        lines += ["Retrieval (t2a: a caption finds its clip; a2t: a clip finds its captions):", "",
-                  "| model | " + " | ".join(retrieval_keys) + " |", "|---|" + "---|" * len(retrieval_keys),
-                  *(f"| {r['name']} | " + " | ".join(_num(r["retrieval"][k]) for k in retrieval_keys) + " |" for r in with_captions), ""]
-        lines += ["Examples (generated / first reference):", "",
-                  *(f"- {e['generated']} / {e['references'][0]}" for e in with_captions[0]["captions"]["examples"]), ""]
+        lines += [
+            "Retrieval (t2a: a caption finds its clip; a2t: a clip finds its captions):",
+            "",
+            "| model | " + " | ".join(retrieval_keys) + " |",
+            "|---|" + "---|" * len(retrieval_keys),
+            *(f"| {r['name']} | " + " | ".join(_num(r["retrieval"][k]) for k in retrieval_keys) + " |" for r in with_captions),
+            "",
+        ]
+        lines += [
+            "Examples (generated / first reference):",
+            "",
+            *(f"- {e['generated']} / {e['references'][0]}" for e in with_captions[0]["captions"]["examples"]),
+            "",
+        ]
     zero = [r for r in rows if r.get("zero_shot")]
     if zero:
-        lines += [f"Zero-shot tagging: each label's name as a query, {zero[0]['zero_shot']['clips']} labelled clips:", "",
-                  "| model | top-1 | mAP | query threshold (model.json) |", "|---|---|---|---|",
-                  *(f"| {r['name']} | {_num(r['zero_shot']['top1'])} | {_num(r['zero_shot'].get('map'))} | {_num(r.get('query_threshold'))} |"
-                    for r in zero), ""]
+        lines += [
+            f"Zero-shot tagging: each label's name as a query, {zero[0]['zero_shot']['clips']} labelled clips:",
+            "",
+            "| model | top-1 | mAP | query threshold (model.json) |",
+            "|---|---|---|---|",
+            *(f"| {r['name']} | {_num(r['zero_shot']['top1'])} | {_num(r['zero_shot'].get('map'))} | {_num(r.get('query_threshold'))} |" for r in zero),
+            "",
+        ]
     return lines
 
 

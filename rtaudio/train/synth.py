@@ -20,8 +20,16 @@ from rtaudio.train.synth_music import music, music_backend
 from rtaudio.train.synth_speech import baby_cry, speech, speech_backend
 
 __all__ = [
-    "LABELS", "SUSTAINED", "synth_event", "make_scene", "make_captioned_scene", "room_reverb", "ambience", "audible_segments",
-    "speech_backend", "music_backend",
+    "LABELS",
+    "SUSTAINED",
+    "synth_event",
+    "make_scene",
+    "make_captioned_scene",
+    "room_reverb",
+    "ambience",
+    "audible_segments",
+    "speech_backend",
+    "music_backend",
 ]
 
 Event = tuple[str, float, float]

@@ -266,8 +266,14 @@ def door_slam(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
     """A door slamming: a low panel thud with a crack, then the latch and frame rattling."""
     n = int(rng.uniform(0.6, 1.1) * sr)
     t = times(n, sr)
-    body = decaying_partials(rng, sr, n, [rng.uniform(45, 90), rng.uniform(110, 220), rng.uniform(300, 600)], [1.0, 0.6, 0.25],
-                             [rng.uniform(0.08, 0.2), rng.uniform(0.04, 0.1), rng.uniform(0.02, 0.05)])
+    body = decaying_partials(
+        rng,
+        sr,
+        n,
+        [rng.uniform(45, 90), rng.uniform(110, 220), rng.uniform(300, 600)],
+        [1.0, 0.6, 0.25],
+        [rng.uniform(0.08, 0.2), rng.uniform(0.04, 0.1), rng.uniform(0.02, 0.05)],
+    )
     thump = shaped_noise(rng, n, sr, 30, rng.uniform(600, 1500), tilt_db_oct=-3.0) * np.exp(-t / rng.uniform(0.02, 0.05))
     crack = shaped_noise(rng, n, sr, 800, 7000) * np.exp(-t / rng.uniform(0.003, 0.008)) * rng.uniform(0.3, 0.8)
     rattles, at = [], rng.uniform(0.03, 0.08)
@@ -288,8 +294,10 @@ def vacuum_cleaner(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
     f0 = rng.uniform(250, 550) * spin_up * load * (1 + 0.003 * shaped_noise(rng, n, sr, 0.5, 5))
     phase = 2 * math.pi * np.cumsum(f0) / sr
     whine_at = rng.uniform(1500, 4000)  # the impeller's blade-pass region
-    motor = sum((h**-1.0 + 1.5 * math.exp(-(((h * f0[-1] - whine_at) / 600) ** 2))) * np.sin(h * phase + rng.uniform(0, 6.3))
-                for h in range(1, min(17, int(0.45 * sr / f0.max()) + 1)))
+    motor = sum(
+        (h**-1.0 + 1.5 * math.exp(-(((h * f0[-1] - whine_at) / 600) ** 2))) * np.sin(h * phase + rng.uniform(0, 6.3))
+        for h in range(1, min(17, int(0.45 * sr / f0.max()) + 1))
+    )
     motor /= np.sqrt(np.mean(motor**2)) + 1e-12
     air = shaped_noise(rng, n, sr, 80, 7500, tilt_db_oct=rng.uniform(-2.5, -0.5))
     return (motor * rng.uniform(0.4, 0.9) + air * rng.uniform(0.6, 1.2) * spin_up) * envelope(n, sr, 0.05, 0.3)
@@ -306,8 +314,14 @@ def typing(rng: Rng, sr: int, duration_s: float | None) -> np.ndarray:
     while onset < total:
         space = rng.random() < 0.15  # the space bar: louder, lower
         click = shaped_noise(rng, m, sr, 1500 if not space else 600, 8000) * np.exp(-t / rng.uniform(0.0015, 0.004))
-        body = decaying_partials(rng, sr, m, [f * rng.uniform(0.9, 1.1) * (0.7 if space else 1.0) for f in key_modes], [0.5, 0.4],
-                                 [rng.uniform(0.004, 0.01), rng.uniform(0.005, 0.012)])
+        body = decaying_partials(
+            rng,
+            sr,
+            m,
+            [f * rng.uniform(0.9, 1.1) * (0.7 if space else 1.0) for f in key_modes],
+            [0.5, 0.4],
+            [rng.uniform(0.004, 0.01), rng.uniform(0.005, 0.012)],
+        )
         thud_at = int(rng.uniform(0.006, 0.015) * sr)
         thud = np.zeros(m)
         thud[thud_at:] = shaped_noise(rng, m - thud_at, sr, 100, 1500) * np.exp(-t[: m - thud_at] / 0.006) * 0.5

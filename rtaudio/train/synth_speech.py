@@ -18,12 +18,18 @@ import numpy as np
 from rtaudio.train.synth_sounds import Rng, envelope, harmonic_voice, shaped_noise, times
 
 SENTENCES = (
-    "Could you open the door please", "The meeting starts at ten in room four",
-    "Has anyone seen the keys to the store room", "I will call you back in five minutes",
-    "Please check the boiler on the second floor", "The delivery is waiting at reception",
-    "Turn the lights off when you leave", "We need more chairs in the hall",
-    "Good morning, how was your weekend", "The lift is out of order again",
-    "Can you hear that noise from the kitchen", "Let us meet after lunch",
+    "Could you open the door please",
+    "The meeting starts at ten in room four",
+    "Has anyone seen the keys to the store room",
+    "I will call you back in five minutes",
+    "Please check the boiler on the second floor",
+    "The delivery is waiting at reception",
+    "Turn the lights off when you leave",
+    "We need more chairs in the hall",
+    "Good morning, how was your weekend",
+    "The lift is out of order again",
+    "Can you hear that noise from the kitchen",
+    "Let us meet after lunch",
 )
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029")
 VARIANTS = ("", "+m1", "+m3", "+f1", "+f2", "+f4", "+klatt")

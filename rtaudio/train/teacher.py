@@ -56,8 +56,13 @@ class TeacherCache:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, keys=np.array(self.keys), offsets=self.offsets, embeddings=self.embeddings,
-                 settings=np.array([f"{k}={v}" for k, v in sorted(self.settings.items())]))
+        np.savez(
+            tmp,
+            keys=np.array(self.keys),
+            offsets=self.offsets,
+            embeddings=self.embeddings,
+            settings=np.array([f"{k}={v}" for k, v in sorted(self.settings.items())]),
+        )
         tmp.replace(path)
 
     @classmethod
@@ -102,8 +107,9 @@ def embed_windows(stream: torch.nn.Module, windows: np.ndarray, batch: int = 32)
     return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
 
 
-def build_teacher_cache(clips: Sequence[Clip], stream: torch.nn.Module, sample_rate: int, window_s: float, hop_s: float,
-                        path: Path, batch: int = 32) -> TeacherCache:
+def build_teacher_cache(
+    clips: Sequence[Clip], stream: torch.nn.Module, sample_rate: int, window_s: float, hop_s: float, path: Path, batch: int = 32
+) -> TeacherCache:
     """Embed every window of ``clips`` (files only) with ``stream``, reusing what ``path`` already holds
     for the same settings: only clips it lacks are computed, and the merged cache is written back."""
     settings = {"weights": weights_digest(stream), "sample_rate": str(sample_rate), "window_s": str(window_s), "hop_s": str(hop_s)}

@@ -167,8 +167,15 @@ def test_interleaved_ratio_cancels_a_load_drift_that_separate_medians_do_not(mon
 
 
 def test_ratios_rows_come_from_the_interleaved_pairs() -> None:
-    sticks = [Yardstick("y", "arch", Cost(1, 1), [(1, 1.0, 1000.0), (4, 8.0, 500.0)],
-                        [PairedPoint(1, 2.0, 1.0, 1.9, 1.8, 2.1, 7), PairedPoint(4, 4.0, 8.0, 0.5, 0.45, 0.55, 6)])]
+    sticks = [
+        Yardstick(
+            "y",
+            "arch",
+            Cost(1, 1),
+            [(1, 1.0, 1000.0), (4, 8.0, 500.0)],
+            [PairedPoint(1, 2.0, 1.0, 1.9, 1.8, 2.1, 7), PairedPoint(4, 4.0, 8.0, 0.5, 0.45, 0.55, 6)],
+        )
+    ]
     rows = ratios(sticks)
     assert [(r["batch"], r["ratio"], r["ratio_p25"], r["ratio_p75"], r["pairs"]) for r in rows] == [(1, 1.9, 1.8, 2.1, 7), (4, 0.5, 0.45, 0.55, 6)]
     assert [(r["model_ms_per_window"], r["yardstick_ms_per_window"]) for r in rows] == [(2.0, 1.0), (1.0, 2.0)]
@@ -177,8 +184,23 @@ def test_ratios_rows_come_from_the_interleaved_pairs() -> None:
 
 def test_cli_json_is_valid(tiny: ModelDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
-    code = main(["bench", "--model", str(tiny.path), "--backends", "onnxruntime-cpu", "--max-batch", "2", "--seconds", "0.02",
-                 "--skip-capacity", "--skip-yardsticks", "--json", str(out)])
+    code = main(
+        [
+            "bench",
+            "--model",
+            str(tiny.path),
+            "--backends",
+            "onnxruntime-cpu",
+            "--max-batch",
+            "2",
+            "--seconds",
+            "0.02",
+            "--skip-capacity",
+            "--skip-yardsticks",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert result["schema"] == SCHEMA and result["machine"]["cores"] >= 1 and result["versions"]["onnxruntime"]

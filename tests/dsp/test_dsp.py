@@ -50,8 +50,16 @@ def test_log_mel_exports_and_runs_in_onnxruntime() -> None:
     ort = pytest.importorskip("onnxruntime")
     module = LogMel().eval()
     buffer = io.BytesIO()
-    torch.onnx.export(module, (torch.zeros(1, SR),), buffer, input_names=["waveform"], output_names=["logmel"],
-                      dynamic_axes={"waveform": {0: "batch"}}, opset_version=17, dynamo=False)
+    torch.onnx.export(
+        module,
+        (torch.zeros(1, SR),),
+        buffer,
+        input_names=["waveform"],
+        output_names=["logmel"],
+        dynamic_axes={"waveform": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
     session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
     x = np.stack(list(signals().values()))
     got = session.run(None, {"waveform": x})[0]

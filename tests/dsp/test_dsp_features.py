@@ -148,8 +148,11 @@ def semitones(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(12 * np.log2(a / b))
 
 
-@pytest.mark.parametrize("x", [tone(220), tone(330), tone(440), tone(700), harmonic(80), harmonic(120, 1), harmonic(150, 2), harmonic(310, 3)],
-                         ids=["tone220", "tone330", "tone440", "tone700", "harm80", "harm120", "harm150", "harm310"])
+@pytest.mark.parametrize(
+    "x",
+    [tone(220), tone(330), tone(440), tone(700), harmonic(80), harmonic(120, 1), harmonic(150, 2), harmonic(310, 3)],
+    ids=["tone220", "tone330", "tone440", "tone700", "harm80", "harm120", "harm150", "harm310"],
+)
 def test_salience_peak_is_the_yin_f0(x: np.ndarray) -> None:
     # pure tones below ~130 Hz are not checked: in a 32 ms frame they cannot be told from a subharmonic's comb
     ref = librosa.yin(x, fmin=50, fmax=1000, sr=SR, frame_length=1024, hop_length=HOP, center=True, pad_mode="constant")
@@ -170,8 +173,10 @@ def test_salience_follows_speech_pitch() -> None:
 
 def test_voicing_is_high_for_periodic_and_low_for_noise() -> None:
     voicing = Voicing(SR, N_FFT)
-    level = {name: float(np.median(voicing(power(x))[0, 0].numpy()))
-             for name, x in {"tone": tone(440), "harmonic": harmonic(150), "noise": signals()["noise"], "water": event("water_running", 3)}.items()}
+    level = {
+        name: float(np.median(voicing(power(x))[0, 0].numpy()))
+        for name, x in {"tone": tone(440), "harmonic": harmonic(150), "noise": signals()["noise"], "water": event("water_running", 3)}.items()
+    }
     assert min(level["tone"], level["harmonic"]) > 0.9
     assert max(level["noise"], level["water"]) < 0.4
 

@@ -37,9 +37,20 @@ LABELS = ["smoke_alarm", "doorbell", "speech"]
 THRESHOLDS = [0.3, 0.6, 0.45]
 
 DEFAULT_CHECKPOINT = REPO / "engines" / "default" / "model.ckpt"
-METADATA_KEYS = {"model_id", "version", "labels", "thresholds", "sample_rate", "window_s", "hop_s", "embedding_dim", "streams",
-                 "checkpoint_sha256", "exporters", "fusion"}
-
+METADATA_KEYS = {
+    "model_id",
+    "version",
+    "labels",
+    "thresholds",
+    "sample_rate",
+    "window_s",
+    "hop_s",
+    "embedding_dim",
+    "streams",
+    "checkpoint_sha256",
+    "exporters",
+    "fusion",
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -94,7 +105,14 @@ def test_cli_export_writes_a_loadable_model_dir_with_metadata(exported: tuple[Pa
     meta = onnx_metadata(model_dir.onnx_path)
     assert set(meta) == METADATA_KEYS
     assert {k: meta[k] for k in ("model_id", "version", "labels", "sample_rate", "window_s", "hop_s", "streams")} == {
-        "model_id": "tiny", "version": "9.9.9", "labels": LABELS, "sample_rate": 16000, "window_s": 0.5, "hop_s": 0.25, "streams": list(DEFAULT_STREAMS)}
+        "model_id": "tiny",
+        "version": "9.9.9",
+        "labels": LABELS,
+        "sample_rate": 16000,
+        "window_s": 0.5,
+        "hop_s": 0.25,
+        "streams": list(DEFAULT_STREAMS),
+    }
     assert meta["thresholds"] == pytest.approx(THRESHOLDS)
     written_ckpt = hashlib.sha256((out / "model.ckpt").read_bytes()).hexdigest()
     assert meta["checkpoint_sha256"] == extra["checkpoint_sha256"] == written_ckpt
@@ -133,16 +151,23 @@ def test_tensorrt_check_passes_on_the_export(exported: tuple[Path, str]) -> None
 
 
 def hand_made(nodes: list, initializers: list | None = None, opset: int = 17, output_type: int = TensorProto.FLOAT) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "hand_made", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 8, 8])],
-                              [helper.make_tensor_value_info("y", output_type, None)], initializers or [])
+    graph = helper.make_graph(
+        nodes,
+        "hand_made",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 8, 8])],
+        [helper.make_tensor_value_info("y", output_type, None)],
+        initializers or [],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
 def test_tensorrt_check_names_an_unsupported_op_and_attribute() -> None:
-    model = hand_made([
-        helper.make_node("Hardmax", ["x"], ["h"], name="pick_max", axis=1),  # importer added in 9.2
-        helper.make_node("MaxPool", ["h"], ["y"], name="dilated_pool", kernel_shape=[2, 2], dilations=[2, 2]),
-    ])
+    model = hand_made(
+        [
+            helper.make_node("Hardmax", ["x"], ["h"], name="pick_max", axis=1),  # importer added in 9.2
+            helper.make_node("MaxPool", ["h"], ["y"], name="dilated_pool", kernel_shape=[2, 2], dilations=[2, 2]),
+        ]
+    )
     report = check_model(model)
     assert not report.ok
     problems = {(i.node, i.op): i for i in report.errors}
@@ -154,12 +179,15 @@ def test_tensorrt_check_names_an_unsupported_op_and_attribute() -> None:
 
 
 def test_tensorrt_check_refuses_double_tensors_custom_ops_and_old_opset_attributes() -> None:
-    casts = hand_made([helper.make_node("Cast", ["x"], ["d"], name="to_double", to=TensorProto.DOUBLE),
-                       helper.make_node("Cast", ["d"], ["y"], name="back", to=TensorProto.FLOAT)])
+    casts = hand_made(
+        [
+            helper.make_node("Cast", ["x"], ["d"], name="to_double", to=TensorProto.DOUBLE),
+            helper.make_node("Cast", ["d"], ["y"], name="back", to=TensorProto.FLOAT),
+        ]
+    )
     lines = check_model(casts).format()
     assert "'to_double' (Cast): cast to DOUBLE unsupported" in lines and "tensor 'd': DOUBLE tensor" in lines
-    argmax = hand_made([helper.make_node("ArgMax", ["x"], ["y"], name="last_max", axis=1, select_last_index=1)],
-                       opset=11, output_type=TensorProto.INT64)
+    argmax = hand_made([helper.make_node("ArgMax", ["x"], ["y"], name="last_max", axis=1, select_last_index=1)], opset=11, output_type=TensorProto.INT64)
     assert any(i.node == "last_max" and "select_last_index" in i.problem for i in check_model(argmax).errors)
     custom = hand_made([helper.make_node("Mystery", ["x"], ["y"], name="plugin_op", domain="com.acme")])
     custom.opset_import.append(helper.make_opsetid("com.acme", 1))
@@ -189,8 +217,13 @@ def test_export_without_thresholds_warns_and_uses_half(tiny_checkpoint: Path, tm
 
 
 def fp16_graph(nodes: list, initializers: list) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "fp16", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializers)
+    graph = helper.make_graph(
+        nodes,
+        "fp16",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializers,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -200,23 +233,35 @@ def const(name: str, value: float) -> onnx.TensorProto:
 
 def test_fp16_pass_flags_overflow_and_underflow_and_passes_a_benign_graph() -> None:
     windows = np.random.default_rng(0).uniform(-1, 1, (6, 64)).astype(np.float32)
-    loud = fp16_graph([helper.make_node("Mul", ["x", "gain"], ["amplified"], name="amplify"),
-                       helper.make_node("ReduceMean", ["amplified"], ["y"], name="average", axes=[1], keepdims=0)], [const("gain", 1e5)])
+    loud = fp16_graph(
+        [
+            helper.make_node("Mul", ["x", "gain"], ["amplified"], name="amplify"),
+            helper.make_node("ReduceMean", ["amplified"], ["y"], name="average", axes=[1], keepdims=0),
+        ],
+        [const("gain", 1e5)],
+    )
     report = analyse_fp16(loud, windows, "uniform noise")
     assert report.fp32_nodes == ["amplify", "average"]  # the op that overflows and the one reading its output
     assert report.findings[0].kind == "overflow" and report.max_abs > FP16_MAX / report.margin
     assert report.max_abs_node == "amplify"
 
-    quiet = fp16_graph([helper.make_node("Mul", ["x", "x"], ["power"], name="square"),
-                        helper.make_node("Add", ["power", "eps"], ["floored"], name="add_eps"),
-                        helper.make_node("Log", ["floored"], ["y"], name="log")], [const("eps", 1e-6)])
+    quiet = fp16_graph(
+        [
+            helper.make_node("Mul", ["x", "x"], ["power"], name="square"),
+            helper.make_node("Add", ["power", "eps"], ["floored"], name="add_eps"),
+            helper.make_node("Log", ["floored"], ["y"], name="log"),
+        ],
+        [const("eps", 1e-6)],
+    )
     report = analyse_fp16(quiet, windows * 1e-3, "noise at -60 dBFS")
     assert report.fp32_nodes == ["square", "add_eps", "log"]
     assert {f.node: f.kind for f in report.findings} == {"square": "upstream", "add_eps": "upstream", "log": "underflow"}
     assert json.loads(json.dumps(report.to_json()))["fp32_nodes"] == report.fp32_nodes
 
-    benign = fp16_graph([helper.make_node("Mul", ["x", "gain"], ["scaled"], name="scale"),
-                         helper.make_node("Add", ["scaled", "gain"], ["y"], name="shift")], [const("gain", 2.0)])
+    benign = fp16_graph(
+        [helper.make_node("Mul", ["x", "gain"], ["scaled"], name="scale"), helper.make_node("Add", ["scaled", "gain"], ["y"], name="shift")],
+        [const("gain", 2.0)],
+    )
     report = analyse_fp16(benign, windows, "uniform noise")
     assert report.fp32_nodes == [] and report.max_abs == pytest.approx(np.abs(windows * 2 + 2).max(), rel=1e-6)
 
@@ -224,8 +269,13 @@ def test_fp16_pass_flags_overflow_and_underflow_and_passes_a_benign_graph() -> N
 def test_fp16_pass_flags_an_accumulator_whose_result_fits() -> None:
     """Every value and the mean fit fp16, but the sum a mean over 64 elements accumulates does not."""
     windows = np.full((2, 64), 0.5, dtype=np.float32)
-    graph = fp16_graph([helper.make_node("Mul", ["x", "gain"], ["level"], name="scale"),
-                        helper.make_node("ReduceMean", ["level"], ["y"], name="average", axes=[1], keepdims=0)], [const("gain", 800.0)])
+    graph = fp16_graph(
+        [
+            helper.make_node("Mul", ["x", "gain"], ["level"], name="scale"),
+            helper.make_node("ReduceMean", ["level"], ["y"], name="average", axes=[1], keepdims=0),
+        ],
+        [const("gain", 800.0)],
+    )
     report = analyse_fp16(graph, windows, "constant windows")
     assert report.fp32_nodes == ["average"] and report.findings[0].kind == "accumulator"
     assert report.findings[0].value == pytest.approx(64 * 400.0) and report.max_abs == pytest.approx(400.0)
@@ -239,8 +289,9 @@ def test_default_model_exports_checks_and_matches_pytorch_at_two_window_lengths(
     for length in (window_s, 2 * window_s):
         samples = round(length * model.config.sample_rate)
         windows, description = synthetic_windows(model.config.sample_rate, samples, count=8, seed=1)
-        model_dir = export_checkpoint(DEFAULT_CHECKPOINT, tmp_path / f"w{length}", window_s=length, windows=windows,
-                                      windows_description=description, scenes=synthetic_windows)
+        model_dir = export_checkpoint(
+            DEFAULT_CHECKPOINT, tmp_path / f"w{length}", window_s=length, windows=windows, windows_description=description, scenes=synthetic_windows
+        )
         assert model_dir.info.window_s == length
         report = check_model(model_dir.onnx_path)
         assert report.ok, report.format()

@@ -66,9 +66,16 @@ def test_default_six_stream_model_is_within_budget(taggers: dict[str, FusedTagge
 def test_onnx_matches_pytorch(taggers: dict[str, FusedTagger], fusion: str, window_s: float) -> None:
     model = taggers[fusion]
     buffer = io.BytesIO()
-    torch.onnx.export(model, (clips(1, window_s),), buffer, opset_version=17, dynamo=False, input_names=["waveform"],
-                      output_names=["scores", "embedding"],
-                      dynamic_axes={"waveform": {0: "batch"}, "scores": {0: "batch"}, "embedding": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        (clips(1, window_s),),
+        buffer,
+        opset_version=17,
+        dynamo=False,
+        input_names=["waveform"],
+        output_names=["scores", "embedding"],
+        dynamic_axes={"waveform": {0: "batch"}, "scores": {0: "batch"}, "embedding": {0: "batch"}},
+    )
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto)
     assert not {node.op_type for node in proto.graph.node} & {"STFT", "DFT", "RandomNormalLike", "RandomUniformLike"}
@@ -85,8 +92,13 @@ def test_onnx_matches_pytorch(taggers: dict[str, FusedTagger], fusion: str, wind
         got_scores, got_embedding = session.run(None, {"waveform": waveform.numpy()})
         assert got_scores.shape == (batch, len(LABELS)) and got_embedding.shape == (batch, 64 * len(AVAILABLE))
         for i, name in enumerate(AVAILABLE):  # each stream's 64-d slice, so a failure names its stream
-            np.testing.assert_allclose(got_embedding[:, 64 * i : 64 * (i + 1)], embedding[:, 64 * i : 64 * (i + 1)].numpy(),
-                                       atol=EMBEDDING_ATOL, rtol=0, err_msg=f"stream {name}, batch {batch}")
+            np.testing.assert_allclose(
+                got_embedding[:, 64 * i : 64 * (i + 1)],
+                embedding[:, 64 * i : 64 * (i + 1)].numpy(),
+                atol=EMBEDDING_ATOL,
+                rtol=0,
+                err_msg=f"stream {name}, batch {batch}",
+            )
         np.testing.assert_allclose(got_scores, scores.numpy(), atol=SCORE_ATOL, rtol=0)
 
 

@@ -25,15 +25,22 @@ from rtaudio.model.text_encoder import TextEncoder
 
 SOUNDS = ["dog", "siren", "doorbell", "drill", "kettle", "baby", "piano", "engine"]
 MANNERS = ["loud", "quiet", "distant", "short"]
-TEMPLATES = ["a {m} {s} is heard", "the sound of a {m} {s}", "you can hear a {m} {s}", "{m} noise from a {s}",
-             "there is a {s} and it is {m}", "somebody recorded a {m} {s} nearby"]
+TEMPLATES = [
+    "a {m} {s} is heard",
+    "the sound of a {m} {s}",
+    "you can hear a {m} {s}",
+    "{m} noise from a {s}",
+    "there is a {s} and it is {m}",
+    "somebody recorded a {m} {s} nearby",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def synthetic_clips(clips_per_combo: int, captions_per_clip: int, seed: int, noise: float = 0.6,
-                    dim: int = 384) -> tuple[torch.Tensor, list[str], list[int], list[tuple[int, int]]]:
+def synthetic_clips(
+    clips_per_combo: int, captions_per_clip: int, seed: int, noise: float = 0.6, dim: int = 384
+) -> tuple[torch.Tensor, list[str], list[int], list[tuple[int, int]]]:
     """Clips of (sound, manner) latent pairs: audio = sound prototype + manner prototype + noise
     (prototypes fixed, drawn from seed 1234), captions name both in varied phrasings."""
     protos = torch.Generator().manual_seed(1234)
@@ -171,14 +178,14 @@ def test_diffusion_loss_decreases_and_samples_follow_the_condition():
     assert float(cosine.diagonal().mean()) > float(cosine.mean()) + 0.3  # closer to its own pair's text
 
 
-def _retrieval_run(diffusion_weight: float, steps: int = 100, noise: float = 4.5, seed: int = 0,
-                   test_clips_per_combo: int = 1) -> tuple[dict[str, float], list[float], list[float]]:
+def _retrieval_run(
+    diffusion_weight: float, steps: int = 100, noise: float = 4.5, seed: int = 0, test_clips_per_combo: int = 1
+) -> tuple[dict[str, float], list[float], list[float]]:
     """Train on 6 clips per (sound, manner), evaluate on fresh clips; noise 4.5 keeps R@1 off the ceiling."""
     audio, captions, caption_clip, _ = synthetic_clips(clips_per_combo=6, captions_per_clip=3, seed=seed, noise=noise)
     options = RetrievalTraining(steps=steps, batch_size=64, diffusion_weight=diffusion_weight, seed=seed)
     heads, vocab, history = train_retrieval(audio, captions, caption_clip, options=options)
-    test_audio, test_captions, test_clip, _ = synthetic_clips(test_clips_per_combo, captions_per_clip=2, seed=1000 + seed,
-                                                              noise=noise)
+    test_audio, test_captions, test_clip, _ = synthetic_clips(test_clips_per_combo, captions_per_clip=2, seed=1000 + seed, noise=noise)
     with torch.no_grad():
         recall = recall_at_k(heads.audio(test_audio), heads.text.embed_texts(vocab, test_captions), test_clip)
     return recall, history.contrastive, history.generation

@@ -67,9 +67,12 @@ def test_each_event_has_a_new_id() -> None:
 
 
 def test_label_rules_model_defaults_and_site_overrides() -> None:
-    info = ModelInfo(model_id="m", version="1", labels=["a", "b", "c"], sample_rate=16000, window_s=1, hop_s=0.5,
-                     thresholds=[0.4, 0.6, 0.5], onnx_sha256="0" * 64)
-    cfg = EventsConfig(off_ratio=0.5, min_duration_s=1.0, labels={"b": LabelRule(threshold=0.8, off_threshold=0.7, min_duration_s=0), "c": LabelRule(enabled=False)})
+    info = ModelInfo(
+        model_id="m", version="1", labels=["a", "b", "c"], sample_rate=16000, window_s=1, hop_s=0.5, thresholds=[0.4, 0.6, 0.5], onnx_sha256="0" * 64
+    )
+    cfg = EventsConfig(
+        off_ratio=0.5, min_duration_s=1.0, labels={"b": LabelRule(threshold=0.8, off_threshold=0.7, min_duration_s=0), "c": LabelRule(enabled=False)}
+    )
     a, b, c = label_rules(info, cfg)
     assert a == LabelThresholds(0.4, 0.2, 1.0)
     assert b == LabelThresholds(0.8, 0.7, 0.0)

@@ -24,9 +24,15 @@ SR = 16000
 
 def build(model: ModelDir, n: int, max_batch: int = 32, backlog: int = 8, tags: TagsConfig | None = None):
     info, health, collector = model.info, Health(), Collector()
-    streams = [Stream(f"s{i}", RingBuffer(SR, info.window_samples, info.hop_samples, backlog),
-                      EventTracker(f"s{i}", info.model_id, info.labels, label_rules(info, EventsConfig(median_windows=1)), 1),
-                      health.source(f"s{i}")) for i in range(n)]
+    streams = [
+        Stream(
+            f"s{i}",
+            RingBuffer(SR, info.window_samples, info.hop_samples, backlog),
+            EventTracker(f"s{i}", info.model_id, info.labels, label_rules(info, EventsConfig(median_windows=1)), 1),
+            health.source(f"s{i}"),
+        )
+        for i in range(n)
+    ]
     engine = OnnxRuntimeEngine(model)
     engine.open()
     pipeline = Pipeline(engine, info, streams, [collector], health, tags or TagsConfig(), max_batch, health_interval_s=3600)
@@ -70,7 +76,7 @@ def test_events_and_tag_floor_top_k_and_rate_limit(tiny_model: ModelDir) -> None
     pipeline, streams, collector, _ = build(tiny_model, n=1, tags=TagsConfig(floor=0.5, top_k=1, min_interval_s=1.0))
     audio = np.concatenate([np.zeros(SR, np.float32), tone(1000, 3.0), np.zeros(2 * SR, np.float32)])
     for start in range(0, audio.size, SR // 2):
-        streams[0].buffer.write(audio[start:start + SR // 2], 100.0 + start / SR)
+        streams[0].buffer.write(audio[start : start + SR // 2], 100.0 + start / SR)
         pipeline.step(pipeline.gather())
     pipeline.finish()
     assert all(len(r.labels) <= 1 for r in collector.results)

@@ -118,9 +118,11 @@ mqtt: {{broker: 127.0.0.1, port: {mosquitto.port}, health_interval_s: 1}}
     sub = make_subscriber(mosquitto, "rtaudio/lab/#")
     proc = spawn_rtaudio("run", "--config", str(config), env=env)
     try:
+
         def heard() -> bool:
             tags = [json.loads(m.payload) for m in sub.on("rtaudio/lab/desk/tags")]
             return any(t["labels"] and t["labels"][0]["label"] == "tone_1000" for t in tags) and bool(sub.on("rtaudio/lab/health"))
+
         assert sub.wait_for(heard, timeout=30)
     finally:
         stop_run(proc)
@@ -143,11 +145,31 @@ mqtt: {{broker: 127.0.0.1, port: {mosquitto.port}, health_interval_s: 1}}
     sender = None
     try:
         time.sleep(2)  # let the receiver bind
-        sender = subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:duration=6",
-                                   "-ac", "1", "-c:a", "pcm_s16be", "-f", "rtp", f"rtp://127.0.0.1:{rtp_port}"])
+        sender = subprocess.Popen(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=1000:sample_rate=48000:duration=6",
+                "-ac",
+                "1",
+                "-c:a",
+                "pcm_s16be",
+                "-f",
+                "rtp",
+                f"rtp://127.0.0.1:{rtp_port}",
+            ]
+        )
+
         def heard() -> bool:
             events = [json.loads(m.payload) for m in sub.on("rtaudio/lab/paging/events")]
             return any(e["label"] == "tone_1000" and e["kind"] == "onset" for e in events)
+
         assert sub.wait_for(heard, timeout=30)
     finally:
         if sender is not None:

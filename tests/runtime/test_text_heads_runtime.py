@@ -35,8 +35,12 @@ SCENE_S = 12.0
 
 
 def site_data(**extra: Any) -> dict[str, Any]:
-    return {"site": "lab", "model": "model", "sources": [{"id": "hall", "type": "file", "path": "a.wav"},
-                                                          {"id": "yard", "type": "file", "path": "a.wav"}], **extra}
+    return {
+        "site": "lab",
+        "model": "model",
+        "sources": [{"id": "hall", "type": "file", "path": "a.wav"}, {"id": "yard", "type": "file", "path": "a.wav"}],
+        **extra,
+    }
 
 
 def problems(data: dict[str, Any]) -> str:
@@ -68,8 +72,9 @@ class Collect(Publisher):
 
 
 def test_captions_and_queries_config_defaults_and_shorthand() -> None:
-    config = validate_site(site_data(captions={}, queries={"leak": "water dripping or leaking",
-                                                           "bell": {"text": " a doorbell ", "threshold": 0.4, "enabled": False}}))
+    config = validate_site(
+        site_data(captions={}, queries={"leak": "water dripping or leaking", "bell": {"text": " a doorbell ", "threshold": 0.4, "enabled": False}})
+    )
     assert config.captions is not None and config.captions.every_s == 10 and config.captions.max_pending == 4
     assert config.captions.threads == 1 and config.captioned_sources() == ["hall", "yard"]
     assert config.queries["leak"] == QueryRule(text="water dripping or leaking")
@@ -119,12 +124,12 @@ def test_caption_ring_schedules_by_audio_time_with_capture_times() -> None:
     stream = np.arange(1200, dtype=np.float32)
     jobs = []
     for start in range(0, 1200, 50):  # 0.5 s blocks; capture time = 1000 + stream seconds
-        job = ring.write(stream[start:start + 50], 1000.0 + start / 100)
+        job = ring.write(stream[start : start + 50], 1000.0 + start / 100)
         if job is not None:
             jobs.append((start + 50, job))
     assert [written for written, _ in jobs] == [400, 600, 800, 1000, 1200]  # full window, then every 2 s of audio
     for written, job in jobs:
-        np.testing.assert_array_equal(job.samples, stream[written - 400:written])
+        np.testing.assert_array_equal(job.samples, stream[written - 400 : written])
         assert job.start_time == pytest.approx(1000 + (written - 400) / 100)
         assert job.end_time == pytest.approx(1000 + (written - 1) / 100)
     late = CaptionRing("hall", sample_rate=100, window=400, every=200)
@@ -171,8 +176,9 @@ def test_query_set_warns_on_unknown_words_and_refuses_unknown_queries(text_model
     info = load_model_dir(text_model_dir).info
     space = TextSpace(text_model_dir)
     with caplog.at_level(logging.WARNING):
-        queries = QuerySet(space, {"knocking": QueryRule(text="knock zzyzxqq"), "bell": QueryRule(text="doorbell", threshold=0.3)},
-                           info, EventsConfig(off_ratio=0.5))
+        queries = QuerySet(
+            space, {"knocking": QueryRule(text="knock zzyzxqq"), "bell": QueryRule(text="doorbell", threshold=0.3)}, info, EventsConfig(off_ratio=0.5)
+        )
     assert "queries.knocking: word(s) zzyzxqq unknown" in caplog.text
     scores = queries.scores(np.random.default_rng(0).normal(size=(3, info.embedding_dim)).astype(np.float32))
     assert scores.shape == (3, 2) and np.all(np.abs(scores) <= 1.0001)
@@ -180,8 +186,6 @@ def test_query_set_warns_on_unknown_words_and_refuses_unknown_queries(text_model
     assert queries.rules[0].on == pytest.approx(default) and queries.rules[1].on == 0.3 and queries.rules[1].off == pytest.approx(0.15)
     with pytest.raises(ValueError, match=rf"queries.leak: none of the words .*\(vocabulary of {len(space.vocab)} words\)"):
         QuerySet(space, {"leak": QueryRule(text="zzyzxqq qqxyzzy")}, info, EventsConfig())
-
-
 
 
 # ---------------------------------------------------------------- the whole site
@@ -192,14 +196,19 @@ def test_site_publishes_captions_and_query_events_over_mqtt(text_model_dir: Path
 
     audio, _ = make_scene(np.random.default_rng(3), SCENE_S, ["knock", "doorbell", "water_running", "dog_bark"])
     sf.write(tmp_path / "scene.wav", audio, SR)
-    (tmp_path / "site.yaml").write_text(yaml.safe_dump({
-        "site": "lab", "model": str(text_model_dir),
-        "sources": [{"id": "hall", "type": "file", "path": "scene.wav", "realtime": False}],
-        "mqtt": {"broker": "127.0.0.1", "port": mosquitto.port, "health_interval_s": 1, "shutdown_flush_s": 10},
-        "console": {"tags": False},
-        "captions": {"every_s": 2, "max_pending": 16},
-        "queries": {"always": {"text": "knock", "threshold": -1.0}, "never": {"text": "dog bark", "threshold": 1.0}},
-    }))
+    (tmp_path / "site.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "site": "lab",
+                "model": str(text_model_dir),
+                "sources": [{"id": "hall", "type": "file", "path": "scene.wav", "realtime": False}],
+                "mqtt": {"broker": "127.0.0.1", "port": mosquitto.port, "health_interval_s": 1, "shutdown_flush_s": 10},
+                "console": {"tags": False},
+                "captions": {"every_s": 2, "max_pending": 16},
+                "queries": {"always": {"text": "knock", "threshold": -1.0}, "never": {"text": "dog bark", "threshold": 1.0}},
+            }
+        )
+    )
     config = load_site_config(tmp_path / "site.yaml")
     sub = make_subscriber(mosquitto, "rtaudio/#")
     health = Health()
@@ -246,7 +255,9 @@ def test_the_runtime_text_path_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, rtaudio.runtime.site, rtaudio.runtime.captions, rtaudio.runtime.text_heads, rtaudio.runtime.publish.mqtt; "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; assert not bad, bad")
+    code = (
+        "import sys, rtaudio.runtime.site, rtaudio.runtime.captions, rtaudio.runtime.text_heads, rtaudio.runtime.publish.mqtt; "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; assert not bad, bad"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

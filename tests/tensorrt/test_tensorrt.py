@@ -118,7 +118,7 @@ def test_calibration_windows_and_batches_from_a_folder(tiny_model: ModelDir, tmp
     windows = calibration_windows(folder, tiny_model.info)
     assert windows.shape == (4, SR) and windows.dtype == np.float32
     np.testing.assert_allclose(windows[0], tone(440, 1.3)[:SR], atol=1e-4)  # 16-bit WAV
-    assert not windows[1, SR // 5 + 10:].any()  # files in sorted order: a.wav, c.ogg (zero-padded), sub/b.flac
+    assert not windows[1, SR // 5 + 10 :].any()  # files in sorted order: a.wav, c.ogg (zero-padded), sub/b.flac
     batches = calibration_batches(windows, 2)
     assert [b.shape for b in batches] == [(2, SR), (2, SR)] and all(b.flags.c_contiguous for b in batches)
     assert calibration_windows(folder, tiny_model.info, max_windows=3).shape == (3, SR)
@@ -154,8 +154,10 @@ def test_config_validation_errors(tiny_model: ModelDir) -> None:
 def test_config_resolves_tensorrt_paths_and_checks_calibration(tiny_model: ModelDir, tmp_path: Path) -> None:
     sf.write(tmp_path / "x.wav", tone(440), SR)
     site = tmp_path / "site.yaml"
-    site.write_text(f"site: s\nmodel: {tiny_model.path}\nsources: [{{id: a, type: file, path: x.wav}}]\n"
-                    "engine: {type: tensorrt, precision: int8, calibration: calib, plan_dir: plans}\n")
+    site.write_text(
+        f"site: s\nmodel: {tiny_model.path}\nsources: [{{id: a, type: file, path: x.wav}}]\n"
+        "engine: {type: tensorrt, precision: int8, calibration: calib, plan_dir: plans}\n"
+    )
     with pytest.raises(ConfigError, match=f"engine.calibration: {tmp_path / 'calib'} is not a directory"):
         load_site_config(site)
     (tmp_path / "calib").mkdir()
@@ -182,8 +184,9 @@ def test_build_engine_cli_exits_2_with_the_reason(tiny_model: ModelDir) -> None:
     why = real_tensorrt()
     if why is None:
         pytest.skip("TensorRT and a GPU are present here: build-engine would build")
-    result = subprocess.run([sys.executable, "-m", "rtaudio", "build-engine", str(tiny_model.path), "--precision", "fp32"],
-                            check=False, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "rtaudio", "build-engine", str(tiny_model.path), "--precision", "fp32"], check=False, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert f"error: build-engine needs TensorRT and an NVIDIA GPU: {why}" in result.stderr
 
@@ -219,8 +222,7 @@ def _fresh_trt_logger() -> None:
 
 
 @pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
-def test_builder_call_sequence(named_model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                               caplog: pytest.LogCaptureFixture, version: str) -> None:
+def test_builder_call_sequence(named_model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, version: str) -> None:
     """Fake: explicit batch flag per version, workspace, profile, FP16 with unsafe nodes pinned, timing cache, sidecar."""
     from rtaudio.tensorrt.build import build_engine
 
@@ -295,7 +297,8 @@ def test_builder_int8_uses_calibration_cache_and_fixed_profile(named_model: Mode
 
 
 def test_engine_builds_on_first_start_then_reuses_its_plan_and_buffers(
-        tiny_model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    tiny_model: ModelDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Fake: first start builds (with a progress line), buffers are allocated once, big batches split and come back in order."""
     _, cudart = fake_tensorrt.install(monkeypatch)
     caplog.set_level(logging.INFO)

@@ -140,8 +140,9 @@ def test_bad_columns_name_file_and_line(tmp_path: Path) -> None:
 def test_load_data_spec_reads_caption_specs(tmp_path: Path) -> None:
     (tmp_path / "clotho.yaml").write_text(f"type: clotho\nroot: {tmp_path / 'clotho'}\n")
     assert load_data_spec(tmp_path / "clotho.yaml") == ClothoData(type="clotho", root=tmp_path / "clotho")
-    (tmp_path / "both.yaml").write_text(f"data:\n  - {{type: audiocaps, root: {tmp_path}, audio: '{{audiocap_id}}.wav'}}\n"
-                                        f"  - {{type: clotho, root: {tmp_path}}}\noutput: out\n")
+    (tmp_path / "both.yaml").write_text(
+        f"data:\n  - {{type: audiocaps, root: {tmp_path}, audio: '{{audiocap_id}}.wav'}}\n  - {{type: clotho, root: {tmp_path}}}\noutput: out\n"
+    )
     specs = load_data_spec(tmp_path / "both.yaml")
     assert [s.type for s in specs] == ["audiocaps", "clotho"] and specs[0].audio == "{audiocap_id}.wav"
     (tmp_path / "bad.yaml").write_text("type: clotho\nroot: x\nfolders: y\n")

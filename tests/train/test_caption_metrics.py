@@ -17,8 +17,21 @@ def toks(*captions: str) -> list[list[str]]:
 
 
 def test_tokenize_lowercases_splits_contractions_and_drops_punctuation() -> None:
-    assert cm.tokenize('A dog barks, then a man\'s voice: "Don\'t!" (loudly).') == [
-        "a", "dog", "barks", "then", "a", "man", "'s", "voice", "do", "n't", "-lrb-", "loudly", "-rrb-"]
+    assert cm.tokenize("A dog barks, then a man's voice: \"Don't!\" (loudly).") == [
+        "a",
+        "dog",
+        "barks",
+        "then",
+        "a",
+        "man",
+        "'s",
+        "voice",
+        "do",
+        "n't",
+        "-lrb-",
+        "loudly",
+        "-rrb-",
+    ]
     assert cm.tokenize("Well-known 3.5 kHz tone & rain... -- really?") == ["well-known", "3.5", "khz", "tone", "&", "rain", "really"]
     assert cm.tokenize("The dogs' owner is 'happy'; runs/drips") == ["the", "dogs", "owner", "is", "happy", "runs/drips"]
 
@@ -72,8 +85,10 @@ def test_mismatched_inputs_are_refused() -> None:
 def random_sets(seed: int) -> tuple[list[str], list[list[str]]]:
     rng = np.random.default_rng(seed)
     vocab = ["a", "dog", "cat", "barks", "meows", "man", "woman", "talks", "car", "engine", "rain", "falls", "loudly", "in", "the", "distance"]
+
     def sentence():
         return " ".join(rng.choice(vocab, rng.integers(1, 13)))
+
     n = int(rng.integers(2, 25))
     return [sentence() for _ in range(n)], [[sentence() for _ in range(rng.integers(1, 6))] for _ in range(n)]
 
@@ -96,8 +111,13 @@ def test_tokenize_matches_stanford_ptb_tokenizer() -> None:
     ptb = pytest.importorskip("pycocoevalcap.tokenizer.ptbtokenizer")
     if cm.shutil.which("java") is None:
         pytest.skip("java is not on PATH")
-    caps = ["A car [x] passes {by}; birds chirp.", "Someone can't stop: $5 50% #1 a+b=c", "I'm sure they'll've gone, we'd",
-            "rock-n-roll; it's 10,000 people - ok.", "A bird sings - twice -- then  stops"]
+    caps = [
+        "A car [x] passes {by}; birds chirp.",
+        "Someone can't stop: $5 50% #1 a+b=c",
+        "I'm sure they'll've gone, we'd",
+        "rock-n-roll; it's 10,000 people - ok.",
+        "A bird sings - twice -- then  stops",
+    ]
     out = ptb.PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(caps)})
     assert [cm.tokenize(c) for c in caps] == [out[i][0].split(" ") for i in range(len(caps))]
 

@@ -20,15 +20,36 @@ ROOT = REPO
 
 def test_two_process_gloo_training_keeps_ranks_identical(tmp_path: Path) -> None:
     manifest = tone_manifest(tmp_path, clips=12)
-    config = {"data": {"type": "manifest", "path": str(manifest)}, "output": str(tmp_path / "out"), "device": "cpu",
-              "model": {"streams": ["e2e"], "layers": 1, "n_mels": 32, "window_s": 0.5, "hop_s": 0.25},
-              "schedule": {"type": "joint"}, "epochs": 1, "batch_size": 3, "augment": {"mixup_alpha": 0.4}}
+    config = {
+        "data": {"type": "manifest", "path": str(manifest)},
+        "output": str(tmp_path / "out"),
+        "device": "cpu",
+        "model": {"streams": ["e2e"], "layers": 1, "n_mels": 32, "window_s": 0.5, "hop_s": 0.25},
+        "schedule": {"type": "joint"},
+        "epochs": 1,
+        "batch_size": 3,
+        "augment": {"mixup_alpha": 0.4},
+    }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "rtaudio", "train", "--config", str(tmp_path / "tiny.yaml")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "rtaudio",
+            "train",
+            "--config",
+            str(tmp_path / "tiny.yaml"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]

@@ -111,8 +111,9 @@ def test_tiny_run_with_the_real_teacher(tmp_path: Path) -> None:
     manifest = tone_manifest(tmp_path, clips=8)
     write_labelled_tone(tmp_path / "wav" / "u0.wav", ["mid"], seconds=1.0, seed=99)
     (tmp_path / "unlabelled.csv").write_text("path,labels,split\nwav/u0.wav,,train\n")
-    config = TrainConfig.model_validate(tiny_config(tmp_path, manifest, augment={"mixup_alpha": 0.0},
-                                                    distill={"unlabelled": [str(tmp_path / "unlabelled.csv")]}))
+    config = TrainConfig.model_validate(
+        tiny_config(tmp_path, manifest, augment={"mixup_alpha": 0.0}, distill={"unlabelled": [str(tmp_path / "unlabelled.csv")]})
+    )
     out = train(config)
     assert (out / "model.onnx").is_file() and (config.output / "teacher.npz").is_file()
     cache = TeacherCache.load(config.output / "teacher.npz")
@@ -130,9 +131,14 @@ def test_probe_head_is_fitted_on_the_teacher_cache_and_kept_through_training(tmp
     except Exception as exc:
         pytest.skip(f"aisfx weights unavailable: {exc}")
     manifest = tone_manifest(tmp_path, clips=8)
-    config = TrainConfig.model_validate(tiny_config(tmp_path, manifest, augment={"mixup_alpha": 0.0},
-                                                    model={"streams": ["e2e", "pretrained"], "layers": 1, "n_mels": 32,
-                                                           "window_s": 0.5, "hop_s": 0.25, "probe_head": True}))
+    config = TrainConfig.model_validate(
+        tiny_config(
+            tmp_path,
+            manifest,
+            augment={"mixup_alpha": 0.0},
+            model={"streams": ["e2e", "pretrained"], "layers": 1, "n_mels": 32, "window_s": 0.5, "hop_s": 0.25, "probe_head": True},
+        )
+    )
     out = train(config)
     model, _ = load_checkpoint(out / "model.ckpt")
     clips = [c for c in load_clips(ManifestData(type="manifest", path=manifest)) if c.split == "train"]

@@ -39,10 +39,30 @@ def make_model_dir(path: Path, seed: int, labels: list[str] = LABELS, model_id: 
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(2, round(WINDOW_S * RATE)),), buffer, input_names=["waveform"], output_names=["scores", "embedding"],
-                          dynamic_axes={n: {0: "batch"} for n in ("waveform", "scores", "embedding")}, opset_version=17, dynamo=False)
-    write_model_dir(path, buffer.getvalue(), model_id=model_id, version="0.0.1", labels=labels, thresholds=[0.5] * len(labels),
-                    sample_rate=RATE, window_s=WINDOW_S, hop_s=0.25, embedding_dim=64, streams=["e2e"], extra={"fusion": "concat"})
+        torch.onnx.export(
+            model,
+            (torch.zeros(2, round(WINDOW_S * RATE)),),
+            buffer,
+            input_names=["waveform"],
+            output_names=["scores", "embedding"],
+            dynamic_axes={n: {0: "batch"} for n in ("waveform", "scores", "embedding")},
+            opset_version=17,
+            dynamo=False,
+        )
+    write_model_dir(
+        path,
+        buffer.getvalue(),
+        model_id=model_id,
+        version="0.0.1",
+        labels=labels,
+        thresholds=[0.5] * len(labels),
+        sample_rate=RATE,
+        window_s=WINDOW_S,
+        hop_s=0.25,
+        embedding_dim=64,
+        streams=["e2e"],
+        extra={"fusion": "concat"},
+    )
     save_checkpoint(model, path / CHECKPOINT_FILE)
     return path
 
@@ -154,12 +174,29 @@ def test_report_with_a_class_without_positives(tmp_path: Path) -> None:
     y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0]])
     scores = np.array([[0.9, 0.2, 0.1], [0.3, 0.8, 0.6], [0.7, 0.4, 0.2]])
     summary = {
-        "command": "rtaudio eval --model m --data d.csv", "model_id": "m", "data": "manifest d.csv", "split": "test", "clips": 3,
-        "engine": "onnxruntime", "headline": {"map": 1.0, "micro_f1": 0.8, "macro_f1": 0.75}, "onnx_vs_torch_max_abs": None,
-        "tuned": {"tuned_on": None, "micro_f1": None, "macro_f1": None}, "excluded": ["c"],
+        "command": "rtaudio eval --model m --data d.csv",
+        "model_id": "m",
+        "data": "manifest d.csv",
+        "split": "test",
+        "clips": 3,
+        "engine": "onnxruntime",
+        "headline": {"map": 1.0, "micro_f1": 0.8, "macro_f1": 0.75},
+        "onnx_vs_torch_max_abs": None,
+        "tuned": {"tuned_on": None, "micro_f1": None, "macro_f1": None},
+        "excluded": ["c"],
         "ablation": [{"name": "fused", "map": 1.0, "micro_f1": 0.8, "macro_f1": float("nan")}],
-        "per_class": [{"label": lb, "positives": int(y[:, i].sum()), "ap": [1.0, 1.0, float("nan")][i], "f1": 0.5, "f1_tuned": None,
-                       "threshold_saved": 0.5, "threshold_tuned": None} for i, lb in enumerate(labels)],
+        "per_class": [
+            {
+                "label": lb,
+                "positives": int(y[:, i].sum()),
+                "ap": [1.0, 1.0, float("nan")][i],
+                "f1": 0.5,
+                "f1_tuned": None,
+                "threshold_saved": 0.5,
+                "threshold_tuned": None,
+            }
+            for i, lb in enumerate(labels)
+        ],
     }
     files = write_report(EvalResult(summary, labels, y, scores, np.full(3, 0.5)), tmp_path)
     assert {f.name for f in files} == {"eval.json", "eval.md", *PLOTS.values()}

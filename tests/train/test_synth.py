@@ -90,7 +90,6 @@ def test_scene_timeline_matches_its_audio() -> None:
         assert 0 <= onset < offset <= 20.0
 
 
-
 def test_timeline_marks_where_the_sound_is() -> None:
     audio, events = make_scene(np.random.default_rng(5), 20.0, labels=("knock",), snr_db=(20, 20), gap_s=(1.5, 2.0))
     inside = np.zeros(audio.size, bool)

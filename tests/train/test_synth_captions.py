@@ -9,7 +9,19 @@ from rtaudio.train.labels import BUILDING_LABELS
 from rtaudio.train.synth import LABELS, make_captioned_scene, make_scene
 from rtaudio.train.synth_captions import PHRASES, caption_scene
 
-CONNECTIVES = (" then ", "followed by", " while ", " as ", "after that", " before ", "later", "meanwhile", "at the same time", "in the background", "throughout")
+CONNECTIVES = (
+    " then ",
+    "followed by",
+    " while ",
+    " as ",
+    "after that",
+    " before ",
+    "later",
+    "meanwhile",
+    "at the same time",
+    "in the background",
+    "throughout",
+)
 
 
 def _mentions(caption: str, label: str) -> bool:

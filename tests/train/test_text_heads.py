@@ -28,14 +28,20 @@ SR = 16000
 
 def _tiny_model(diffusion_steps: int = 0) -> FusedTagger:
     tokenizer = CaptionTokenizer.train(CAPTIONS * 5, vocab_size=60, min_frequency=1)
-    text = TextConfig(tokenizer=tokenizer.config, words=Vocabulary.build(CAPTIONS).tokens, caption_window_s=1.0, decoder_dim=32,
-                      decoder_layers=1, max_tokens=12, diffusion_steps=diffusion_steps)
+    text = TextConfig(
+        tokenizer=tokenizer.config,
+        words=Vocabulary.build(CAPTIONS).tokens,
+        caption_window_s=1.0,
+        decoder_dim=32,
+        decoder_layers=1,
+        max_tokens=12,
+        diffusion_steps=diffusion_steps,
+    )
     return FusedTagger(ModelConfig(labels=["dog", "door"], streams=["e2e", "generative"], layers=1, text=text))
 
 
 def _config(**captions: float) -> TrainConfig:
-    return TrainConfig.model_validate({"data": {"type": "synthetic", "scenes": 1}, "output": "/tmp/unused",
-                                       "captions": {"batch_size": 2, **captions}})
+    return TrainConfig.model_validate({"data": {"type": "synthetic", "scenes": 1}, "output": "/tmp/unused", "captions": {"batch_size": 2, **captions}})
 
 
 def _text_batch(model: FusedTagger, captions: list[str | None]) -> list[torch.Tensor]:
@@ -75,8 +81,13 @@ def test_rows_without_a_caption_are_left_out_and_pretraining_has_no_text_loss() 
 
 
 def test_same_sounds_share_a_group_and_caption_only_clips_are_no_tag_negatives(tmp_path: Path) -> None:
-    clips = [Clip(None, ["a"], "train"), Clip(None, ["a"], "train"), Clip(None, [], "train"), Clip(None, [], "train", ["x"], tagged=False),
-             Clip(None, [], "train", ["y"], tagged=False)]
+    clips = [
+        Clip(None, ["a"], "train"),
+        Clip(None, ["a"], "train"),
+        Clip(None, [], "train"),
+        Clip(None, [], "train", ["x"], tagged=False),
+        Clip(None, [], "train", ["y"], tagged=False),
+    ]
     groups = sound_groups(clips)
     assert groups[0] == groups[1] and groups[2] != groups[0] and len(set(groups[2:])) == 3
     spec = {"type": "synthetic", "scenes": 3, "duration_s": 6.0, "labels": ["knock", "hvac_hum"], "val_fraction": 0.0, "test_fraction": 0.0}

@@ -28,11 +28,7 @@ SR = 16000
 
 def test_manifest_relative_paths_labels_splits(tmp_path: Path) -> None:
     write_labelled_tone(tmp_path / "a" / "x.wav", ["low"])
-    (tmp_path / "m.csv").write_text("path,labels,split,caption\n"
-                                    "a/x.wav,low;high,val,two tones\n"
-                                    "a/x.wav, low ;,,\n"
-                                    "a/y.wav,high,,\n"
-                                    "a/z.wav,,,a dog barks\n")
+    (tmp_path / "m.csv").write_text("path,labels,split,caption\na/x.wav,low;high,val,two tones\na/x.wav, low ;,,\na/y.wav,high,,\na/z.wav,,,a dog barks\n")
     clips = load_clips(ManifestData(type="manifest", path=tmp_path / "m.csv"))
     assert clips[0].path == tmp_path / "a" / "x.wav" and clips[0].labels == ["low", "high"]
     assert clips[0].split == "val" and clips[0].captions == ["two tones"] and clips[0].tagged
@@ -48,12 +44,15 @@ def test_manifest_relative_paths_labels_splits(tmp_path: Path) -> None:
     assert 0.12 < splits.count("val") / 400 < 0.28 and 0.04 < splits.count("test") / 400 < 0.16
 
 
-@pytest.mark.parametrize("text, message", [
-    ("file,labels\nx.wav,low\n", "missing column(s) path"),
-    ("path,labels,split\nx.wav,low,holdout\n", "split 'holdout' is not one of"),
-    ("path,labels\n,low\n", "m.csv:2: empty path"),
-    ("path,labels\n", "no rows"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("file,labels\nx.wav,low\n", "missing column(s) path"),
+        ("path,labels,split\nx.wav,low,holdout\n", "split 'holdout' is not one of"),
+        ("path,labels\n,low\n", "m.csv:2: empty path"),
+        ("path,labels\n", "no rows"),
+    ],
+)
 def test_manifest_errors(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "m.csv").write_text(text)
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -112,8 +111,7 @@ def test_esc50_and_fsd50k_layouts(tmp_path: Path) -> None:
 
     fsd = tmp_path / "FSD50K"
     (fsd / "FSD50K.ground_truth").mkdir(parents=True)
-    (fsd / "FSD50K.ground_truth" / "dev.csv").write_text(
-        'fname,labels,mids,split\n1,"Bark,Dog",/m/a,train\n2,Speech,/m/b,val\n')
+    (fsd / "FSD50K.ground_truth" / "dev.csv").write_text('fname,labels,mids,split\n1,"Bark,Dog",/m/a,train\n2,Speech,/m/b,val\n')
     (fsd / "FSD50K.ground_truth" / "eval.csv").write_text('fname,labels,mids\n3,"Music,Speech","/m/c,/m/b"\n')
     for part, name in (("dev", 1), ("dev", 2), ("eval", 3)):
         write_labelled_tone(fsd / f"FSD50K.{part}_audio" / f"{name}.wav", ["mid"], seconds=0.3)
@@ -156,8 +154,9 @@ def test_train_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="stream_epochs = 2 leaves none of the 2 epochs to train the fusion"):
         TrainConfig.model_validate({"data": {"type": "synthetic"}, "output": "x", "epochs": 2, "schedule": {"type": "staged", "stream_epochs": 2}})
     with pytest.raises(ValueError, match="stream_epochs = 3 leaves none of the 3 epochs"):
-        TrainConfig.model_validate({"data": {"type": "synthetic"}, "output": "x", "epochs": 3,
-                                    "schedule": {"type": "staged", "pretrain_epochs": 1, "stream_epochs": 2}})
+        TrainConfig.model_validate(
+            {"data": {"type": "synthetic"}, "output": "x", "epochs": 3, "schedule": {"type": "staged", "pretrain_epochs": 1, "stream_epochs": 2}}
+        )
     assert main(["train", "--config", str(tmp_path / "t.yaml")]) == 2
 
 
@@ -165,9 +164,13 @@ def test_train_config_errors(tmp_path: Path) -> None:
 
 
 def test_pretrain_stage_trains_only_the_self_supervised_streams(tmp_path: Path) -> None:
-    config = TrainConfig.model_validate({**tiny_config(tmp_path, tmp_path / "m.csv", epochs=4),
-                                         "model": {"streams": ["e2e", "generative"], "layers": 1, "n_mels": 32},
-                                         "schedule": {"type": "staged", "pretrain_epochs": 1, "stream_epochs": 2}})
+    config = TrainConfig.model_validate(
+        {
+            **tiny_config(tmp_path, tmp_path / "m.csv", epochs=4),
+            "model": {"streams": ["e2e", "generative"], "layers": 1, "n_mels": 32},
+            "schedule": {"type": "staged", "pretrain_epochs": 1, "stream_epochs": 2},
+        }
+    )
     assert loop.stage_plan(config) == ["pretrain", "streams", "streams", "fusion"]
     model = build_model(config, ["a", "b"])
     objective = loop.Objective(model, "pretrain", config)
@@ -217,8 +220,7 @@ def test_train_writes_a_loadable_engines_dir_matching_pytorch(trained: tuple[Pat
     assert last["epoch"] == 1 and {"optimiser", "scheduler", "seed"} <= set(last)
 
 
-def test_resume_continues_where_the_run_stopped_and_seed_fixes_weights(trained: tuple[Path, dict], tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_continues_where_the_run_stopped_and_seed_fixes_weights(trained: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, base = trained
     reference = weights_sha256(load_checkpoint(out / "model.ckpt")[0])
     config = TrainConfig.model_validate({**base, "output": str(tmp_path / "out")})
@@ -247,8 +249,9 @@ def test_init_from_reuses_streams_with_a_new_label_set(trained: tuple[Path, dict
     out, base = trained
     source = load_checkpoint(out / "model.ckpt")[0].state_dict()
     manifest = tone_manifest(tmp_path, names=("low", "mid"), clips=6)
-    config = TrainConfig.model_validate({**tiny_config(tmp_path, manifest, epochs=1), "init_from": str(out), "model": {"dropout": 0.0},
-                                         "schedule": {"type": "joint"}})
+    config = TrainConfig.model_validate(
+        {**tiny_config(tmp_path, manifest, epochs=1), "init_from": str(out), "model": {"dropout": 0.0}, "schedule": {"type": "joint"}}
+    )
     model = build_model(config, ["low", "mid"])
     state = model.state_dict()
     assert model.config.labels == ["low", "mid"] and model.config.n_mels == 32 and model.config.dropout == 0.0
@@ -268,10 +271,15 @@ def test_init_from_grows_a_stream_and_stage_one_trains_only_it(trained: tuple[Pa
     out, _ = trained
     source = load_checkpoint(out / "model.ckpt")[0].state_dict()
     manifest = tone_manifest(tmp_path, clips=6)
-    config = TrainConfig.model_validate({**tiny_config(tmp_path, manifest, epochs=2), "init_from": str(out),
-                                         "augment": {"mixup_alpha": 0.0},
-                                         "model": {"streams": ["e2e", "timbre"], "stream_options": {"timbre": {}}},
-                                         "schedule": {"type": "staged", "stream_epochs": 1, "streams": ["timbre"]}})
+    config = TrainConfig.model_validate(
+        {
+            **tiny_config(tmp_path, manifest, epochs=2),
+            "init_from": str(out),
+            "augment": {"mixup_alpha": 0.0},
+            "model": {"streams": ["e2e", "timbre"], "stream_options": {"timbre": {}}},
+            "schedule": {"type": "staged", "stream_epochs": 1, "streams": ["timbre"]},
+        }
+    )
     model = build_model(config, ["high", "low"])
     state = model.state_dict()
     assert model.config.streams == ["e2e", "timbre"] and model.config.n_mels == 32

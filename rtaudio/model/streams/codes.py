@@ -33,8 +33,7 @@ class CodePretext(nn.Module):
         self.predict = nn.Linear(EMBED_DIM, codebooks * size)
         self.project = nn.Sequential(nn.Linear(EMBED_DIM, EMBED_DIM), nn.GELU(), nn.Linear(EMBED_DIM, EMBED_DIM))
 
-    def forward(self, tokens: torch.Tensor, views: torch.Tensor, codes: torch.Tensor,
-                encoder: TemporalEncoder) -> dict[str, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor, views: torch.Tensor, codes: torch.Tensor, encoder: TemporalEncoder) -> dict[str, torch.Tensor]:
         """``tokens [B, T, D]``, ``views [K, B, T, D]``, ``codes [B, T, K]`` -> ``{"mlm", "contrastive"}``."""
         batch, frames = tokens.shape[:2]
         mask = torch.rand(batch, frames, device=tokens.device) < self.mask_ratio
@@ -63,8 +62,16 @@ class CodesStream(Stream):
 
     offsets: torch.Tensor  # buffers
 
-    def __init__(self, config: ModelConfig, codebooks: int = 3, codebook_size: int = 128, mask_ratio: float = 0.25,
-                 temperature: float = 0.1, decay: float = 0.99, pool: int = 2):
+    def __init__(
+        self,
+        config: ModelConfig,
+        codebooks: int = 3,
+        codebook_size: int = 128,
+        mask_ratio: float = 0.25,
+        temperature: float = 0.1,
+        decay: float = 0.99,
+        pool: int = 2,
+    ):
         super().__init__()
         if codebooks < 2:
             raise ValueError(f"codes stream needs codebooks >= 2 for its contrastive views (got {codebooks})")

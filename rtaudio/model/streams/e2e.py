@@ -15,8 +15,12 @@ class E2eStream(Stream):
         super().__init__()
         self.norm = nn.BatchNorm1d(config.n_mels)
         self.stem = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, padding=1, stride=(2, 2)), nn.BatchNorm2d(channels), nn.ReLU(),
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1, stride=(2, 2)),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
         )
         self.encoder = TemporalEncoder(channels * ((config.n_mels + 1) // 2), config.layers, config.heads, dropout=config.dropout)
 

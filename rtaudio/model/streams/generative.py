@@ -29,8 +29,10 @@ class GenerativeStream(Stream):
         self.patch, self.stride, self.n_mels = patch, stride, config.n_mels
         self.norm = nn.BatchNorm1d(config.n_mels, affine=False)  # fixed-scale target for the reconstruction
         self.encoder = nn.Sequential(
-            nn.Conv1d(config.n_mels, hidden, patch, stride=stride), nn.GELU(),
-            nn.Conv1d(hidden, hidden, 1), nn.GELU(),
+            nn.Conv1d(config.n_mels, hidden, patch, stride=stride),
+            nn.GELU(),
+            nn.Conv1d(hidden, hidden, 1),
+            nn.GELU(),
         )
         self.mu = nn.Conv1d(hidden, latent, 1)
         self.logvar = nn.Conv1d(hidden, latent, 1)

@@ -16,8 +16,7 @@ class PitchStream(Stream):
 
     name = "pitch"
 
-    def __init__(self, config: ModelConfig, pitches: int = 72, harmonics: int = 8, fmin: float = 50.0,
-                 fmax: float = 1000.0, pool: int = 2):
+    def __init__(self, config: ModelConfig, pitches: int = 72, harmonics: int = 8, fmin: float = 50.0, fmax: float = 1000.0, pool: int = 2):
         super().__init__()
         self.salience = PitchSalience(config.sample_rate, config.n_fft, fmin, fmax, pitches, harmonics)
         self.voicing = Voicing(config.sample_rate, config.n_fft, fmin=max(fmin, 2 * config.sample_rate / config.n_fft), fmax=fmax)

@@ -74,8 +74,7 @@ class PretrainedStream(Stream):
 
     name = "pretrained"
 
-    def __init__(self, config: ModelConfig, trainable: Trainable = "frozen", peak_normalise: bool = True,
-                 peak_floor: float = 1e-3):
+    def __init__(self, config: ModelConfig, trainable: Trainable = "frozen", peak_normalise: bool = True, peak_floor: float = 1e-3):
         super().__init__()
         if trainable not in FROZEN_BLOCKS:
             raise ValueError(f"pretrained stream: trainable must be one of {', '.join(FROZEN_BLOCKS)} (got {trainable!r})")
@@ -106,8 +105,7 @@ class PretrainedStream(Stream):
         expected, given = set(self.cnn.state_dict()), set(state_dict)
         missing, unexpected = sorted(expected - given), sorted(given - expected)
         if missing or unexpected:
-            raise ValueError(f"aisfx weights do not fit the pretrained stream's CNN: missing {missing or 'none'}, "
-                             f"unexpected {unexpected or 'none'}")
+            raise ValueError(f"aisfx weights do not fit the pretrained stream's CNN: missing {missing or 'none'}, unexpected {unexpected or 'none'}")
         self.cnn.load_state_dict(state_dict)
 
     def forward(self, features: Features) -> StreamOutput:

@@ -32,13 +32,16 @@ class TimbreStream(Stream):
     def forward(self, features: Features) -> StreamOutput:
         d = self.descriptors(features.power)
         slices = self.descriptors.slices
-        x = torch.cat([
-            self.mfcc(features.logmel),
-            d[:, slices["centroid"]] / self.nyquist,
-            d[:, slices["bandwidth"]] / self.nyquist,
-            torch.log10(d[:, slices["flatness"]] + AMIN),
-            d[:, slices["rolloff"]] / self.nyquist,
-            d[:, slices["contrast"]],
-        ], dim=1)
+        x = torch.cat(
+            [
+                self.mfcc(features.logmel),
+                d[:, slices["centroid"]] / self.nyquist,
+                d[:, slices["bandwidth"]] / self.nyquist,
+                torch.log10(d[:, slices["flatness"]] + AMIN),
+                d[:, slices["rolloff"]] / self.nyquist,
+                d[:, slices["contrast"]],
+            ],
+            dim=1,
+        )
         frames, pooled = self.encoder(self.pool(self.norm(x)).transpose(1, 2))
         return StreamOutput(frames, pooled)

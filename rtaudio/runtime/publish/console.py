@@ -42,14 +42,15 @@ class ConsolePublisher(Publisher):
         if not self.config.events:
             return
         if event.kind == "onset":
-            line = (f"{_clock(event.onset_time)}  {event.source_id:<12} >> ONSET   {event.label}"
-                    f"  peak {event.peak_score:.2f}  [{event.event_id[:8]}]")
+            line = f"{_clock(event.onset_time)}  {event.source_id:<12} >> ONSET   {event.label}  peak {event.peak_score:.2f}  [{event.event_id[:8]}]"
             self._print(line, _BOLD_RED)
         else:
             end = event.offset_time if event.offset_time is not None else event.onset_time
-            line = (f"{_clock(end)}  {event.source_id:<12} << OFFSET  {event.label}"
-                    f"  {end - event.onset_time:.1f} s  peak {event.peak_score:.2f}"
-                    f"  mean {event.mean_score:.2f}  [{event.event_id[:8]}]")
+            line = (
+                f"{_clock(end)}  {event.source_id:<12} << OFFSET  {event.label}"
+                f"  {end - event.onset_time:.1f} s  peak {event.peak_score:.2f}"
+                f"  mean {event.mean_score:.2f}  [{event.event_id[:8]}]"
+            )
             self._print(line, _BOLD_GREEN)
 
     def caption(self, result: CaptionResult) -> None:

@@ -83,7 +83,8 @@ def _check_port_free(port: int) -> None:
         except OSError as exc:
             raise RuntimeError(
                 f"cannot start the embedded MQTT broker: {HOST}:{port} is in use ({exc.strerror}); "
-                "set mqtt.port to a free port, or set mqtt.broker to the broker already running there") from None
+                "set mqtt.port to a free port, or set mqtt.broker to the broker already running there"
+            ) from None
 
 
 def start_embedded_broker(port: int = 1883) -> EmbeddedBroker:
@@ -93,7 +94,9 @@ def start_embedded_broker(port: int = 1883) -> EmbeddedBroker:
     try:
         import amqtt  # noqa: F401
     except ImportError:
-        raise RuntimeError("mqtt.broker 'embedded' needs the amqtt package, which is not installed: install it with "
-                           "pip install 'rtaudio[demo]' (tools/dev.sh demo does), or set mqtt.broker to a running broker "
-                           "such as mosquitto") from None
+        raise RuntimeError(
+            "mqtt.broker 'embedded' needs the amqtt package, which is not installed: install it with "
+            "pip install 'rtaudio[demo]' (tools/dev.sh demo does), or set mqtt.broker to a running broker "
+            "such as mosquitto"
+        ) from None
     return EmbeddedBroker(port).start()

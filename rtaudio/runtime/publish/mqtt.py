@@ -253,11 +253,20 @@ class MqttPublisher(Publisher):
         if not len(self._outbox):
             return
         if self.config.outbox_dir is not None:
-            log.info("MQTT: %d events, %d tags and %d caption messages kept in %s for the next start",
-                     counts["events"], counts["tags"], counts.get("captions", 0), self.config.outbox_dir)
+            log.info(
+                "MQTT: %d events, %d tags and %d caption messages kept in %s for the next start",
+                counts["events"],
+                counts["tags"],
+                counts.get("captions", 0),
+                self.config.outbox_dir,
+            )
             return
-        log.warning("MQTT: %d events, %d tags and %d caption messages were not delivered before shutdown and are lost "
-                    "(set mqtt.outbox_dir to keep them)", counts["events"], counts["tags"], counts.get("captions", 0))
+        log.warning(
+            "MQTT: %d events, %d tags and %d caption messages were not delivered before shutdown and are lost (set mqtt.outbox_dir to keep them)",
+            counts["events"],
+            counts["tags"],
+            counts.get("captions", 0),
+        )
         for kind, count in counts.items():
             with self._counts_lock:
                 self.stats.messages_dropped[kind] = self.stats.messages_dropped.get(kind, 0) + count
@@ -343,14 +352,15 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
         raise ValueError("mqtt.tls.key is set without mqtt.tls.cert; a client key needs its certificate")
     if tls.cert is not None:
         password = _read_secret(
-            lambda: tls.key_password.get_secret_value() if tls.key_password else
-            (tls.key_password_file.read_text().strip() if tls.key_password_file else None),
-            "mqtt.tls.key_password_file")
+            lambda: tls.key_password.get_secret_value() if tls.key_password else (tls.key_password_file.read_text().strip() if tls.key_password_file else None),
+            "mqtt.tls.key_password_file",
+        )
         try:
             context.load_cert_chain(str(tls.cert), str(tls.key) if tls.key else None, password=password)
         except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"mqtt.tls.cert {tls.cert} / key {tls.key}: cannot load the client certificate "
-                             f"({exc}); check the files and the key passphrase") from None
+            raise ValueError(
+                f"mqtt.tls.cert {tls.cert} / key {tls.key}: cannot load the client certificate ({exc}); check the files and the key passphrase"
+            ) from None
     return context
 
 

@@ -66,8 +66,7 @@ class Outbox(ABC):
         """Messages waiting, by kind (tags and events always; captions when there are any)."""
         return {kind: len(seqs) for kind, seqs in self._index.items() if seqs or kind != "captions"}
 
-    def put(self, kind: QueuedKind, topic: str, payload: bytes, qos: int, retain: bool = False,
-            source: str = "", captured: float | None = None) -> None:
+    def put(self, kind: QueuedKind, topic: str, payload: bytes, qos: int, retain: bool = False, source: str = "", captured: float | None = None) -> None:
         """Queue a message; if that overflows the outbox, drop one per the policy and report it."""
         if kind not in self._index:
             raise ValueError(f"message kind {kind!r} is not allowed in the outbox; expected captions, tags or events")
@@ -180,7 +179,8 @@ class SqliteOutbox(Outbox):
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
                 " topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
-                " source TEXT NOT NULL, captured REAL)")
+                " source TEXT NOT NULL, captured REAL)"
+            )
             rows = self._db.execute("SELECT seq, kind FROM messages ORDER BY seq").fetchall()
         except (OSError, sqlite3.Error) as exc:
             raise OSError(f"cannot open the MQTT outbox {self.path}: {exc}") from exc
@@ -217,10 +217,11 @@ class SqliteOutbox(Outbox):
     def _read(self, after: int, limit: int) -> list[Message]:
         with self._db_lock:
             rows = self._db.execute(
-                "SELECT seq, kind, topic, payload, qos, retain, source, captured FROM messages"
-                " WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
-        return [Message(seq, kind, topic, bytes(payload), qos, bool(retain), source, captured)
-                for seq, kind, topic, payload, qos, retain, source, captured in rows]
+                "SELECT seq, kind, topic, payload, qos, retain, source, captured FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            ).fetchall()
+        return [
+            Message(seq, kind, topic, bytes(payload), qos, bool(retain), source, captured) for seq, kind, topic, payload, qos, retain, source, captured in rows
+        ]
 
     def close(self) -> None:
         self.flush()

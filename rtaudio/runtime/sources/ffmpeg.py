@@ -38,7 +38,9 @@ class FfmpegConfig(SourceBase):
     type: Literal["ffmpeg"] = Field(title="Source type")
     url: str = Field(title="Input URL", min_length=1, description="Anything ffmpeg opens: rtsp://, http://, a file path.")
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", title="RTSP transport")
-    stall_timeout_s: float = Field(10.0, title="Stall timeout (s)", gt=0, le=600, description="No audio for this long restarts ffmpeg (also catches half-open TCP).")
+    stall_timeout_s: float = Field(
+        10.0, title="Stall timeout (s)", gt=0, le=600, description="No audio for this long restarts ffmpeg (also catches half-open TCP)."
+    )
     restart_backoff_max_s: float = Field(30.0, title="Longest restart backoff (s)", gt=0, le=600)
     extra_args: list[str] = Field(default_factory=list, title="Extra ffmpeg input options", description="Inserted before -i.")
     ffmpeg: str = Field("ffmpeg", title="ffmpeg executable")

@@ -59,14 +59,16 @@ def list_input_devices() -> list[dict[str, Any]]:
     devices = []
     for info in sd.query_devices():
         if info["max_input_channels"] > 0:
-            devices.append({
-                "index": int(info["index"]),
-                "name": info["name"],
-                "hostapi": sd.query_hostapis(info["hostapi"])["name"],
-                "max_input_channels": int(info["max_input_channels"]),
-                "default_samplerate": float(info["default_samplerate"]),
-                "is_default": info["index"] == default,
-            })
+            devices.append(
+                {
+                    "index": int(info["index"]),
+                    "name": info["name"],
+                    "hostapi": sd.query_hostapis(info["hostapi"])["name"],
+                    "max_input_channels": int(info["max_input_channels"]),
+                    "default_samplerate": float(info["default_samplerate"]),
+                    "is_default": info["index"] == default,
+                }
+            )
     return devices
 
 
@@ -161,8 +163,13 @@ class _SharedStream:
         self.failed = False
         self._closing = False
         self._stream = sd.InputStream(
-            device=device["index"], samplerate=rate, channels=channels, blocksize=blocksize, dtype="int16",
-            callback=self._callback, finished_callback=self._finished,
+            device=device["index"],
+            samplerate=rate,
+            channels=channels,
+            blocksize=blocksize,
+            dtype="int16",
+            callback=self._callback,
+            finished_callback=self._finished,
         )
         self._stream.start()
 
@@ -268,8 +275,12 @@ class MicrophoneConfig(SourceBase):
 
     type: Literal["microphone"] = Field(title="Source type")
     device: str | int | None = Field(None, title="Input device", description="PortAudio device index, or a substring of its name; null for the system default.")
-    channel: int = Field(0, title="Channel", ge=0, le=63, description="0-based channel of a multi-channel interface; several sources may share one device, one channel each.")
-    sample_rate: SampleRate | None = Field(None, title="Native sample rate (Hz)", description="Rate to open the device at; null uses the device default. Resampled to the model rate.")
+    channel: int = Field(
+        0, title="Channel", ge=0, le=63, description="0-based channel of a multi-channel interface; several sources may share one device, one channel each."
+    )
+    sample_rate: SampleRate | None = Field(
+        None, title="Native sample rate (Hz)", description="Rate to open the device at; null uses the device default. Resampled to the model rate."
+    )
     blocksize: int = Field(1024, title="Frames per callback", ge=64, le=16384)
     reopen_backoff_max_s: float = Field(30.0, title="Longest reopen backoff (s)", gt=0, le=600)
 

@@ -192,8 +192,7 @@ def _audio_files(root: Path) -> Iterator[tuple[str, bytes | Path]]:
                 yield f"{rel}!{member}", wav
 
 
-def package_pieces(package: str, deb: Path, sample_rate: int, max_clip_s: float = 10.0, max_pieces: int = 3,
-                   min_s: float = 0.2) -> tuple[list[Piece], str]:
+def package_pieces(package: str, deb: Path, sample_rate: int, max_clip_s: float = 10.0, max_pieces: int = 3, min_s: float = 0.2) -> tuple[list[Piece], str]:
     """Every usable piece of audio of one .deb, labelled by the rules, and its copyright text."""
     with tempfile.TemporaryDirectory(prefix=f"rtaudio-{package}-") as tmp:
         root = Path(tmp)
@@ -233,8 +232,15 @@ def _file_name(source: str) -> str:
     return f"{stem[-150:]}.flac"
 
 
-def build_corpus(out: Path, packages: Sequence[str] = PACKAGES, cache: Path | None = None, sample_rate: int = 16000,
-                 max_clip_s: float = 10.0, max_pieces: int = 3, debs: dict[str, Path] | None = None) -> dict[str, object]:
+def build_corpus(
+    out: Path,
+    packages: Sequence[str] = PACKAGES,
+    cache: Path | None = None,
+    sample_rate: int = 16000,
+    max_clip_s: float = 10.0,
+    max_pieces: int = 3,
+    debs: dict[str, Path] | None = None,
+) -> dict[str, object]:
     """Build the corpus in ``out`` from ``packages`` (``debs`` maps a package to a local .deb instead of
     downloading it); returns the summary also written to corpus.json."""
     refused = [p for p in packages if is_reserved(p)]
@@ -249,8 +255,7 @@ def build_corpus(out: Path, packages: Sequence[str] = PACKAGES, cache: Path | No
     duplicates = 0
     for package in packages:
         deb = (debs or {}).get(package) or fetch_deb(package, cache)
-        info = PackageInfo(package, deb_field(deb, "Version"), hashlib.sha256(deb.read_bytes()).hexdigest(),
-                           split=PACKAGE_SPLITS.get(package, "train"))
+        info = PackageInfo(package, deb_field(deb, "Version"), hashlib.sha256(deb.read_bytes()).hexdigest(), split=PACKAGE_SPLITS.get(package, "train"))
         pieces, copyright_text = package_pieces(package, deb, sample_rate, max_clip_s, max_pieces)
         info.licence = licence_of(copyright_text)
         (out / "licences" / f"{package}.copyright").write_text(copyright_text or "(no copyright file in the package)\n")
@@ -266,21 +271,34 @@ def build_corpus(out: Path, packages: Sequence[str] = PACKAGES, cache: Path | No
             seen[digest] = f"{package}:{piece.source}"
             path = folder / _file_name(piece.source)
             sf.write(str(path), pcm, sample_rate, format="FLAC", subtype="PCM_16")
-            rows.append({"path": path.relative_to(out).as_posix(), "labels": ";".join(piece.labels), "split": info.split,
-                         "package": package, "source": piece.source,
-                         "caption": label_caption(piece.labels, len(piece.audio) / sample_rate, f"{package}:{piece.source}")})
+            rows.append(
+                {
+                    "path": path.relative_to(out).as_posix(),
+                    "labels": ";".join(piece.labels),
+                    "split": info.split,
+                    "package": package,
+                    "source": piece.source,
+                    "caption": label_caption(piece.labels, len(piece.audio) / sample_rate, f"{package}:{piece.source}"),
+                }
+            )
             info.counts["labelled" if piece.labels else "unlabelled"] += 1
         infos.append(info)
-        log.info("%s %s (%s, %s): %d labelled, %d unlabelled pieces", package, info.version, info.split, info.licence,
-                 info.counts["labelled"], info.counts["unlabelled"])
+        log.info(
+            "%s %s (%s, %s): %d labelled, %d unlabelled pieces",
+            package,
+            info.version,
+            info.split,
+            info.licence,
+            info.counts["labelled"],
+            info.counts["unlabelled"],
+        )
     _write_csv(out / "manifest.csv", [r for r in rows if r["labels"]])
     _write_csv(out / "unlabelled.csv", [r for r in rows if not r["labels"]])
     with open(out / "packages.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["package", "version", "split", "licence", "deb_sha256", "labelled", "unlabelled"])
         for info in infos:
-            writer.writerow([info.name, info.version, info.split, info.licence, info.deb_sha256, info.counts["labelled"],
-                             info.counts["unlabelled"]])
+            writer.writerow([info.name, info.version, info.split, info.licence, info.deb_sha256, info.counts["labelled"], info.counts["unlabelled"]])
     summary = _summary(rows, infos, duplicates, sample_rate)
     (out / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -301,8 +319,7 @@ def _summary(rows: list[dict[str, str]], infos: list[PackageInfo], duplicates: i
     return {
         "sample_rate": sample_rate,
         "packages": {i.name: {"version": i.version, "split": i.split, "licence": i.licence} for i in infos},
-        "pieces": {"labelled": sum(1 for r in rows if r["labels"]), "unlabelled": sum(1 for r in rows if not r["labels"]),
-                   "duplicates_dropped": duplicates},
+        "pieces": {"labelled": sum(1 for r in rows if r["labels"]), "unlabelled": sum(1 for r in rows if not r["labels"]), "duplicates_dropped": duplicates},
         "labels": {label: dict(sorted(c.items())) for label, c in sorted(per_label.items())},
     }
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from rtaudio.train.labels import BUILDING_LABELS
 
 # Units whose acknowledgements are spoken by a human voice (megaglest).
-_HUMANS = ("swordman|archer|horseman|stickfighter|technician|worker|guard|summoner|battlemage|initiate|archmage|"
-           "spearman|axe_thrower|princess|cudgel|warrior|valkyrie|shaman|fakir|magician|battleaxe|dragon_rider")
+_HUMANS = (
+    "swordman|archer|horseman|stickfighter|technician|worker|guard|summoner|battlemage|initiate|archmage|"
+    "spearman|axe_thrower|princess|cudgel|warrior|valkyrie|shaman|fakir|magician|battleaxe|dragon_rider"
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,11 @@ RULES: list[Rule] = [
         "widelands-data",
         (r"/music/", ("music",)),
         (r"/animals/bird|/critters/duck/", ("bird",)),
-        (r"/(saw|sawing|benchsaw|sawmill|hammering|geologist_hammer|smith|toolsmith|sharpening|stonecutter|stonemason|"
-         r"woodcutting|fast_woodcutting)_?\d*\.(wav|ogg)$", ("tools",)),
+        (
+            r"/(saw|sawing|benchsaw|sawmill|hammering|geologist_hammer|smith|toolsmith|sharpening|stonecutter|stonemason|"
+            r"woodcutting|fast_woodcutting)_?\d*\.(wav|ogg)$",
+            ("tools",),
+        ),
     ),
     *_rules(
         "warmux-data",
@@ -112,8 +117,11 @@ RULES: list[Rule] = [
     *_rules(
         "torcs-data",
         (r"/music/", ("music",)),
-        (r"/sound/(206_engine|alpha-romeo|corolla|evo7_engine|ferrarif|ford\d|gt\d|impreza|lamborghini|lotus|mclarenf|"
-         r"nsx|porsche_engine|renault-v|viper|xj|engine-)", ("engine", "vehicle")),
+        (
+            r"/sound/(206_engine|alpha-romeo|corolla|evo7_engine|ferrarif|ford\d|gt\d|impreza|lamborghini|lotus|mclarenf|"
+            r"nsx|porsche_engine|renault-v|viper|xj|engine-)",
+            ("engine", "vehicle"),
+        ),
         (r"/sound/(backfire|turbo)", ("engine",)),
         (r"/sound/(skid|road-ride)", ("vehicle",)),
     ),
@@ -195,12 +203,14 @@ RULES: list[Rule] = [
         "openttd-opensfx",
         (r"!\d+-toyland-", ()),  # cartoon mixes (boings, slide whistles) over the real recordings
         (r"!\d+-(good|bad)-year\.", ("music",)),
-        (r"!\d+-(steam-train|diesel-electric-train|maglev-train|monorail-train)-station-departure|"
-         r"!\d+-steam-engine-going-in-tunnel", ("vehicle",)),
+        (
+            r"!\d+-(steam-train|diesel-electric-train|maglev-train|monorail-train)-station-departure|"
+            r"!\d+-steam-engine-going-in-tunnel",
+            ("vehicle",),
+        ),
         (r"!\d+-(truck-old-bus-start|modern-bus-start|old-bus-start)", ("vehicle", "engine")),
         (r"!\d+-modern-car-horn", ("vehicle",)),
-        (r"!\d+-(propeller-plane-start|early-jet-take-off|mach-1-jet-take-off|modern-jet-take-off|helicopter)\.",
-         ("aircraft",)),
+        (r"!\d+-(propeller-plane-start|early-jet-take-off|mach-1-jet-take-off|modern-jet-take-off|helicopter)\.", ("aircraft",)),
         (r"!\d+-applause\.", ("crowd",)),
         (r"!\d+-explosion\.", ("explosion",)),
         (r"!\d+-(jackhammer|sawmill|lumber-mill-chainsaw|building-bridge)\.", ("tools",)),
@@ -277,19 +287,56 @@ RULES: list[Rule] = [
 
 # Packages that carry audio and may be used (none of them reserved); the order is the build order.
 PACKAGES: tuple[str, ...] = (
-    "megaglest-data", "widelands-data", "warmux-data", "redeclipse-data", "nexuiz-data", "lugaru-data", "torcs-data",
-    "naev-data", "freeorion-data", "marsshooter-data", "lgeneral-data", "stormbaancoureur-data", "openclonk-data",
-    "boswars-data", "endless-sky-data", "pokerth-data", "teeworlds-data", "netpanzer-data", "brainparty-data", "tuxtype-data",
-    "granatier", "kgoldrunner", "lordsawar-data", "starfighter-data", "powermanga-data", "freedroidrpg-data",
-    "openttd-opensfx", "btanks-data", "dustracing2d-data", "gl-117-data", "micropolis-data", "searchandrescue-data",
-    "simutrans-pak64", "trophy-data", "pekka-kana-2-data", "plee-the-bear-data", "val-and-rick-data", "raincat-data",
-    "crrcsim-data", "atanks-data",
+    "megaglest-data",
+    "widelands-data",
+    "warmux-data",
+    "redeclipse-data",
+    "nexuiz-data",
+    "lugaru-data",
+    "torcs-data",
+    "naev-data",
+    "freeorion-data",
+    "marsshooter-data",
+    "lgeneral-data",
+    "stormbaancoureur-data",
+    "openclonk-data",
+    "boswars-data",
+    "endless-sky-data",
+    "pokerth-data",
+    "teeworlds-data",
+    "netpanzer-data",
+    "brainparty-data",
+    "tuxtype-data",
+    "granatier",
+    "kgoldrunner",
+    "lordsawar-data",
+    "starfighter-data",
+    "powermanga-data",
+    "freedroidrpg-data",
+    "openttd-opensfx",
+    "btanks-data",
+    "dustracing2d-data",
+    "gl-117-data",
+    "micropolis-data",
+    "searchandrescue-data",
+    "simutrans-pak64",
+    "trophy-data",
+    "pekka-kana-2-data",
+    "plee-the-bear-data",
+    "val-and-rick-data",
+    "raincat-data",
+    "crrcsim-data",
+    "atanks-data",
 )
 
 # Whole packages per split; packages not named here train.
 PACKAGE_SPLITS: dict[str, str] = {
-    "redeclipse-data": "test", "marsshooter-data": "test", "lgeneral-data": "test", "stormbaancoureur-data": "test",
-    "netpanzer-data": "test", "warmux-data": "val",
+    "redeclipse-data": "test",
+    "marsshooter-data": "test",
+    "lgeneral-data": "test",
+    "stormbaancoureur-data": "test",
+    "netpanzer-data": "test",
+    "warmux-data": "val",
 }
 
 
@@ -316,6 +363,5 @@ def check_rules() -> list[str]:
         if rule.package not in PACKAGES:
             problems.append(f"{rule.package}: has rules but is not in PACKAGES")
     problems += [f"PACKAGE_SPLITS: {pkg} is not in PACKAGES" for pkg in PACKAGE_SPLITS if pkg not in PACKAGES]
-    problems += [f"PACKAGE_SPLITS: {pkg} -> {split!r} is not val or test" for pkg, split in PACKAGE_SPLITS.items()
-                 if split not in ("val", "test")]
+    problems += [f"PACKAGE_SPLITS: {pkg} -> {split!r} is not val or test" for pkg, split in PACKAGE_SPLITS.items() if split not in ("val", "test")]
     return problems

@@ -92,9 +92,22 @@ def test_16k_keeps_the_44k_bands_that_fit_in_hz_and_none_is_empty() -> None:
 def test_features_at_44k_match_the_reference_formula() -> None:
     x = mixture(44100)
     y = x / np.abs(x).max()  # aisfx normalises the file to peak 1
-    mel = librosa.feature.melspectrogram(y=y, sr=44100, n_fft=2048, hop_length=1024, win_length=2048, window="hann",
-                                         center=True, pad_mode="constant", power=2.0, n_mels=96, fmin=0, fmax=22050,
-                                         htk=True, norm=1)
+    mel = librosa.feature.melspectrogram(
+        y=y,
+        sr=44100,
+        n_fft=2048,
+        hop_length=1024,
+        win_length=2048,
+        window="hann",
+        center=True,
+        pad_mode="constant",
+        power=2.0,
+        n_mels=96,
+        fmin=0,
+        fmax=22050,
+        htk=True,
+        norm=1,
+    )
     ref = np.log10(1e4 * mel + 1) / AISFX_MAX
     ours = features_of(SfxLogMel(44100, peak_normalise=True), x)
     assert ours.shape == ref.shape == (96, 1 + x.size // 1024)
@@ -170,9 +183,15 @@ def test_cnn_with_aisfx_weights_matches_aisfx_embedding_net(aisfx_checkpoint: Pa
 
 def test_a_model_trained_from_scratch_starts_from_the_aisfx_weights(aisfx_checkpoint: Path, tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("path,labels\n")
-    config = TrainConfig.model_validate({"data": {"type": "manifest", "path": str(tmp_path / "m.csv")}, "output": str(tmp_path / "out"),
-                                         "model": {"streams": ["e2e", "pretrained"], "layers": 1},
-                                         "schedule": {"type": "staged", "stream_epochs": 1}, "epochs": 2})
+    config = TrainConfig.model_validate(
+        {
+            "data": {"type": "manifest", "path": str(tmp_path / "m.csv")},
+            "output": str(tmp_path / "out"),
+            "model": {"streams": ["e2e", "pretrained"], "layers": 1},
+            "schedule": {"type": "staged", "stream_epochs": 1},
+            "epochs": 2,
+        }
+    )
     cnn = build_model(config, ["a", "b"]).streams["pretrained"].cnn.state_dict()
     assert all(torch.equal(cnn[k], v) for k, v in load_aisfx_state(aisfx_checkpoint).items())
 
@@ -278,7 +297,11 @@ def test_two_stream_model_exports_and_onnx_runtime_matches_torch() -> None:
     assert check_model(proto).ok
     assert not {node.op_type for node in proto.graph.node} & {"STFT", "DFT"}
     g = np.random.default_rng(0)
-    windows = np.concatenate([synthetic_windows(16000, samples, count=4)[0],  # a scene, full scale, digital silence
-                              (0.3 * g.standard_normal((2, samples))).astype(np.float32)])
+    windows = np.concatenate(
+        [
+            synthetic_windows(16000, samples, count=4)[0],  # a scene, full scale, digital silence
+            (0.3 * g.standard_normal((2, samples))).astype(np.float32),
+        ]
+    )
     parity = onnx_parity(model, proto.SerializeToString(), windows, batches=(1, 3))
     assert parity.scores <= SCORE_ATOL and parity.embedding <= SCORE_ATOL, parity.summary()

@@ -21,10 +21,45 @@ SR = 16000
 LABELS = ["smoke_alarm", "speech", "glass_break"]
 # every op the exported pitch/timbre graphs may use: all have TensorRT importers (TopK with a constant k)
 ALLOWED_OPS = {
-    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
-    "Div", "Exp", "Gather", "Gemm", "Identity", "LayerNormalization", "Less", "Log", "MatMul", "Max", "Mod", "Mul",
-    "Pad", "Pow", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Shape", "Sigmoid",
-    "Slice", "Softmax", "Sqrt", "Squeeze", "Sub", "TopK", "Transpose", "Unsqueeze",
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "Div",
+    "Exp",
+    "Gather",
+    "Gemm",
+    "Identity",
+    "LayerNormalization",
+    "Less",
+    "Log",
+    "MatMul",
+    "Max",
+    "Mod",
+    "Mul",
+    "Pad",
+    "Pow",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "TopK",
+    "Transpose",
+    "Unsqueeze",
 }
 TOLERANCE = 1e-4  # ONNX Runtime vs eager PyTorch, absolute, on scores and embeddings
 
@@ -66,9 +101,16 @@ def test_streams_build_at_other_sample_rates(stream: str, sample_rate: int) -> N
 
 def export(model: torch.nn.Module, samples: int) -> bytes:
     buffer = io.BytesIO()
-    torch.onnx.export(model, (torch.zeros(1, samples),), buffer, input_names=["waveform"], output_names=["scores", "embedding"],
-                      dynamic_axes={"waveform": {0: "batch"}, "scores": {0: "batch"}, "embedding": {0: "batch"}},
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, samples),),
+        buffer,
+        input_names=["waveform"],
+        output_names=["scores", "embedding"],
+        dynamic_axes={"waveform": {0: "batch"}, "scores": {0: "batch"}, "embedding": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
     return buffer.getvalue()
 
 

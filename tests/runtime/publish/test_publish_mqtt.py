@@ -182,8 +182,7 @@ PUBLISHER_PROCESS = textwrap.dedent("""
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_last_will_offline_when_the_process_is_killed(mosquitto, make_subscriber, protocol: str) -> None:
     sub = make_subscriber(mosquitto, "rtaudio/willsite/status")
-    process = subprocess.Popen([sys.executable, "-c", PUBLISHER_PROCESS, str(mosquitto.port), protocol],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", PUBLISHER_PROCESS, str(mosquitto.port), protocol], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().strip() == "connected"
         assert sub.wait_for(lambda: [m.payload for m in sub.messages] == [b"online"])
@@ -317,17 +316,64 @@ def make_certificates(directory: Path) -> dict[str, Path]:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-    openssl("req", "-x509", *ec, "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=rtaudio test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
-                                          "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rtaudio test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    (directory / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+    )
     openssl("req", *ec, "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "2", "-extfile", "server.ext")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    )
     (directory / "client.ext").write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n")
     openssl("req", *ec, "-passout", "pass:keypass", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=rtaudio")
-    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "client.crt", "-days", "2", "-extfile", "client.ext")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+    )
     (directory / "keypass").write_text("keypass\n")
     return {name: directory / name for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key", "keypass")}
 
@@ -336,9 +382,15 @@ def make_certificates(directory: Path) -> dict[str, Path]:
 def test_tls_ca_client_certificate_and_insecure(make_mosquitto, make_subscriber, publishers, tmp_path: Path) -> None:
     certs = make_certificates(tmp_path)
     tls_port = free_port()
-    broker = make_mosquitto(settings=[
-        f"listener {tls_port} 127.0.0.1", f"cafile {certs['ca.crt']}", f"certfile {certs['server.crt']}",
-        f"keyfile {certs['server.key']}", "require_certificate true"])
+    broker = make_mosquitto(
+        settings=[
+            f"listener {tls_port} 127.0.0.1",
+            f"cafile {certs['ca.crt']}",
+            f"certfile {certs['server.crt']}",
+            f"keyfile {certs['server.key']}",
+            "require_certificate true",
+        ]
+    )
     sub = make_subscriber(broker, "rtaudio/+/status")  # on the plain listener
     client = {"cert": certs["client.crt"], "key": certs["client.key"], "key_password_file": certs["keypass"]}
 

@@ -113,8 +113,13 @@ def run(spec: dict) -> dict:
         np.savez(Path(spec["out"]) / f"{source.id}.npz", samples=samples, sizes=[c.size for c in sink.chunks], times=sink.times, counters=sink.counters)
         results[source.id] = {"total": sink.total, "health": source.health.snapshot(), "alive_after_stop": source.alive}
     return {
-        "sources": results, "logs": logs, "max_streams": max(s.streams for s in sinks), "streams_after_stop": len(microphone._streams),
-        "max_queue_depth": max_depth, "queue_capacity": capacity, "rss_growth": rss_end - (rss_start or rss_end),
+        "sources": results,
+        "logs": logs,
+        "max_streams": max(s.streams for s in sinks),
+        "streams_after_stop": len(microphone._streams),
+        "max_queue_depth": max_depth,
+        "queue_capacity": capacity,
+        "rss_growth": rss_end - (rss_start or rss_end),
         "samples_at_abort": [s.samples_at_abort for s in sinks],
     }
 

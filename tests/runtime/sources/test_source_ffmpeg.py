@@ -103,7 +103,7 @@ def test_killed_process_is_restarted(tmp_path: Path, serve, caplog: pytest.LogCa
     assert second_pid is not None and wait_until(lambda: gone(second_pid), 5), "ffmpeg outlived stop()"
     assert gone(first_pid)
     assert any("exited with code -9" in r.getMessage() for r in caplog.records)
-    assert abs(peak_hz(sink.audio()[-RATE // 2:]) - 440) < 4
+    assert abs(peak_hz(sink.audio()[-RATE // 2 :]) - 440) < 4
 
 
 class StallingHandler(SimpleHTTPRequestHandler):
@@ -183,7 +183,9 @@ class FlakyHandler(SimpleHTTPRequestHandler):
 
 @pytest.mark.integration
 @needs_ffmpeg
-def test_backoff_grows_on_failures_and_resets_after_a_healthy_run(tmp_path: Path, serve, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backoff_grows_on_failures_and_resets_after_a_healthy_run(
+    tmp_path: Path, serve, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("rtaudio.runtime.sources.ffmpeg.HEALTHY_RUN_S", 1.0)
     write_stereo_tone(tmp_path / "t.wav", 2.0)
     base = serve(FlakyHandler)

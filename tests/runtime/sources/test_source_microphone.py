@@ -67,7 +67,7 @@ def test_samples_are_the_files_samples(tmp_path):
     assert np.allclose(values, data["samples"] * 32768)  # exact int16 values, no gain or dither
     start = 0
     for size in data["sizes"]:  # 16k -> 16k: each chunk is one device block, a contiguous piece of the file
-        chunk = values[start:start + size]
+        chunk = values[start : start + size]
         start += size
         assert np.all(np.diff(chunk) % 32768 == 1), "a block is not a contiguous piece of the file"
     assert_clock_monotonic(data)

@@ -23,8 +23,17 @@ from tests.helpers import AudioSink, free_port, needs_ffmpeg, wait_until
 MODEL_RATE = 16000
 
 
-def rtp_bytes(seq: int, ts: int, payload: bytes = b"", ssrc: int = 0x1234, pt: int = 96, marker: bool = False,
-              csrcs: tuple[int, ...] = (), extension: bytes | None = None, padding: int = 0) -> bytes:
+def rtp_bytes(
+    seq: int,
+    ts: int,
+    payload: bytes = b"",
+    ssrc: int = 0x1234,
+    pt: int = 96,
+    marker: bool = False,
+    csrcs: tuple[int, ...] = (),
+    extension: bytes | None = None,
+    padding: int = 0,
+) -> bytes:
     """An RTP packet as a sender would write it."""
     b0 = 0x80 | len(csrcs) | (0x10 if extension is not None else 0) | (0x20 if padding else 0)
     out = struct.pack("!BBHII", b0, pt | (0x80 if marker else 0), seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
@@ -44,21 +53,24 @@ def test_parse_plain_header() -> None:
 
 
 def test_parse_skips_csrcs_extension_and_padding() -> None:
-    data = rtp_bytes(7, 99, b"audio", csrcs=(1, 2, 3), extension=b"\xAA" * 8, padding=3)
+    data = rtp_bytes(7, 99, b"audio", csrcs=(1, 2, 3), extension=b"\xaa" * 8, padding=3)
     p = parse_rtp(data)
     assert p.csrcs == (1, 2, 3)
     assert p.payload == b"audio"
 
 
-@pytest.mark.parametrize("data, words", [
-    (b"\x80\x60" + bytes(8), "shorter than the 12-byte header"),
-    (b"\x40\x60" + bytes(10), "version 1"),
-    (b"\x82\x60" + bytes(14), "CSRC"),
-    (rtp_bytes(1, 1, extension=b"")[:-2], "extension"),
-    (rtp_bytes(1, 1, extension=bytes(20))[:-16], "5 words runs past"),
-    (rtp_bytes(1, 1, b"ab", padding=1)[:-1] + b"\x20", "padding of 32 bytes"),
-    (rtp_bytes(1, 1, b"ab", padding=1)[:-1] + b"\x00", "padding of 0 bytes"),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"\x80\x60" + bytes(8), "shorter than the 12-byte header"),
+        (b"\x40\x60" + bytes(10), "version 1"),
+        (b"\x82\x60" + bytes(14), "CSRC"),
+        (rtp_bytes(1, 1, extension=b"")[:-2], "extension"),
+        (rtp_bytes(1, 1, extension=bytes(20))[:-16], "5 words runs past"),
+        (rtp_bytes(1, 1, b"ab", padding=1)[:-1] + b"\x20", "padding of 32 bytes"),
+        (rtp_bytes(1, 1, b"ab", padding=1)[:-1] + b"\x00", "padding of 0 bytes"),
+    ],
+)
 def test_parse_rejects_malformed(data: bytes, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         parse_rtp(data)
@@ -95,8 +107,12 @@ def test_g711_known_values() -> None:
 def test_g711_tables_match_ffmpeg(tmp_path: Any, name: str, table: np.ndarray, fmt: str) -> None:
     raw = tmp_path / f"all.{fmt}"
     raw.write_bytes(bytes(range(256)))
-    pcm = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", fmt, "-ar", "8000", "-ac", "1",
-                          "-i", str(raw), "-f", "s16le", "-"], capture_output=True, check=True, timeout=30).stdout
+    pcm = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", fmt, "-ar", "8000", "-ac", "1", "-i", str(raw), "-f", "s16le", "-"],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
     np.testing.assert_array_equal(table, np.frombuffer(pcm, "<i2"))
     np.testing.assert_array_equal(PayloadFormat(name, 8000).decode(bytes(range(256))) * 32768, np.frombuffer(pcm, "<i2"))
 
@@ -235,8 +251,7 @@ def start(source: RtpSource) -> None:
     assert wait_until(lambda: source._sock is not None)
 
 
-def send_tone(sock: socket.socket, port: int, packets: int, ssrc: int = 1, seq0: int = 0, pt: int = 96,
-              host: str = "127.0.0.1") -> None:
+def send_tone(sock: socket.socket, port: int, packets: int, ssrc: int = 1, seq0: int = 0, pt: int = 96, host: str = "127.0.0.1") -> None:
     """Packets of 10 ms of a 1 kHz L16 tone at 16 kHz, paced at real time."""
     t = np.arange(160) / 16000
     payload = (np.sin(2 * np.pi * 1000 * t) * 8000).astype(">i2").tobytes()
@@ -381,8 +396,21 @@ def test_multicast_group_is_joined() -> None:
 
 def ffmpeg_send(port: int, codec: list[str], duration: float = 2.0) -> None:
     """A 440 Hz tone sent as RTP by ffmpeg in real time."""
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi",
-           "-i", f"sine=frequency=440:sample_rate=48000:duration={duration}", *codec, "-f", "rtp", f"rtp://127.0.0.1:{port}"]
+    cmd = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:sample_rate=48000:duration={duration}",
+        *codec,
+        "-f",
+        "rtp",
+        f"rtp://127.0.0.1:{port}",
+    ]
     subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True, timeout=30)
 
 
@@ -409,12 +437,15 @@ def receive_all(source: RtpSource, sink: AudioSink) -> np.ndarray:
 
 @needs_ffmpeg
 @pytest.mark.integration
-@pytest.mark.parametrize("payload, rate, channels, codec", [
-    ("L16", 48000, 1, ["-ac", "1", "-c:a", "pcm_s16be"]),
-    ("L24", 48000, 2, ["-ac", "2", "-c:a", "pcm_s24be"]),
-    ("PCMU", 8000, 1, ["-ac", "1", "-ar", "8000", "-c:a", "pcm_mulaw"]),
-    ("PCMA", 8000, 1, ["-ac", "1", "-ar", "8000", "-c:a", "pcm_alaw"]),
-])
+@pytest.mark.parametrize(
+    "payload, rate, channels, codec",
+    [
+        ("L16", 48000, 1, ["-ac", "1", "-c:a", "pcm_s16be"]),
+        ("L24", 48000, 2, ["-ac", "2", "-c:a", "pcm_s24be"]),
+        ("PCMU", 8000, 1, ["-ac", "1", "-ar", "8000", "-c:a", "pcm_mulaw"]),
+        ("PCMA", 8000, 1, ["-ac", "1", "-ar", "8000", "-c:a", "pcm_alaw"]),
+    ],
+)
 def test_ffmpeg_stream_is_received_whole(payload: str, rate: int, channels: int, codec: list[str]) -> None:
     fields: dict[str, Any] = {"payload": payload, "channels": channels}
     if payload.startswith("L"):

@@ -63,8 +63,13 @@ def test_openttd_catalogue_members_are_named_by_their_title(tmp_path: Path) -> N
     buffer = io.BytesIO()
     sf.write(buffer, (0.3 * np.sin(np.arange(8000) / 3.0)).astype(np.float32), 16000, format="WAV")
     wav = buffer.getvalue()
-    data = _catalogue([('"Modern bus start". Original "london bus.wav" by "x". License: CC BY 3.0.', wav),
-                       ('"Unused/Nothing". Trivial empty sound file.', b""), ('"Toyland: Jet take off". By y.', wav)])
+    data = _catalogue(
+        [
+            ('"Modern bus start". Original "london bus.wav" by "x". License: CC BY 3.0.', wav),
+            ('"Unused/Nothing". Trivial empty sound file.', b""),
+            ('"Toyland: Jet take off". By y.', wav),
+        ]
+    )
     members = list(debian.catalogue_members(data))
     assert [name for name, _ in members] == ["00-modern-bus-start.wav", "02-toyland-jet-take-off.wav"]  # empty entry skipped
     assert members[0][1] == wav and len(debian.decode(members[0][1], 16000)) == 8000
@@ -111,8 +116,7 @@ def _make_deb(tmp: Path, package: str) -> Path:
     doc.mkdir(parents=True)
     (doc / "copyright").write_text("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: GPL-2+\n")
     (root / "DEBIAN").mkdir()
-    (root / "DEBIAN/control").write_text(f"Package: {package}\nVersion: 1.2-3\nArchitecture: all\nMaintainer: t <t@example.org>\n"
-                                          "Description: test\n test\n")
+    (root / "DEBIAN/control").write_text(f"Package: {package}\nVersion: 1.2-3\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: test\n test\n")
     deb = tmp / f"{package}_1.2-3_all.deb"
     subprocess.run(["dpkg-deb", "--build", "-Zgzip", str(root), str(deb)], check=True, capture_output=True)
     return deb
@@ -126,8 +130,11 @@ def test_build_from_a_real_deb(tmp_path: Path) -> None:
 
     rows = list(csv.DictReader(open(out / "manifest.csv")))
     by_source = {r["source"]: r for r in rows}
-    assert set(by_source) == {"usr/share/games/torcs/data/sound/porsche_engine.wav", "usr/share/games/torcs/data/music/torcs.ogg",
-                              "usr/share/games/torcs/data/music/torcs.ogg#1"}
+    assert set(by_source) == {
+        "usr/share/games/torcs/data/sound/porsche_engine.wav",
+        "usr/share/games/torcs/data/music/torcs.ogg",
+        "usr/share/games/torcs/data/music/torcs.ogg#1",
+    }
     assert by_source["usr/share/games/torcs/data/sound/porsche_engine.wav"]["labels"] == "engine;vehicle"
     caption = by_source["usr/share/games/torcs/data/sound/porsche_engine.wav"]["caption"].lower()
     assert "engine" in caption or "motor" in caption  # a caption from its labels, for the text heads

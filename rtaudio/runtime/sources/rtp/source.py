@@ -37,10 +37,14 @@ class RtpConfig(SourceBase):
     type: Literal["rtp"] = Field(title="Source type")
     bind: str = Field("0.0.0.0", title="Bind address", description="Local address to receive on.")
     port: int = Field(title="UDP port", ge=1, le=65535)
-    payload: Literal["L16", "L24", "PCMU", "PCMA"] = Field("L16", title="RTP payload format", description="L16/L24 big-endian PCM (RFC 3551) at the configured rate; PCMU/PCMA G.711 at 8 kHz.")
+    payload: Literal["L16", "L24", "PCMU", "PCMA"] = Field(
+        "L16", title="RTP payload format", description="L16/L24 big-endian PCM (RFC 3551) at the configured rate; PCMU/PCMA G.711 at 8 kHz."
+    )
     sample_rate: SampleRate = Field(48000, title="Stream sample rate (Hz)", description="For L16/L24; PCMU/PCMA are always 8000.")
     channels: int = Field(1, title="Stream channels", ge=1, le=8, description="Interleaved channels in the payload; mixed down to mono.")
-    jitter_ms: int = Field(60, title="Jitter buffer delay (ms)", ge=0, le=2000, description="Packets are reordered within this delay; later ones count as lost.")
+    jitter_ms: int = Field(
+        60, title="Jitter buffer delay (ms)", ge=0, le=2000, description="Packets are reordered within this delay; later ones count as lost."
+    )
     multicast_group: str | None = Field(None, title="Multicast group", description="Join this IPv4 multicast group on bind address.")
     allow_from: list[str] = Field(default_factory=list, title="Allowed senders", description="Peer IP addresses accepted; empty accepts any.")
 
@@ -160,8 +164,7 @@ class RtpSource(Source):
             return  # RTCP multiplexed on the RTP port: nothing to play
         if not self.format.accepts(packet.payload_type):
             self.malformed += 1
-            self._warn_once("pt", "dropping packets of payload type %d: configured %s takes its static type or 96-127",
-                            packet.payload_type, self.format.name)
+            self._warn_once("pt", "dropping packets of payload type %d: configured %s takes its static type or 96-127", packet.payload_type, self.format.name)
             return
         self._last_packet = now
         self._play(self.stream.push(packet, now))
