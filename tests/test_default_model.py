@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rtaudio.config.site import EventsConfig, TagsConfig
-from rtaudio.contract import load_model_dir
+from rtaudio.contract import load_model_dir, model_variants
 from rtaudio.runtime.engines import OnnxRuntimeEngine, TorchEngine
 from rtaudio.runtime.offline import Collector, tag_file
 from rtaudio.train.labels import SYNTHETIC_NAMES
@@ -18,7 +18,7 @@ from tests.helpers import iso_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "engines" / "default"
-SHIPPED = [MODEL, ROOT / "engines" / "small"]
+SHIPPED = list(model_variants(ROOT / "engines").values())  # default and small
 shipped = pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 
 

@@ -26,8 +26,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from rtaudio.contract import ModelDir, write_model_dir
+from rtaudio.contract.files import TORCHSCRIPT_FILE as TORCH_FILE
 
-TORCH_FILE = "model.pt"
 EMBEDDING_DIM = 8
 OPSET = 17
 TONE_GAIN = 20.0  # logit = gain * (ratio - 0.5): pure tone -> +10, none -> -10

@@ -129,7 +129,7 @@ def model_cost(model: ModelDir) -> tuple[Cost | None, str]:
     from rtaudio.model.summary import model_summary
 
     checkpoint = model.path / CHECKPOINT_FILE
-    if not checkpoint.is_file():
+    if not model.has_checkpoint:
         return None, f"no {CHECKPOINT_FILE} in {model.path} (parameters and MACs are counted from the FusedTagger checkpoint)"
 
     try:

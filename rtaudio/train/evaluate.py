@@ -82,7 +82,7 @@ def _score_model(model_dir: ModelDir, splits: dict[str, list[Clip]], with_checkp
     engine = OnnxRuntimeEngine(model_dir, providers=["CPUExecutionProvider"])
     fns: list[ScoreFn] = [_onnx_fn(engine)]
     ckpt = model_dir.path / CHECKPOINT_FILE
-    if with_checkpoint and ckpt.is_file():
+    if with_checkpoint and model_dir.has_checkpoint:
         model, _ = load_checkpoint(ckpt)
         if list(model.config.labels) != list(model_dir.info.labels):
             raise DataError(f"{ckpt}: labels {model.config.labels} differ from model.json's {model_dir.info.labels}; they come from different exports")

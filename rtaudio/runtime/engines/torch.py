@@ -42,7 +42,7 @@ class TorchEngine(Engine):
 
     @classmethod
     def available(cls, model: ModelDir) -> tuple[bool, str]:
-        if not (model.path / TORCHSCRIPT_FILE).is_file():
+        if not model.has_torchscript:
             return False, f"no {TORCHSCRIPT_FILE} (TorchScript) in {model.path}"
         try:
             import torch
