@@ -8,10 +8,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from rtaudio import __version__
 from rtaudio.contract.files import EVAL_DIR
+
+if TYPE_CHECKING:
+    from rtaudio.config.site import SiteConfig
 
 log = logging.getLogger("rtaudio")
 
@@ -36,16 +39,21 @@ def setup_logging(level: str, fmt: str) -> None:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def _load_config(path: Path):
+def _load_config(path: Path) -> SiteConfig | None:
+    """The checked site, or None after printing every problem (``error: ...``); warnings print as ``warning: ...`` either way."""
     from rtaudio.config.load import load_site_config
     from rtaudio.config.loader import ConfigError
 
+    warnings: list[str] = []
     try:
-        return load_site_config(path)
+        return load_site_config(path, warnings=warnings)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return None
+    finally:
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -58,8 +66,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return run_site(config, duration_s=args.duration)
     except EngineError as exc:
-        print(f"error: engine: {exc}", file=sys.stderr)
+        print(f"error: engine: {_one_line(exc)}", file=sys.stderr)
         return EXIT_CONFIG
+    except (ValueError, OSError, RuntimeError) as exc:
+        # What only running can find (a port taken since the check, a device gone, an outbox that will
+        # not open): one line naming the part, as the message does, and exit 2. The traceback is for
+        # --log-level debug; other exception types are bugs and keep theirs.
+        log.debug("run failed", exc_info=True)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        log.debug("run failed", exc_info=True)  # ONNX Runtime's own types (a text head that will not load), not ValueError/RuntimeError
+        print(f"error: onnxruntime: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if not isinstance(exc, OSError) or exc.strerror is None or exc.filename is None else f"{exc.filename}: {exc.strerror}"
 
 
 def cmd_tag(args: argparse.Namespace) -> int:

@@ -77,6 +77,13 @@ def render() -> str:
         "Every key is checked (`rtaudio config check site.yaml`); unknown keys are errors. `${VAR}` and `${VAR:-default}`",
         "in values are replaced from the environment. A commented example with every key: `config/site.example.yaml`.",
         "",
+        "`config check`, `run` and `doctor --config` run the same checks (`rtaudio/config/check.py`) and list every problem at once,",
+        "one line each as `file:line: path: problem`, exit 2: the schema, unset variables, the model (labels, thresholds, the",
+        "graph's fixed window, query words in its vocab.json), secret and TLS files (loaded with Python's ssl), the outbox",
+        "directory, and each plugin's own `check`. A secret file readable by others (wider than 0640) and a password sent",
+        "without TLS to another host are `warning:` lines, which do not fail. Files over 1 MiB, YAML aliases and bytes that",
+        "are not UTF-8 are refused before anything is built.",
+        "",
     ]
     for title, model in SECTIONS:
         lines += [f"## {title}", "", "| key | type | default | bounds | description |", "|---|---|---|---|---|"]

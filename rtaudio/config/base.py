@@ -2,7 +2,8 @@
 
 A plugin's config class (beside its code) extends ``SourceBase`` or ``EngineBase`` and sets
 ``type: Literal["name"]``; the site schema (``config.site``) collects them from the registries.
-``resolve_paths`` lets a plugin make its own file paths absolute and report missing ones.
+``resolve_paths`` lets a plugin make its own file paths absolute and report missing ones; ``check``
+lets it report what the machine will refuse (``rtaudio config check`` and ``run`` list both).
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ class PluginConfig(StrictModel):
     def resolve_paths(self, base: Path, where: str) -> list[str]:
         """Make this plugin's relative paths absolute from ``base`` (the config's folder); problems
         found on the way, each starting with ``where`` (e.g. ``site.yaml: sources[0]``)."""
+        return []
+
+    def check(self, where: str) -> list[str]:
+        """Problems of these settings on this machine, knowable before audio flows (an address that is
+        not local, a file that will not load), each ``f"{where}.key: problem"`` so it is reported with the
+        key's line; called by ``config.load`` after ``resolve_paths``, for enabled sources and the engine.
+        Must be quick, must not raise, and must leave nothing open or bound behind."""
         return []
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from rtaudio.config.base import EngineBase, SourceBase, SourceId, StrictModel
 from rtaudio.config.loader import secret_value, validate
@@ -69,11 +70,13 @@ class TagsConfig(StrictModel):
 
 
 class TlsConfig(StrictModel):
-    ca: Path | None = Field(None, title="CA certificate file")
-    cert: Path | None = Field(None, title="Client certificate file")
-    key: Path | None = Field(None, title="Client key file")
+    ca: Path | None = Field(None, title="CA certificate file", description="PEM; null trusts the system's CAs. Relative to the config file.")
+    cert: Path | None = Field(None, title="Client certificate file", description="PEM, for mutual TLS. Relative to the config file.")
+    key: Path | None = Field(None, title="Client key file", description="PEM; null when cert holds the key too. Relative to the config file.")
     key_password: SecretStr | None = Field(None, title="Key passphrase", description="Use ${ENV} substitution or key_password_file.")
-    key_password_file: Path | None = Field(None, title="File holding the key passphrase")
+    key_password_file: Path | None = Field(
+        None, title="File holding the key passphrase", description="Relative to the config file; keep it private (mode 0600 or 0640)."
+    )
     insecure: bool = Field(False, title="Skip certificate verification", description="Only for self-signed test brokers.")
 
 
@@ -85,7 +88,7 @@ class MqttConfig(StrictModel):
     client_id: str | None = Field(None, title="Client id", description="null derives rtaudio-{site}.")
     username: str | None = Field(None, title="Username")
     password: SecretStr | None = Field(None, title="Password", description="Use ${ENV} substitution or password_file; never commit it.")
-    password_file: Path | None = Field(None, title="File holding the password")
+    password_file: Path | None = Field(None, title="File holding the password", description="Relative to the config file; keep it private (mode 0600 or 0640).")
     tls: TlsConfig | None = Field(None, title="TLS", description="null connects without TLS.")
     keepalive_s: int = Field(30, title="Keepalive (s)", ge=5, le=3600)
     clean_start: bool = Field(True, title="Clean start / clean session")
@@ -94,6 +97,26 @@ class MqttConfig(StrictModel):
     outbox_max_messages: int = Field(10000, title="Outbox capacity (messages)", ge=10, le=10_000_000)
     shutdown_flush_s: float = Field(5.0, title="Flush time at shutdown (s)", ge=0, le=600)
     reconnect_max_s: float = Field(30.0, title="Longest reconnect backoff (s)", ge=1, le=3600)
+
+    @field_validator("broker")
+    @classmethod
+    def _host_only(cls, value: str) -> str:
+        """A host name or IP: a URL or ``host:port`` here is the commonest MQTT config mistake."""
+        if not value.strip():
+            raise ValueError("empty; expected a host name or IP address, or 'embedded'")
+        if "://" in value or "/" in value:
+            parts = urlsplit(value if "://" in value else f"//{value}")
+            tls = parts.scheme.lower() in ("mqtts", "ssl", "tls", "wss", "https", "mqtt+ssl", "tcps")
+            try:
+                port = parts.port or (8883 if tls else 1883)
+            except ValueError:
+                port = 8883 if tls else 1883
+            fix = f"broker: {parts.hostname or 'HOST'}`, `port: {port}`" + (", `tls: {}`" if tls else "")
+            raise ValueError(f"{value!r} is a URL; expected a host name or IP address only: write `{fix}")
+        host, sep, port_text = value.rpartition(":")
+        if sep and host and ":" not in host and port_text.isdigit():
+            raise ValueError(f"{value!r} holds a port; expected a host name or IP address only: write `broker: {host}`, `port: {port_text}`")
+        return value
 
     def resolved_password(self) -> str | None:
         """The password from the config or its file, if any."""
@@ -197,18 +220,28 @@ class SiteConfig(StrictModel):
             raise ValueError(f"query name(s) {', '.join(map(repr, bad))} not allowed; expected 1-64 letters, digits, '-' and '_'")
         return value
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> SiteConfig:
+    # Field validators, not a model validator: each error then carries the path of its key (and
+    # its line), and every other part of the file still validates (see ``config.load``).
+    @field_validator("sources")
+    @classmethod
+    def _unique_ids(cls, value: list[SourceConfig]) -> list[SourceConfig]:
         seen: set[str] = set()
-        for source in self.sources:
+        for source in value:
             if source.id in seen:
                 raise ValueError(f"source id {source.id!r} is used twice; ids must be unique")
             seen.add(source.id)
-        if self.captions is not None:
-            unknown = [sid for sid in self.captions.sources if sid not in seen]
-            if unknown:
-                raise ValueError(f"captions.sources: {', '.join(map(repr, unknown))} not a source id; expected one of {', '.join(sorted(seen))}")
-        return self
+        return value
+
+    @field_validator("captions")
+    @classmethod
+    def _captioned_ids(cls, value: CaptionsConfig | None, info: ValidationInfo) -> CaptionsConfig | None:
+        if value is None or "sources" not in info.data:  # no valid sources: reported on their own
+            return value
+        ids = [source.id for source in info.data["sources"]]
+        unknown = [sid for sid in value.sources if sid not in ids]
+        if unknown:
+            raise ValueError(f"sources: {', '.join(map(repr, unknown))} not a source id; expected one of {', '.join(sorted(ids))}")
+        return value
 
     def captioned_sources(self) -> list[str]:
         """Ids of the enabled sources that get captions (none when captions are off)."""

@@ -24,6 +24,7 @@ import numpy as np
 from rtaudio.runtime.buffer import write_circular
 from rtaudio.runtime.events import CaptionResult
 from rtaudio.runtime.health import Health
+from rtaudio.runtime.logs import LogLimiter
 from rtaudio.runtime.publish.base import Publisher
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class CaptionWorker:
             source.caption_latency_ms.add(latency)
 
     def _run(self) -> None:
+        logs = LogLimiter(log)  # a broken decoder fails every job: one traceback, then a count every 10 s
         while not self._stop.is_set():
             jobs = self.queue.take(0.25)
             if not jobs:
@@ -209,7 +211,7 @@ class CaptionWorker:
             try:
                 self.process(jobs)
             except Exception:  # a bad job must not kill the daemon: log, count, go on
-                log.exception("captions: decoding %d job(s) failed; skipped", len(jobs))
+                logs.exception("decode", "captions: decoding %d job(s) failed; skipped", len(jobs))
                 self.health.errors += 1
 
     def _dropped(self, job: CaptionJob) -> None:

@@ -9,8 +9,11 @@ threshold, not the time of the decision.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -57,6 +60,29 @@ class Event:
     mean_score: float
     windows: int
     query: str | None = None  # the query text, for a free-text query's event (label = query name)
+    reason: Literal["restart"] | None = None  # an offset not decided by the audio: "restart" closes one a killed run left open
+
+    def to_json(self) -> str:
+        """This event as JSON, to persist it (the disk outbox keeps open events across a crash)."""
+        return json.dumps(dataclasses.asdict(self), allow_nan=False)
+
+    @staticmethod
+    def from_json(text: str) -> Event:
+        """An event persisted by ``to_json``; ValueError when the text is not one."""
+        try:
+            fields = json.loads(text)
+            event = Event(**fields)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a persisted event: {exc}") from None
+        numbers = (event.onset_time, event.peak_score, event.mean_score, event.windows)
+        if not all(isinstance(x, (int, float)) for x in numbers) or not all(isinstance(x, str) for x in (event.event_id, event.source_id, event.label)):
+            raise ValueError(f"not a persisted event: wrong field types in {text[:200]!r}")
+        return event
+
+    def interrupted(self, last_time: float) -> Event:
+        """The offset of this (open) event for a process that died: at ``last_time``, the last
+        stream time its source reached (never before the onset), with ``reason="restart"``."""
+        return dataclasses.replace(self, kind="offset", offset_time=max(float(last_time), self.onset_time), reason="restart")
 
 
 @dataclass
@@ -89,6 +115,9 @@ class EventTracker:
         self.source_id, self.model_id, self.labels, self.rules = source_id, model_id, labels, rules
         self._history: deque[tuple[np.ndarray, float, float]] = deque(maxlen=median_windows)
         self._tracks = [_Track() for _ in labels]
+        # Told (source_id, end time) after every window: how far the stream got, so open events
+        # can be closed there after a crash (the MQTT disk outbox persists it). Must be O(1).
+        self.on_progress: Callable[[str, float], None] | None = None
 
     def update(self, scores: np.ndarray, start_time: float, end_time: float) -> list[Event]:
         """Feed one window's scores (``[classes]``); return the events it decides."""
@@ -102,6 +131,8 @@ class EventTracker:
         for index, rule in enumerate(self.rules):
             if rule is not None:
                 events.extend(self._step(index, rule, float(smoothed[index]), t_start, t_end))
+        if self.on_progress is not None:
+            self.on_progress(self.source_id, end_time)
         return events
 
     def finish(self) -> list[Event]:

@@ -45,6 +45,11 @@ class SourceHealth:
     windows_processed: int = 0
     windows_dropped: int = 0
     packets_lost: int = 0
+    packets_malformed: int = 0  # RTP: unparseable, payload type not decoded here, lone wild sequence number
+    packets_rejected: int = 0  # RTP: sender not in allow_from
+    packets_late: int = 0  # RTP: arrived after their place was played
+    packets_duplicate: int = 0  # RTP: a sequence number already buffered
+    discontinuities: int = 0  # RTP: new streams after the first (SSRC change, sequence or timestamp jump)
     restarts: int = 0  # reopen/reconnect/restart of the device, socket or process
     errors: int = 0
     connected: bool = False
@@ -69,6 +74,11 @@ class SourceHealth:
             "windows_processed": self.windows_processed,
             "windows_dropped": self.windows_dropped,
             "packets_lost": self.packets_lost,
+            "packets_malformed": self.packets_malformed,
+            "packets_rejected": self.packets_rejected,
+            "packets_late": self.packets_late,
+            "packets_duplicate": self.packets_duplicate,
+            "discontinuities": self.discontinuities,
             "restarts": self.restarts,
             "errors": self.errors,
             "seconds_since_data": round(time.time() - self.last_data, 2) if self.last_data else None,
@@ -90,13 +100,21 @@ class Health:
     batches: int = 0
     errors: int = 0  # failed inference batches
     busy_s: float = 0.0  # time spent in inference
-    audio_s: float = 0.0  # audio seconds covered by the windows inferred (hop each)
+    audio_s: float = 0.0  # audio seconds covered by the windows inferred (hop each), summed over every stream
+    pipeline_busy_s: float = 0.0  # wall time the pipeline thread spent on batches: gather, inference, dispatch
+    busy_fraction: float | None = None  # share of wall time the pipeline thread was busy, latest health interval (set by the pipeline)
     messages_dropped: dict[str, int] = field(default_factory=dict)  # by message kind
     outbox_depth: int = 0
     broker_connected: bool = False
 
     def source(self, source_id: str) -> SourceHealth:
         return self.sources.setdefault(source_id, SourceHealth(source_id))
+
+    def real_time_factor_per_stream(self) -> float | None:
+        """Inference time per second of one stream's audio. Batching shares a call among streams,
+        so it stays small as streams are added even when the pipeline is saturated: size with
+        ``busy_fraction``, not with this."""
+        return round(self.busy_s / self.audio_s, 4) if self.audio_s else None
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -105,7 +123,9 @@ class Health:
             "inference_ms": self.inference_ms.summary(),
             "batches": self.batches,
             "errors": self.errors,
-            "real_time_factor": round(self.busy_s / self.audio_s, 4) if self.audio_s else None,
+            "busy_fraction": self.busy_fraction,
+            "real_time_factor_per_stream": self.real_time_factor_per_stream(),
+            "real_time_factor": self.real_time_factor_per_stream(),  # its first name, kept for subscribers
             "broker_connected": self.broker_connected,
             "outbox_depth": self.outbox_depth,
             "messages_dropped": dict(self.messages_dropped),

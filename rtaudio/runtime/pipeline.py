@@ -27,6 +27,7 @@ from rtaudio.runtime.buffer import RingBuffer, Window
 from rtaudio.runtime.engines.base import Engine
 from rtaudio.runtime.events import Event, EventTracker, LabelThresholds, TagResult
 from rtaudio.runtime.health import Health, SourceHealth
+from rtaudio.runtime.logs import LogLimiter
 from rtaudio.runtime.publish.base import Publisher
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class Pipeline:
         max_batch: int = 32,
         health_interval_s: float = 10.0,
         queries: QuerySet | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ):
         self.engine, self.info, self.streams, self.publishers = engine, info, list(streams), list(publishers)
         self.queries = queries if queries is not None and queries.names else None
@@ -126,6 +128,8 @@ class Pipeline:
         self._rotation = 0
         self._hop_s = streams[0].buffer.hop / info.sample_rate if streams else info.hop_s
         self._next_health = time.monotonic() + health_interval_s
+        self._clock = clock  # measures busy time (a fake one in tests)
+        self._busy_mark = (clock(), health.pipeline_busy_s)  # start of the current busy_fraction interval
 
     def sink(self, stream: Stream):
         """The callable a source writes into: buffer the samples, wake the pipeline when a window is due."""
@@ -157,6 +161,18 @@ class Pipeline:
             if q:
                 items.extend((stream, w) for w in stream.buffer.due_windows(q))
         return items
+
+    def tick(self) -> int:
+        """Gather the due windows and run them as one batch; the wall time this takes (inference and
+        dispatch) is the pipeline's busy time (``health.pipeline_busy_s``). Returns the windows run."""
+        start = self._clock()
+        items = self.gather()
+        try:
+            self.step(items)
+        finally:
+            if items:
+                self.health.pipeline_busy_s += self._clock() - start
+        return len(items)
 
     def step(self, items: list[tuple[Stream, Window]]) -> None:
         """Run the engine once on ``items`` and dispatch scores, tags and events."""
@@ -205,7 +221,17 @@ class Pipeline:
             if stream.query_tracker is not None:
                 self._publish_query_events(stream.query_tracker.finish())
 
+    def update_busy_fraction(self) -> None:
+        """Set ``health.busy_fraction``: busy time / wall time since the previous update (the
+        health interval). Near 1 the pipeline cannot keep up and windows are dropped."""
+        now, busy = self._clock(), self.health.pipeline_busy_s
+        since, busy_then = self._busy_mark
+        if now > since:
+            self.health.busy_fraction = round(min(1.0, max(0.0, (busy - busy_then) / (now - since))), 4)
+        self._busy_mark = (now, busy)
+
     def publish_health(self) -> None:
+        self.update_busy_fraction()
         for stream in self.streams:
             stream.health.windows_dropped = stream.buffer.dropped
         snapshot = self.health.snapshot()
@@ -215,14 +241,15 @@ class Pipeline:
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop``: wait for due windows, infer, dispatch, publish health on time."""
         log.info("pipeline: %d source(s), engine %s, max batch %d", len(self.streams), self.engine.description, self.max_batch)
+        logs = LogLimiter(log)  # a persistent fault fails every batch: one traceback, then a count every 10 s
         while not stop.is_set():
             if not any(s.buffer.pending() for s in self.streams):
                 self.ready.wait(timeout=min(self._hop_s, 0.25))
                 self.ready.clear()
             try:
-                self.step(self.gather())
+                self.tick()
             except Exception:  # keep listening; a bad batch must not kill the daemon
-                log.exception("pipeline: inference failed; batch skipped")
+                logs.exception("infer", "pipeline: inference failed; batch skipped")
                 self.health.errors += 1
                 stop.wait(0.5)
             if time.monotonic() >= self._next_health:

@@ -5,7 +5,9 @@ batch); ``captions`` run on their own worker thread, fed by the sources' sinks.
 
 ``run_site`` owns the lifecycle: start everything, wait for SIGINT/SIGTERM (or the end of
 every finite source, or ``duration``), then stop sources, close open events, flush the
-outbox for ``mqtt.shutdown_flush_s``, publish ``offline`` and return 0.
+outbox for ``mqtt.shutdown_flush_s``, publish ``offline`` and return 0. A run that was
+killed instead leaves its open events in the disk outbox; the next start closes each
+(``"reason": "restart"``) before its sources start (``close_interrupted_events``).
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def run_site(
         stack.callback(engine.close)
         health.engine = engine.description
         publishers = build_publishers(config, info.model_id, health, stack) + list(extra_publishers)
+        progress = close_interrupted_events(publishers) if config.mqtt is not None else None
         rules = label_rules(info, config.events)
         queries = build_queries(config, info)
         captions = build_caption_worker(config, model, publishers, health)
@@ -119,6 +122,7 @@ def run_site(
         for sc in enabled:
             buffer = RingBuffer(info.sample_rate, window, hop, config.window.max_backlog)
             tracker = EventTracker(sc.id, info.model_id, info.labels, rules, config.events.median_windows)
+            tracker.on_progress = progress  # the query tracker sees the same windows: one hook per source is enough
             stream = Stream(sc.id, buffer, tracker, health.source(sc.id))
             if queries is not None:
                 stream.query_tracker = queries.tracker(sc.id, info.model_id, config.events.median_windows)
@@ -166,6 +170,24 @@ def run_site(
         for publisher in publishers:
             publisher.close(flush_s)
     return 0
+
+
+def close_interrupted_events(publishers: Sequence[Publisher]) -> Callable[[str, float], None] | None:
+    """Publish the offsets of the events a killed previous run left open (the MQTT disk outbox
+    keeps them) to every publisher; return the MQTT publisher's stream-time hook for this run's
+    trackers (None without one). Call it before any source starts."""
+    from rtaudio.runtime.publish.mqtt import MqttPublisher
+
+    keeper = next((p for p in publishers if isinstance(p, MqttPublisher)), None)
+    if keeper is None:
+        return None
+    interrupted = keeper.interrupted_events()
+    if interrupted:
+        log.warning("closing %d event(s) left open by a run that did not stop cleanly (offset reason: restart)", len(interrupted))
+    for event in interrupted:
+        for publisher in publishers:
+            publisher.event(event)
+    return keeper.stream_time
 
 
 def _has_room(buffer: RingBuffer) -> Callable[[], bool]:

@@ -71,7 +71,8 @@ def event_payload(site: str, event: Event) -> dict[str, Any]:
     """An onset (``offset``/``duration_s`` null) or an offset; ``event_id`` links the pair.
 
     A free-text query's event adds ``query`` (its text); its label is the query name and its
-    scores are cosine similarities."""
+    scores are cosine similarities. An offset that closes an event a killed run left open adds
+    ``"reason": "restart"`` (an offset decided by the audio, or at a clean stop, has none)."""
     duration = None if event.offset_time is None else round(event.offset_time - event.onset_time, 3)
     return {
         "schema": SCHEMA_IDS["events"],
@@ -88,6 +89,7 @@ def event_payload(site: str, event: Event) -> dict[str, Any]:
         "mean_score": _score(event.mean_score),
         "windows": int(event.windows),
         **({"query": event.query} if event.query is not None else {}),
+        **({"reason": event.reason} if event.reason is not None else {}),
     }
 
 

@@ -15,8 +15,10 @@ Delivery is at least once: a lost PUBACK or a crash before the outbox is updated
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
+import socket
 import ssl
 import threading
 import time
@@ -32,13 +34,14 @@ from rtaudio.runtime.events import CaptionResult, Event, TagResult
 from rtaudio.runtime.health import Health
 from rtaudio.runtime.publish import messages as msgs
 from rtaudio.runtime.publish.base import Publisher
-from rtaudio.runtime.publish.outbox import Message, open_outbox
+from rtaudio.runtime.publish.outbox import Message, OpenEvent, open_outbox
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_HOST = "127.0.0.1"
 MAX_WINDOW = 16  # unfinished messages handed to paho; below mosquitto's default receive maximum (20)
 SESSION_EXPIRY_S = 3600  # MQTT 5 session kept this long when clean_start is false
+MAX_DOWN_REASONS = 8  # distinct connection-failure reasons warned about per outage; more go to debug
 
 
 class MqttPublisher(Publisher):
@@ -74,7 +77,7 @@ class MqttPublisher(Publisher):
         self._health_payload: bytes | None = None  # latest health message not yet sent
         self._sender: threading.Thread | None = None
         self._closed = False
-        self._down_logged = False
+        self._down_logged: set[str] = set()  # reasons warned about in this outage; repeats go to debug
 
     # ------------------------------------------------------------ Publisher interface
 
@@ -92,14 +95,39 @@ class MqttPublisher(Publisher):
         self._sender = threading.Thread(target=self._run, name="mqtt-sender", daemon=True)
         self._sender.start()
         log.info("MQTT: connecting to %s:%d as %s", self.host, self.config.port, self._client_id)
+        warning = None if self.embedded else plaintext_password_warning(self.config, self.host)
+        if warning is not None:
+            log.log(logging.INFO if is_loopback(self.host) else logging.WARNING, "MQTT: %s", warning)
 
     def tags(self, result: TagResult) -> None:
         topic = msgs.source_topic(self.config.prefix, self.site, result.source_id, "tags")
         self._queue("tags", topic, 0, lambda: msgs.tags_payload(self.site, result), result.source_id, result.end_time)
 
     def event(self, event: Event) -> None:
+        """QoS 1 through the outbox. The disk outbox keeps an onset as open until its offset, in the
+        same transaction as the message, so a run killed meanwhile is closed at the next start."""
         topic = msgs.source_topic(self.config.prefix, self.site, event.source_id, "events")
-        self._queue("events", topic, 1, lambda: msgs.event_payload(self.site, event), event.source_id, None)
+        opens = (lambda: OpenEvent(event.event_id, event.source_id, event.to_json(), event.onset_time)) if event.kind == "onset" else None
+        closes = event.event_id if event.kind == "offset" else None
+        self._queue("events", topic, 1, lambda: msgs.event_payload(self.site, event), event.source_id, None, opens, closes)
+
+    def stream_time(self, source_id: str, stream_time: float) -> None:
+        """How far ``source_id``'s stream got (pipeline thread, every window; O(1)): where its open
+        events are closed if the process dies (``EventTracker.on_progress``)."""
+        self._outbox.progress(source_id, stream_time)
+
+    def interrupted_events(self) -> list[Event]:
+        """Offsets (``reason: restart``) of the events a killed previous run left open, each at the
+        last stream time its source reached; none with the memory outbox. Publish them before the
+        sources start; ``event`` then forgets each record."""
+        events = []
+        for record in self._outbox.open_events():
+            try:
+                events.append(Event.from_json(record.record).interrupted(record.last_time))
+            except ValueError as exc:
+                log.warning("MQTT outbox: an open event of source %s from the previous run is unreadable and is dropped: %s", record.source, exc)
+                self._outbox.forget_event(record.event_id)
+        return events
 
     def caption(self, result: CaptionResult) -> None:
         """QoS 1 through the outbox, like events (called from the caption worker's thread)."""
@@ -158,18 +186,23 @@ class MqttPublisher(Publisher):
 
     # ------------------------------------------------------------ queueing (pipeline thread)
 
-    def _queue(self, kind: msgs.Kind, topic: str, qos: int, build: Any, source: str, captured: float | None) -> None:
+    def _queue(
+        self, kind: msgs.Kind, topic: str, qos: int, build: Any, source: str, captured: float | None, opens: Any = None, closes: str | None = None
+    ) -> None:
         if self._closed:
             log.warning("MQTT publisher is closed; a %s message for %s was not sent", kind, source)
             self._dropped(kind)
             return
         try:
             payload = msgs.encode(build())
+            opened = opens() if opens is not None else None
         except (TypeError, ValueError) as exc:
             log.error("MQTT: %s message for %s not sent: %s", kind, source, exc)
             self._dropped(kind)
+            if closes is not None:
+                self._outbox.forget_event(closes)
             return
-        self._outbox.put(kind, topic, payload, qos, source=source, captured=captured)  # type: ignore[arg-type]
+        self._outbox.put(kind, topic, payload, qos, source=source, captured=captured, opens=opened, closes=closes)  # type: ignore[arg-type]
         self.stats.outbox_depth = len(self._outbox)
         self._work.set()
 
@@ -278,7 +311,7 @@ class MqttPublisher(Publisher):
         return self.config.client_id or f"rtaudio-{self.site}"
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
             protocol=self.protocol,
@@ -295,11 +328,12 @@ class MqttPublisher(Publisher):
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
+        client.on_log = self._on_log
         return client
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            self._log_down(f"the broker refused the connection: {reason}")
+            self._log_down(describe_refusal(reason, self.host, self.config.port, self.config.username))
             return
         receive_max = getattr(properties, "ReceiveMaximum", None)
         if receive_max:  # MQTT 5: never have more QoS 1 messages unacknowledged than the broker allows
@@ -308,18 +342,33 @@ class MqttPublisher(Publisher):
         self._connects += 1
         self._connected.set()
         self.stats.broker_connected = True
-        self._down_logged = False
+        self._down_logged.clear()
         log.info("MQTT: connected to %s:%d", self.host, self.config.port)
         self._work.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        was_connected = self._connected.is_set()
         self._connected.clear()
         self.stats.broker_connected = False
-        if not self._closed:
-            self._log_down(f"disconnected ({reason}); reconnecting with backoff")
+        error = client.socket_error if isinstance(client, _Client) else None
+        if self._closed:
+            return
+        where = f"{self.host}:{self.config.port}"
+        if was_connected:
+            self._log_down(f"lost the connection to {where} ({error or reason}); reconnecting with backoff")
+        elif error is not None:  # the broker closed a connection it never accepted (e.g. TLS 1.3 client certificate refused)
+            self._log_down(f"{where} closed the connection: {error}{_hint(error, self.config.port)}; retrying with backoff")
+        else:  # after a refused CONNACK, already reported by _on_connect
+            log.debug("MQTT: connection to %s closed (%s)", where, reason)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._log_down(f"cannot reach {self.host}:{self.config.port}; retrying with backoff")
+        error = client.connect_error if isinstance(client, _Client) else None
+        self._log_down(f"{describe_connect_error(error, self.host, self.config.port, self.config.tls is not None)}; retrying with backoff")
+
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        """Keep paho's socket errors: it logs them, then reports only a bare disconnect."""
+        if level == mqtt.MQTT_LOG_ERR and "on socket:" in text and isinstance(client, _Client):
+            client.socket_error = text[:500]
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -327,8 +376,106 @@ class MqttPublisher(Publisher):
         self._work.set()  # room in the window: let the sender go on
 
     def _log_down(self, text: str) -> None:
-        log.log(logging.DEBUG if self._down_logged else logging.WARNING, "MQTT: %s", text)
-        self._down_logged = True
+        """WARNING the first time a reason is seen in an outage, DEBUG while it repeats (retries back off)."""
+        seen = text in self._down_logged or len(self._down_logged) >= MAX_DOWN_REASONS
+        log.log(logging.DEBUG if seen else logging.WARNING, "MQTT: %s", text)
+        self._down_logged.add(text)
+
+
+class _Client(mqtt.Client):
+    """paho's client, keeping why the latest connection attempt failed: paho's network thread catches
+    the exception and calls ``on_connect_fail`` without it (so the TLS verify message was lost), and
+    reports a socket error after the connect only in its log (``socket_error``, set by ``on_log``)."""
+
+    connect_error: OSError | None = None  # raised by the latest attempt to connect
+    socket_error: str | None = None  # paho's latest socket error message since that attempt
+
+    def reconnect(self) -> MQTTErrorCode:
+        self.connect_error = self.socket_error = None
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.connect_error = exc
+            raise
+
+
+def describe_connect_error(error: BaseException | None, host: str, port: int, tls: bool = False) -> str:
+    """Why a connection attempt to ``host:port`` (over TLS when ``tls``) failed, naming the real cause
+    (the certificate verify message, a refused or unresolvable address) and what to check."""
+    where = f"{host}:{port}"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        message = error.verify_message or error.reason or str(error)
+        if "mismatch" in str(message).lower():
+            hint = f"mqtt.broker must be a name or address the broker's certificate lists; {host!r} is not"
+        else:
+            hint = "set mqtt.tls.ca to the CA certificate that signed the broker's certificate"
+        return f"TLS to {where} failed: certificate verify failed: {message} ({hint})"
+    if isinstance(error, ssl.SSLError):
+        text = str(error.reason or error)
+        return f"TLS to {where} failed: {text}{_hint(text, port)}"
+    if isinstance(error, ConnectionRefusedError):
+        return f"{where} refused the connection (is the broker running and listening on port {port}?)"
+    if tls and isinstance(error, (ConnectionResetError, ConnectionAbortedError)):  # a plain MQTT listener hangs up on a TLS hello
+        return f"TLS to {where} failed: the broker hung up during the handshake ({error.strerror}){_hint('UNEXPECTED_EOF', port)}"
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the broker host {host!r} ({error.strerror}); check mqtt.broker"
+    if isinstance(error, TimeoutError):
+        return f"no answer from {where} (timed out; a firewall, or the wrong host?)"
+    if isinstance(error, OSError):
+        return f"cannot reach {where} ({error.strerror or error})"
+    return f"cannot reach {where}"
+
+
+def _hint(text: str, port: int | None = None) -> str:
+    """What to check for a TLS failure the broker reported (an alert) or a protocol mismatch."""
+    upper = text.upper()
+    if "CERTIFICATE_REQUIRED" in upper or "BAD_CERTIFICATE" in upper or "UNKNOWN_CA" in upper:
+        return " (the broker did not accept rtaudio's client certificate; check mqtt.tls.cert and mqtt.tls.key)"
+    if "WRONG_VERSION_NUMBER" in upper or "UNEXPECTED_EOF" in upper or "EOF OCCURRED" in upper:
+        return f" (is port {port} a TLS listener? plain MQTT is usually 1883, MQTT over TLS 8883)" if port else " (is this port a TLS listener?)"
+    return ""
+
+
+def describe_refusal(reason: Any, host: str, port: int, username: str | None) -> str:
+    """A refused CONNACK in words, with what to check (login, account, client id)."""
+    where = f"{host}:{port}"
+    value = getattr(reason, "value", None)
+    if value == 134:  # Bad user name or password (3.1.1: 4)
+        who = f"user {username!r}" if username else "no username (mqtt.username is not set)"
+        return f"the broker at {where} refused the login: {reason} for {who}; check mqtt.username and mqtt.password / mqtt.password_file"
+    if value == 135 and username:  # Not authorized (3.1.1: 5); mosquitto's answer to a wrong password too
+        return (
+            f"the broker at {where} refused the connection: {reason} for user {username!r} (a wrong password, or an account the broker "
+            "does not let connect; check mqtt.username and mqtt.password / mqtt.password_file, and the broker's access rules)"
+        )
+    if value == 135:
+        return f"the broker at {where} refused the connection: {reason} for anonymous clients (it requires a login: set mqtt.username and mqtt.password)"
+    if value == 133:
+        return f"the broker at {where} refused the connection: {reason}; check mqtt.client_id"
+    return f"the broker at {where} refused the connection: {reason}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses: traffic that never leaves the machine."""
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_password_warning(config: MqttConfig, host: str) -> str | None:
+    """The start-up warning when a password would travel without TLS, or None (no password, or TLS on)."""
+    if config.tls is not None or config.username is None or (config.password is None and config.password_file is None):
+        return None
+    where = f"{host}:{config.port}"
+    if is_loopback(host):
+        return f"the password of user {config.username!r} goes to {where} without TLS; acceptable only because {host} is a loopback address"
+    return (
+        f"the password of user {config.username!r} goes to {where} without TLS: anyone on the network path can read it; "
+        "set mqtt.tls (and the broker's TLS port, usually 8883)"
+    )
 
 
 def apply_credentials(client: mqtt.Client, config: MqttConfig) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from rtaudio.config.base import SampleRate, SourceBase
+from rtaudio.runtime.logs import LogLimiter
 from rtaudio.runtime.sources.base import Resampler, Source
 
 log = logging.getLogger(__name__)
@@ -297,6 +298,7 @@ class MicrophoneSource(Source):
 
     def run(self) -> None:
         delays = self.backoff(maximum=self.config.reopen_backoff_max_s)
+        logs = LogLimiter(log)  # a flapping device reopens every 0.5 s: one line, then a count every 10 s
         attempt = 0
         while not self.stopping.is_set():
             if attempt:
@@ -323,7 +325,7 @@ class MicrophoneSource(Source):
             self.health.errors += 1
             self.health.connected = False
             delay = next(delays)
-            log.warning("microphone %s: %s; reopening in %.1f s", self.id, reason, delay)
+            logs.warning("reopen", "microphone %s: %s; reopening in %.1f s", self.id, reason, delay)
             if not self.sleep(delay):
                 return
 

@@ -3,6 +3,7 @@ with a real ffmpeg RTP sender (directly and through a lossy, reordering relay)."
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import subprocess
@@ -13,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rtaudio.config.load import load_site_config
+from rtaudio.config.loader import ConfigError
 from rtaudio.runtime.sources.rtp import RtpConfig, RtpSource
 from rtaudio.runtime.sources.rtp import source as rtp_module
 from rtaudio.runtime.sources.rtp.codecs import ALAW_TABLE, ULAW_TABLE, PayloadFormat
@@ -91,6 +94,39 @@ def test_l24_decodes_sign_and_magnitude() -> None:
     out = PayloadFormat("L24", 48000, 1).decode(payload)
     expected = np.array([8388607, -8388608, 1, -1, 0x123456], np.float64) / 8388608
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "name, rate, channels, pt, accepted",
+    [
+        ("L16", 44100, 2, 10, True),  # RFC 3551: PT 10 is L16 44.1 kHz stereo
+        ("L16", 44100, 1, 11, True),  # ... PT 11 is L16 44.1 kHz mono
+        ("L16", 48000, 2, 10, False),  # the rate differs: 44.1 kHz audio would be played at 48 kHz
+        ("L16", 48000, 1, 11, False),
+        ("L16", 44100, 1, 10, False),  # the channels differ
+        ("L16", 44100, 2, 11, False),
+        ("L24", 48000, 1, 10, False),
+        ("PCMU", 8000, 1, 0, True),
+        ("PCMU", 8000, 2, 0, False),  # PT 0 is mono
+        ("PCMU", 8000, 1, 8, False),  # PCMA's type
+        ("PCMA", 8000, 1, 8, True),
+        ("L16", 48000, 1, 3, False),  # GSM, a static type of another encoding
+        ("L16", 48000, 1, 95, False),  # unassigned
+        ("L16", 48000, 1, 96, True),  # dynamic: the configuration says what it is
+        ("PCMA", 8000, 1, 127, True),
+    ],
+)
+def test_static_payload_types_only_where_rfc3551_rate_and_channels_match(name: str, rate: int, channels: int, pt: int, accepted: bool) -> None:
+    assert PayloadFormat(name, rate, channels).accepts(pt) is accepted
+
+
+def test_payload_type_refusal_names_the_type_and_what_is_taken() -> None:
+    assert PayloadFormat("L16", 48000, 2).refusal(10) == (
+        "static type 10 is L16 at 44100 Hz, 2 channel(s) (RFC 3551); configured L16 at 48000 Hz, 2 channel(s) takes dynamic types 96-127 only"
+    )
+    assert PayloadFormat("PCMU", 8000, 1).refusal(33) == (
+        "payload type 33 is not a type this source decodes; configured PCMU at 8000 Hz, 1 channel(s) takes static type 0 or dynamic 96-127"
+    )
 
 
 def test_g711_known_values() -> None:
@@ -232,6 +268,59 @@ def test_long_timestamp_gap_is_a_discontinuity_not_silence() -> None:
     stream = RtpStream(FMT, 0.0, 64)
     out = stream.push(packet(0), 1.0) + stream.push(packet(1, ts0=50_000 + 8000 * 60), 1.1)
     assert audio(out) == values(0, 1) and out[1].discontinuity and out[1].lost == 0
+    assert out[1].reason == "timestamp of SSRC 00001234 jumped +60.000 s"
+
+
+def test_concealment_is_capped_at_two_jitter_delays() -> None:
+    stream = RtpStream(FMT, 0.06, 64)  # 60 ms at 8 kHz: gaps of up to 120 ms (960 samples) are filled
+    assert stream.max_gap == 960
+    first = parse_rtp(rtp_bytes(1, 0, struct.pack(">4h", 1, 1, 1, 1)))
+    within = parse_rtp(rtp_bytes(3, 4 + 960, struct.pack(">4h", 2, 2, 2, 2)))  # a lost packet of 120 ms: silence
+    beyond = parse_rtp(rtp_bytes(5, 4 + 960 + 4 + 961, struct.pack(">4h", 3, 3, 3, 3)))  # 1 sample more: a new stream
+    out = stream.push(first, 1.0) + stream.push(within, 1.1) + stream.push(beyond, 1.2) + stream.flush()
+    assert audio(out) == [1] * 4 + [0] * 960 + [2] * 4 + [3] * 4
+    assert [b.discontinuity for b in out] == [True, False, True]
+    assert [b.lost for b in out] == [0, 1, 1]  # the sequence gap is still counted as loss
+    assert out[2].reason.startswith("timestamp of SSRC 00001234 jumped +0.120")
+
+
+def test_zero_delay_still_bridges_a_lost_packet() -> None:
+    assert RtpStream(FMT, 0.0, 64).max_gap == 800  # MIN_CONCEAL_S, 100 ms
+
+
+def test_timestamp_jumps_just_under_ten_seconds_add_no_silence() -> None:
+    """The issue's case: 300 packets each jumping 9.9 s made 2,900 s of silence; now each is a new stream."""
+    stream = RtpStream(FMT, 0.06, 64)
+    out: list[Block] = []
+    for i in range(300):
+        ts = 50_000 + i * (FRAMES + int(9.9 * 8000))
+        out += stream.push(parse_rtp(rtp_bytes(1000 + i, ts, struct.pack(f">{FRAMES}h", *[i + 1] * FRAMES))), 10 + i * 0.001)
+    out += stream.flush()
+    assert sum(b.samples.size for b in out) == 300 * FRAMES
+    assert sum(b.discontinuity for b in out) == 300
+
+
+def test_backward_timestamp_jump_is_a_new_stream_not_a_trim() -> None:
+    stream = RtpStream(FMT, 0.0, 64)
+    out = stream.push(packet(0), 1.0) + stream.push(packet(1), 1.01)
+    out += stream.push(packet(2, ts0=50_000 - 8000 * 30), 1.02) + stream.push(packet(3, ts0=50_000 - 8000 * 30), 1.03)
+    assert audio(out) == values(0, 1, 2, 3)  # trimming "overlap" would have dropped everything after the jump
+    assert [b.discontinuity for b in out] == [True, False, True, False]
+
+
+def test_small_overlap_is_trimmed_not_restarted() -> None:
+    stream = RtpStream(FMT, 0.0, 64)
+    first = parse_rtp(rtp_bytes(1, 0, struct.pack(">4h", 1, 1, 1, 1)))
+    overlapping = parse_rtp(rtp_bytes(2, 2, struct.pack(">4h", 2, 2, 2, 2)))  # starts 2 samples early
+    out = stream.push(first, 1.0) + stream.push(overlapping, 1.01)
+    assert audio(out) == [1, 1, 1, 1, 2, 2] and not out[1].discontinuity
+
+
+def test_discontinuities_say_why() -> None:
+    stream = RtpStream(FMT, 0.0, 64)
+    out = stream.push(packet(0), 1.0) + stream.push(packet(1, ssrc=0xBEEF), 1.1)
+    out += stream.push(packet(30_000, ssrc=0xBEEF), 1.2) + stream.push(packet(30_001, ssrc=0xBEEF), 1.3)
+    assert [b.reason for b in out] == ["first packet", "SSRC changed 00001234 -> 0000beef", "sequence of SSRC 0000beef jumped to 31001"]
 
 
 # ---------------------------------------------------------------- the source on real sockets
@@ -267,11 +356,74 @@ def sender() -> Any:
         yield sock
 
 
-def test_bad_addresses_are_refused_with_the_field_named() -> None:
-    with pytest.raises(ValueError, match="allow_from 'nope' is not an IP address"):
-        make_source(allow_from=["nope"])
-    with pytest.raises(ValueError, match="multicast_group '10.0.0.1' is not a multicast address"):
-        make_source(multicast_group="10.0.0.1")
+SITE = """\
+site: lab
+model: model
+sources:
+  - id: cam
+    type: rtp
+    port: 5004
+{fields}
+"""
+
+
+@pytest.mark.parametrize(
+    "fields, problem",
+    [
+        ("    bind: ::1", "site.yaml:7: sources[0].bind: bind '::1' is an IPv6 address; RTP is received over IPv4 only: use an IPv4 address such as 127.0.0.1"),
+        ("    bind: localhost", "site.yaml:7: sources[0].bind: bind 'localhost' is not an IP address; expected an IPv4 address such as 127.0.0.1 (this host)"),
+        ("    bind: 239.1.1.1", "site.yaml:7: sources[0].bind: bind '239.1.1.1' is a multicast address; put the group in multicast_group"),
+        (
+            "    allow_from: [10.0.0.1, nope]",
+            "site.yaml:7: sources[0].allow_from[1]: allow_from entry 'nope' is not an IP address; expected an IPv4 address such as 192.0.2.10",
+        ),
+        ("    allow_from:\n      - 10.0.0.1\n      - fe80::1", "site.yaml:9: sources[0].allow_from[1]: allow_from entry 'fe80::1' is an IPv6 address"),
+        (
+            "    bind: 0.0.0.0\n    multicast_group: 10.0.0.1",
+            "site.yaml:8: sources[0].multicast_group: multicast_group '10.0.0.1' is not a multicast address; expected one in 224.0.0.0/4, such as 239.1.1.1",
+        ),
+        ("    multicast_group: 239.1.1.1", "sources[0]: multicast_group 239.1.1.1 is joined on the interface of bind, which defaults to loopback; set bind"),
+    ],
+)
+def test_bad_addresses_are_reported_by_config_check(tmp_path: Any, fields: str, problem: str) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE.format(fields=fields))
+    with pytest.raises(ConfigError) as info:
+        load_site_config(path, check_model=False)
+    (line,) = info.value.problems
+    assert line.startswith(str(tmp_path) + "/") and problem in line, line
+
+
+def test_bind_defaults_to_loopback() -> None:
+    config = RtpConfig(id="cam", type="rtp", port=5004)
+    assert config.bind == "127.0.0.1" and not config.open_to_any
+    assert RtpConfig(id="cam", type="rtp", port=5004, bind="0.0.0.0").open_to_any
+    assert not RtpConfig(id="cam", type="rtp", port=5004, bind="0.0.0.0", allow_from=["192.0.2.1"]).open_to_any
+    assert RtpConfig(id="cam", type="rtp", port=5004, bind="127.0.0.1", multicast_group="239.1.1.1").open_to_any
+
+
+def test_the_constructor_still_refuses_unvalidated_addresses() -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"bind": "::1"}, "source rtp1: bind '::1' is an IPv6 address"),
+        ({"allow_from": ["nope"]}, "source rtp1: allow_from entry 'nope' is not an IP"),
+    ]
+    for fields, words in cases:
+        config = RtpConfig.model_construct(**{**RtpConfig(id="rtp1", type="rtp", port=5004).model_dump(), **fields})
+        with pytest.raises(ValueError, match=words):
+            RtpSource(config, MODEL_RATE, AudioSink())
+
+
+@pytest.mark.parametrize("bind, allow, warned", [("0.0.0.0", [], True), ("0.0.0.0", ["127.0.0.1"], False), ("127.0.0.1", [], False)])
+def test_open_to_any_sender_warns_once_at_start(caplog: pytest.LogCaptureFixture, bind: str, allow: list[str], warned: bool) -> None:
+    caplog.set_level(logging.INFO, logger="rtaudio")
+    source, _ = make_source(bind=bind, allow_from=allow)
+    start(source)
+    source.stop()
+    warnings = [r.getMessage() for r in caplog.records if "accepts any sender" in r.getMessage()]
+    port = source.config.port
+    assert warnings == (
+        [f"source rtp1: RTP on 0.0.0.0:{port} accepts any sender that reaches it (allow_from is empty); list the senders in allow_from"] if warned else []
+    )
 
 
 def test_allow_from_drops_other_senders(sender: socket.socket) -> None:
@@ -298,6 +450,7 @@ def test_ssrc_change_counts_a_restart_not_a_loss(sender: socket.socket) -> None:
         send_tone(sender, source.config.port, 10, ssrc=2, seq0=50_000)
         assert wait_until(lambda: sink.audio().size == 3200)
         assert source.health.restarts == 1 and source.health.packets_lost == 0
+        assert source.health.discontinuities == 1
     finally:
         source.stop()
 
@@ -327,6 +480,7 @@ def test_wrong_payload_type_and_rtcp_are_not_played(sender: socket.socket) -> No
         send_tone(sender, source.config.port, 2, seq0=10)
         assert wait_until(lambda: sink.audio().size == 320)
         assert source.malformed == 4  # 3 wrong type + 1 junk; RTCP is ignored silently
+        assert source.health.snapshot()["packets_malformed"] == 4
     finally:
         source.stop()
 

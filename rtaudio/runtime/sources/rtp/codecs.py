@@ -44,7 +44,10 @@ def _decode_samples(payload: bytes, fmt: str) -> np.ndarray:
 
 
 SAMPLE_BYTES = {"L16": 2, "L24": 3, "PCMU": 1, "PCMA": 1}
-STATIC_TYPES = {"L16": (10, 11), "L24": (), "PCMU": (0,), "PCMA": (8,)}  # RFC 3551 table 4
+# RFC 3551 table 4: static payload type -> (encoding, clock rate, channels). A static type fixes all three,
+# so PT 10/11 (L16 at 44.1 kHz) must not be decoded as a 48 kHz stream: wrong pitch and timing.
+STATIC_TYPES: dict[int, tuple[str, int, int]] = {0: ("PCMU", 8000, 1), 8: ("PCMA", 8000, 1), 10: ("L16", 44100, 2), 11: ("L16", 44100, 1)}
+DYNAMIC_TYPES = range(96, 128)
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,20 @@ class PayloadFormat:
         return SAMPLE_BYTES[self.name] * self.channels
 
     def accepts(self, payload_type: int) -> bool:
-        """True for this format's static payload types and any dynamic one (96-127)."""
-        return payload_type >= 96 or payload_type in STATIC_TYPES[self.name]
+        """True for any dynamic payload type (96-127, whose meaning the configuration gives) and for
+        a static one only when its RFC 3551 encoding, rate and channels are this format's."""
+        return payload_type in DYNAMIC_TYPES or STATIC_TYPES.get(payload_type) == (self.name, self.rate, self.channels)
+
+    def refusal(self, payload_type: int) -> str:
+        """Why ``payload_type`` is not accepted, naming what it is and what this format takes."""
+        static = [str(pt) for pt, spec in STATIC_TYPES.items() if spec == (self.name, self.rate, self.channels)]
+        takes = f"static type {' or '.join(static)} or dynamic 96-127" if static else "dynamic types 96-127 only"
+        if payload_type in STATIC_TYPES:
+            name, rate, channels = STATIC_TYPES[payload_type]
+            what = f"static type {payload_type} is {name} at {rate} Hz, {channels} channel(s) (RFC 3551)"
+        else:
+            what = f"payload type {payload_type} is not a type this source decodes"
+        return f"{what}; configured {self.name} at {self.rate} Hz, {self.channels} channel(s) takes {takes}"
 
     def frames(self, payload: bytes) -> int:
         return len(payload) // self.frame_bytes

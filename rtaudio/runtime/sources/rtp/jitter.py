@@ -1,14 +1,15 @@
 """The jitter buffer: packets of one RTP session, in any order, -> contiguous mono audio.
 
 Reordered within a bounded delay, lost packets concealed with silence of the length the RTP
-timestamps say is missing, SSRC changes and sequence jumps turned into explicit
-discontinuities. Free of sockets and clocks so it can be tested with synthetic packets.
+timestamps say is missing (at most ``CONCEAL_DELAYS`` jitter delays), SSRC changes, sequence
+jumps and longer timestamp jumps turned into explicit discontinuities, each with its reason.
+Free of sockets, clocks and logging so it can be tested with synthetic packets; the source
+logs the reasons (rate-limited) and copies the counters into health.
 """
 
 from __future__ import annotations
 
 import heapq
-import logging
 from collections import deque
 from dataclasses import dataclass
 
@@ -17,11 +18,14 @@ import numpy as np
 from rtaudio.runtime.sources.rtp.codecs import PayloadFormat
 from rtaudio.runtime.sources.rtp.packet import RtpPacket
 
-log = logging.getLogger(__name__)
-
 MAX_DROPOUT = 3000  # sequence jump forward beyond which the stream is presumed restarted (RFC 3550 A.1)
 MAX_MISORDER = 100  # ... and backward
-MAX_CONCEAL_S = 10.0  # a longer timestamp gap is a discontinuity, not silence to fill
+# Silence fills a timestamp gap of at most CONCEAL_DELAYS jitter delays (and at least MIN_CONCEAL_S, so a
+# zero-delay buffer still bridges a lost packet). The buffer reorders within one delay; a longer hole is an
+# outage, a pause or a jump, re-anchored on the wall clock as a new stream instead of filled: 10 s of
+# silence per packet would let any sender make the pipeline tag hours of invented audio a second.
+CONCEAL_DELAYS = 2.0
+MIN_CONCEAL_S = 0.1
 
 
 @dataclass
@@ -29,9 +33,10 @@ class Block:
     """Contiguous audio out of the stream: ``samples`` start at extended RTP time ``rtp_time``.
 
     ``discontinuity`` marks the first block of a new stream (first packet, new SSRC, sequence
-    resync, long gap): timing must be re-anchored. ``lost`` counts packets missing just
-    before it (their samples are concealed with silence at the head of ``samples``).
-    ``arrival`` is the monotonic arrival time of the packet that ends the block.
+    resync, timestamp jump): timing must be re-anchored; ``reason`` says which. ``lost``
+    counts packets missing just before it (their samples are concealed with silence at the
+    head of ``samples``, unless it starts a new stream). ``arrival`` is the monotonic arrival
+    time of the packet that ends the block.
     """
 
     samples: np.ndarray
@@ -39,6 +44,7 @@ class Block:
     arrival: float
     lost: int = 0
     discontinuity: bool = False
+    reason: str = ""
 
 
 def _signed(delta: int, bits: int) -> int:
@@ -53,12 +59,15 @@ class RtpStream:
     A packet is played out when it, or any later-sequenced packet, has waited ``delay_s``, or
     when more than ``capacity`` packets are buffered. Packets older than the last one played
     are late (discarded, counted); a sequence gap at playout is loss (counted, concealed).
+    ``jumps`` counts lone packets dropped for a wild sequence number (RFC 3550 A.1 probation).
+    A timestamp gap longer than ``max_gap`` samples starts a new stream instead of silence.
     """
 
     def __init__(self, fmt: PayloadFormat, delay_s: float, capacity: int):
         if capacity < 1:
             raise ValueError(f"jitter buffer capacity {capacity} must be at least 1 packet")
         self.fmt, self.delay_s, self.capacity = fmt, delay_s, capacity
+        self.max_gap = round(max(CONCEAL_DELAYS * delay_s, MIN_CONCEAL_S) * fmt.rate)
         self.late = self.duplicates = self.jumps = 0
         self._misorder = max(MAX_MISORDER, capacity)  # reordering the buffer can hold is never a "jump"
         self._ssrc: int | None = None
@@ -72,7 +81,7 @@ class RtpStream:
         self._played: int | None = None  # extended sequence played last
         self._next_time: int | None = None  # extended RTP time expected next
         self._bad_seq: int | None = None  # RFC 3550 probation after a big jump
-        self._fresh = True
+        self._fresh: str | None = "first packet"  # why the next block starts a new stream; None: it continues
 
     def __len__(self) -> int:
         return len(self._packets)
@@ -81,13 +90,11 @@ class RtpStream:
         """Buffer one packet arriving at monotonic ``now``; returns the blocks that became due."""
         out: list[Block] = []
         if packet.ssrc != self._ssrc:
-            if self._ssrc is not None:
-                log.info("RTP SSRC changed %08x -> %08x; new stream", self._ssrc, packet.ssrc)
-            out += self._restart(packet.ssrc)
+            reason = f"SSRC changed {self._ssrc:08x} -> {packet.ssrc:08x}" if self._ssrc is not None else "first packet"
+            out += self._restart(packet.ssrc, reason)
         jump = self._jump(packet.sequence)
         if jump == "restart":
-            log.info("RTP sequence of SSRC %08x jumped to %d; new stream", packet.ssrc, packet.sequence)
-            out += self._restart(packet.ssrc)
+            out += self._restart(packet.ssrc, f"sequence of SSRC {packet.ssrc:08x} jumped to {packet.sequence}")
         ext = self._extend(packet.sequence)
         if jump == "drop":
             self.jumps += 1
@@ -127,10 +134,11 @@ class RtpStream:
         """Play out everything buffered (stream ending or changing)."""
         return self._play_through(self._heap[-1]) if self._heap else []
 
-    def _restart(self, ssrc: int) -> list[Block]:
+    def _restart(self, ssrc: int, reason: str) -> list[Block]:
         out = self.flush()
         self._ssrc = ssrc
         self._reset()
+        self._fresh = reason
         return out
 
     def _extend(self, sequence: int) -> int:
@@ -162,19 +170,19 @@ class RtpStream:
         lost = 0 if self._played is None else ext - self._played - 1
         self._played = ext
         samples = self.fmt.decode(packet.payload)
-        if self._next_time is None or self._fresh:
+        if self._next_time is None or self._fresh is not None:
             start, gap = packet.timestamp, 0
         else:
             gap = _signed(packet.timestamp - self._next_time, 32)
             start = self._next_time + gap
-            if gap > MAX_CONCEAL_S * self.fmt.rate:
-                log.info("RTP timestamp jumped %.1f s in SSRC %08x; new stream", gap / self.fmt.rate, self._ssrc)
-                self._fresh, gap, lost = True, 0, 0
+            if abs(gap) > self.max_gap:  # more than the buffer could have been waiting for: a new stream, not silence
+                self._fresh = f"timestamp of SSRC {self._ssrc:08x} jumped {gap / self.fmt.rate:+.3f} s"
+                gap = 0
             elif gap < 0:  # overlaps what was played: keep only the new part
                 samples, start, gap = samples[-gap:], self._next_time, 0
-        discontinuity, self._fresh = self._fresh, False
+        reason, self._fresh = self._fresh, None
         self._next_time = start + samples.size
         if gap > 0:
             samples = np.concatenate([np.zeros(gap, dtype=np.float32), samples])
             start -= gap
-        return Block(samples, start, arrival, lost, discontinuity)
+        return Block(samples, start, arrival, lost, reason is not None, reason or "")
