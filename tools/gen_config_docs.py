@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from rtaudio.config import site
+from rtaudio.config import base, site
 from rtaudio.runtime.engines import engine_configs
 from rtaudio.runtime.sources import source_configs
 
@@ -31,7 +31,12 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     *(_plugin("engine", model) for model in engine_configs()),
     ("window", site.WindowConfig),
     ("events", site.EventsConfig),
-    ("events.labels.LABEL", site.LabelRule),
+    ("events.labels.LABEL (and a source's events.labels.LABEL)", site.LabelRule),
+    ("sources[].labels", base.LabelFilter),
+    ("schedules.NAME", site.ScheduleConfig),
+    ("when[] (and sources[].when[])", base.ScheduleRule),
+    ("when[].labels", base.ScheduleLabels),
+    ("privacy", site.PrivacyConfig),
     ("tags", site.TagsConfig),
     ("mqtt", site.MqttConfig),
     ("mqtt.tls", site.TlsConfig),
@@ -95,7 +100,7 @@ def render() -> str:
             else:
                 default = "**required**"
             desc = " ".join(filter(None, [field.title, "—" if field.description else "", field.description or ""]))
-            lines.append(f"| `{name}` | {_type(field.annotation)} | {default} | {_bounds(field)} | {desc} |")
+            lines.append(f"| `{field.alias or name}` | {_type(field.annotation)} | {default} | {_bounds(field)} | {desc} |")
         lines.append("")
     return "\n".join(lines)
 

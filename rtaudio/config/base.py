@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SampleRate = Literal[8000, 16000, 22050, 32000, 44100, 48000]
 SourceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", title="Source id", description="Letters, digits, '-' and '_'; used in MQTT topics.")]
@@ -42,10 +42,80 @@ class PluginConfig(StrictModel):
         return []
 
 
+class LabelRule(StrictModel):
+    """One label's decision settings (site ``events.labels.X`` or a source's ``events.labels.X``)."""
+
+    threshold: float | None = Field(None, title="Onset threshold", ge=0, le=1, description="null uses the model's threshold.")
+    off_threshold: float | None = Field(None, title="Offset threshold", ge=0, le=1, description="null uses threshold * events.off_ratio.")
+    min_duration_s: float | None = Field(None, title="Minimum event duration (s)", ge=0, le=600)
+    enabled: bool = Field(True, title="Report this label")
+
+
+class LabelFilter(StrictModel):
+    """Narrows the site's labels for one source."""
+
+    include: list[str] = Field(default_factory=list, title="Only these labels", description="Model labels; empty keeps every site-enabled label.")
+    exclude: list[str] = Field(default_factory=list, title="Never these labels", description="Model labels this source never reports.")
+
+
+class SourceEvents(StrictModel):
+    """A source's own per-label overrides; each key set here wins over the site's for this source."""
+
+    labels: dict[str, LabelRule] = Field(default_factory=dict, title="Per-label overrides", description="Keys are model labels; same keys as events.labels.")
+
+
+class ScheduleLabels(StrictModel):
+    """Labels a schedule rule switches."""
+
+    enable: list[str] = Field(default_factory=list, title="Only inside the window", description="These labels are reported only while the schedule is on.")
+    disable: list[str] = Field(default_factory=list, title="Not inside the window", description="These labels are not reported while the schedule is on.")
+
+
+class ScheduleRule(StrictModel):
+    """``{schedule: NAME, labels: {enable|disable: [...]}}`` or ``{schedule: NAME, source: enable|disable}``."""
+
+    schedule: str = Field(title="Schedule name", description="A key of the site's schedules.")
+    labels: ScheduleLabels | None = Field(None, title="Labels switched by the schedule")
+    source: Literal["enable", "disable"] | None = Field(
+        None, title="Source switched by the schedule", description="enable: the source publishes only inside the window; disable: it is paused inside it."
+    )
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ScheduleRule:
+        if self.labels is None and self.source is None:
+            raise ValueError("says nothing; expected labels: {enable: [...]} or {disable: [...]}, or source: enable|disable")
+        return self
+
+
 class SourceBase(PluginConfig):
     id: SourceId
     enabled: bool = Field(True, title="Enabled", description="A disabled source is validated but not started.")
     gain_db: float = Field(0.0, title="Input gain (dB)", ge=-40, le=40, description="Applied before tagging.")
+    calibration_db: float | None = Field(
+        None,
+        title="Level calibration (dB)",
+        ge=-100,
+        le=250,
+        description="Added to the A-weighted dBFS of the audio before gain_db (RMS 1.0 = 0 dBFS) to give dB SPL in the level topic; "
+        "e.g. 120 for a microphone that reads -26 dBFS at 94 dB SPL. null: 0, and levels are published with calibrated: false.",
+    )
+    min_level_db: float | None = Field(
+        None,
+        title="Quietest window tagged (dB)",
+        ge=-200,
+        le=250,
+        description="Windows whose A-weighted level (in the level topic's unit: dB SPL when calibrated, else dBFS) is below this "
+        "are not tagged (no inference; counted in health windows_gated); null tags every window.",
+    )
+    labels: LabelFilter | None = Field(
+        None, title="Labels of this source", description="{include: [...], exclude: [...]}; null reports every site-enabled label."
+    )
+    events: SourceEvents | None = Field(
+        None, title="Event overrides of this source", description="{labels: {LABEL: {threshold, off_threshold, min_duration_s, enabled}}}."
+    )
+    when: list[ScheduleRule] = Field(
+        default_factory=list, title="Schedule rules of this source", description="Applied after the site's when: rules; see the top-level when."
+    )
 
 
 class EngineBase(PluginConfig):

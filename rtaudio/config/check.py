@@ -28,7 +28,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from rtaudio.config.base import ScheduleRule
 from rtaudio.config.loader import format_loc, suggest
 from rtaudio.config.site import MqttConfig, SiteConfig, TlsConfig
 from rtaudio.contract import ContractError, ModelDir, load_model_dir, missing_files
@@ -82,6 +84,7 @@ def model_problems(config: SiteConfig, model: ModelDir | None = None) -> list[Pr
     problems += [
         Problem(("queries", name), "the name is a label of the model; events would clash, pick another name") for name in config.queries if name in info.labels
     ]
+    problems += rules_problems(config, info.labels, info.thresholds)
     query_default = float(info.extra.get("text", {}).get("query_threshold", DEFAULT_QUERY_THRESHOLD))
     for name, query in config.active_queries().items():
         on = query.threshold if query.threshold is not None else query_default
@@ -94,6 +97,72 @@ def model_problems(config: SiteConfig, model: ModelDir | None = None) -> list[Pr
                 )
             )
     return problems + window_problems(config, model)
+
+
+def _unknown_label(loc: tuple[Any, ...], name: str, labels: list[str]) -> Problem:
+    guess = suggest(name, labels)
+    hint = f"; did you mean {guess!r}?" if guess else ""
+    return Problem(loc, f"{name!r} is not a label of the model; expected one of {', '.join(labels)}{hint}")
+
+
+def zone_problem(zone: str | None) -> str | None:
+    """Why ``zone`` cannot place a schedule in time (missing or unknown); None when it can."""
+    if zone is None:
+        return "timezone is missing; expected an IANA name such as 'Europe/Berlin', 'America/New_York' or 'UTC'"
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"{zone!r} is not a known time zone; expected an IANA name such as 'Europe/Berlin', 'America/New_York' or 'UTC'"
+    return None
+
+
+def rules_problems(config: SiteConfig, labels: list[str], thresholds: list[float]) -> list[Problem]:
+    """Per-source labels and overrides, private labels and schedule rules: every label named is a model
+    label, every schedule named exists, and a source's off_threshold stays at or below its onset threshold."""
+    problems: list[Problem] = []
+    known = set(labels)
+
+    def names(loc: tuple[Any, ...], values: list[str]) -> None:
+        problems.extend(_unknown_label((*loc, i), name, labels) for i, name in enumerate(values) if name not in known)
+
+    def rules(loc: tuple[Any, ...], when: list[ScheduleRule]) -> None:
+        for k, rule in enumerate(when):
+            if rule.schedule not in config.schedules:
+                guess = suggest(rule.schedule, list(config.schedules))
+                have = f"expected one of {', '.join(config.schedules)}" if config.schedules else "expected a key of schedules: (none is defined)"
+                problems.append(
+                    Problem((*loc, k, "schedule"), f"{rule.schedule!r} is not a schedule; {have}" + (f"; did you mean {guess!r}?" if guess else ""))
+                )
+            if rule.labels is not None:
+                names((*loc, k, "labels", "enable"), rule.labels.enable)
+                names((*loc, k, "labels", "disable"), rule.labels.disable)
+
+    for name, schedule in config.schedules.items():
+        if (why := zone_problem(schedule.timezone)) is not None:
+            problems.append(Problem(("schedules", name, "timezone") if schedule.timezone is not None else ("schedules", name), why))
+    names(("privacy", "private_labels"), config.privacy.private_labels)
+    rules(("when",), config.when)
+    for index, source in enumerate(config.sources):
+        where = ("sources", index)
+        if source.labels is not None:
+            names((*where, "labels", "include"), source.labels.include)
+            names((*where, "labels", "exclude"), source.labels.exclude)
+        rules((*where, "when"), source.when)
+        for name, rule in (source.events.labels if source.events is not None else {}).items():
+            if name not in known:
+                problems.append(_unknown_label((*where, "events", "labels", name), name, labels))
+                continue
+            site = config.events.labels.get(name)
+            on = next((r.threshold for r in (rule, site) if r is not None and r.threshold is not None), thresholds[labels.index(name)])
+            off = next((r.off_threshold for r in (rule, site) if r is not None and r.off_threshold is not None), None)
+            if rule.enabled and off is not None and off > on:
+                problems.append(
+                    Problem(
+                        (*where, "events", "labels", name, "off_threshold" if rule.off_threshold is not None else "threshold"),
+                        f"off_threshold {off:g} is above this source's onset threshold {on:g}; hysteresis needs it at or below: expected at most {on:g}",
+                    )
+                )
+    return problems
 
 
 def window_problems(config: SiteConfig, model: ModelDir) -> list[Problem]:
@@ -261,6 +330,9 @@ def machine_problems(config: SiteConfig) -> list[Problem]:
             problems += [p for p in secret_file_problems(path, ("sources", index, "password_file")) if p.warning]
     mqtt = config.mqtt
     if mqtt is None:
+        if config.homeassistant.discovery:
+            message = "true needs MQTT, but mqtt is null; expected an mqtt: section (a broker), or discovery: false"
+            problems.append(Problem(("homeassistant", "discovery"), message))
         return problems
     if mqtt.password_file is not None:
         problems += secret_file_problems(mqtt.password_file, ("mqtt", "password_file"))

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
-from rtaudio.config.base import EngineBase, SourceBase, SourceId, StrictModel
+from rtaudio.config.base import EngineBase, LabelRule, ScheduleRule, SourceBase, SourceId, StrictModel
 from rtaudio.config.loader import secret_value, validate
 from rtaudio.runtime.engines import engine_configs
 from rtaudio.runtime.engines.base import AutoConfig
@@ -36,11 +36,47 @@ class WindowConfig(StrictModel):
     max_backlog: int = Field(8, title="Windows kept waiting per source", ge=1, le=1024, description="Older due windows are dropped and counted.")
 
 
-class LabelRule(StrictModel):
-    threshold: float | None = Field(None, title="Onset threshold", ge=0, le=1, description="null uses the model's threshold.")
-    off_threshold: float | None = Field(None, title="Offset threshold", ge=0, le=1, description="null uses threshold * events.off_ratio.")
-    min_duration_s: float | None = Field(None, title="Minimum event duration (s)", ge=0, le=600)
-    enabled: bool = Field(True, title="Report this label")
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$|^24:00$"
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ALL_DAYS: list[Day] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class ScheduleConfig(StrictModel):
+    """A named weekly time window, e.g. ``{days: [mon, tue], from: "22:00", to: "06:00", timezone: Europe/Berlin}``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    days: list[Day] = Field(default_factory=lambda: list(ALL_DAYS), title="Days", description="The days a window starts on; default every day.", min_length=1)
+    from_: str = Field(alias="from", title="From (HH:MM or HH:MM:SS)", description="Local time the window opens, 24 h clock.")
+    to: str = Field(title="To (HH:MM or HH:MM:SS)", description="Local time it closes; at or before from, it ends the next day (overnight); 24:00 is midnight.")
+    timezone: str | None = Field(
+        None,
+        title="Time zone",
+        description="Required: an IANA name, e.g. Europe/Berlin or UTC (daylight saving follows it); checked by config check.",
+    )
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not re.fullmatch(_HHMM, value):
+            raise ValueError(f"{value!r} is not a time of day; expected HH:MM or HH:MM:SS on the 24 h clock, e.g. '22:00' or '06:30:00' ('24:00' for midnight)")
+        return value
+
+    @field_validator("to")
+    @classmethod
+    def _not_empty(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("from_") == value:
+            raise ValueError(f"{value!r} equals from, an empty window; expected another time (for all day, from: '00:00', to: '24:00')")
+        return value
+
+
+class PrivacyConfig(StrictModel):
+    private_labels: list[str] = Field(
+        default_factory=list,
+        title="Private labels",
+        description="Model labels never published on any topic (name and scores); while one is active on a source, that source's "
+        "captions are withheld and its free-text queries that name the label's words are not published. See docs/privacy.md.",
+    )
 
 
 class EventsConfig(StrictModel):
@@ -123,6 +159,17 @@ class MqttConfig(StrictModel):
         return secret_value(self.password, self.password_file)
 
 
+class HomeAssistantConfig(StrictModel):
+    discovery: bool = Field(
+        False,
+        title="Publish Home Assistant discovery",
+        description="One HA device per enabled source: a binary_sensor per reported label and enabled query (on its state topic), "
+        "a sound level sensor, a caption sensor for captioned sources; retained, sent again when HA restarts, and cleared when a "
+        "source or label goes away. Needs mqtt.",
+    )
+    prefix: str = Field("homeassistant", title="Discovery prefix", pattern=r"^[^#+]+$", description="HA's discovery_prefix (its MQTT integration setting).")
+
+
 class ConsoleConfig(StrictModel):
     tags: bool = Field(True, title="Print tags")
     events: bool = Field(True, title="Print events")
@@ -146,6 +193,11 @@ class CaptionsConfig(StrictModel):
     threads: int = Field(
         1, title="Caption threads", ge=1, le=64, description="ONNX Runtime intra-op threads of the caption decoder; it runs beside tagging, on the CPU."
     )
+
+
+class LevelConfig(StrictModel):
+    enabled: bool = Field(True, title="Publish sound levels", description="Per source on {prefix}/{site}/{source}/level: A-weighted Leq, Lmax (fast) and L90.")
+    interval_s: float = Field(10.0, title="Level interval (s)", ge=1, le=3600, description="Each level message covers this much of the source's audio.")
 
 
 class QueryRule(StrictModel):
@@ -186,6 +238,14 @@ class SiteConfig(StrictModel):
     tags: TagsConfig = Field(default_factory=TagsConfig, title="Tag messages")
     mqtt: MqttConfig | None = Field(default_factory=MqttConfig, title="MQTT", description="null disables MQTT.")
     console: ConsoleConfig = Field(default_factory=ConsoleConfig, title="Console output")
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, title="Home Assistant", description="MQTT discovery of every source as a device (off by default)."
+    )
+    level: LevelConfig = Field(
+        default_factory=LevelConfig,
+        title="Sound level",
+        description="Per-source A-weighted level messages; a source's calibration_db makes them dB SPL, its min_level_db skips quiet windows.",
+    )
     captions: CaptionsConfig | None = Field(
         None,
         title="Captions",
@@ -199,6 +259,20 @@ class SiteConfig(StrictModel):
         "(same events topic, with a 'query' field); names are letters, digits, '-' and '_' and may not "
         "be a model label. Needs a model with an audio-text space (text_encoder.onnx, audio_text.onnx, vocab.json).",
     )
+    schedules: dict[str, ScheduleConfig] = Field(
+        default_factory=dict,
+        title="Schedules",
+        description="name -> {days, from, to, timezone}: named weekly windows that when: rules (site or source) refer to.",
+    )
+    when: list[ScheduleRule] = Field(
+        default_factory=list,
+        title="Schedule rules (every source)",
+        description="[{schedule: NAME, labels: {disable: [...]}}] switches labels off inside the window; labels: {enable: [...]} reports them "
+        "only inside it; source: disable pauses sources inside it, source: enable runs them only inside it. A source's own when: adds to these. "
+        "Open events of a label switched off end at the transition (offset reason 'schedule'). Rules never report a label that "
+        "events.labels, the source's labels or privacy leave out.",
+    )
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, title="Privacy")
 
     @field_validator("engine", mode="before")
     @classmethod

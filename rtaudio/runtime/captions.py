@@ -146,11 +146,14 @@ class CaptionWorker:
         publishers: Sequence[Publisher],
         health: Health,
         max_pending: int = 4,
+        withhold: Callable[[str, float, float], bool] | None = None,
     ):
         self.captioner, self.model_id, self.model_version = captioner, model_id, model_version
         self.window_s = captioner.samples / sample_rate
         self.sample_rate, self.publishers, self.health = sample_rate, list(publishers), health
         self.queue = CaptionQueue(max_pending, self._dropped)
+        # (source id, start, end) -> True when privacy forbids captioning that audio (``rules.PrivacyGate.withhold``); asked before decoding
+        self.withhold = withhold
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -189,7 +192,17 @@ class CaptionWorker:
             self._dropped(job)
 
     def process(self, jobs: list[CaptionJob]) -> None:
-        """Caption ``jobs`` as one batch and publish each caption."""
+        """Caption ``jobs`` as one batch and publish each caption; jobs privacy withholds are never decoded (counted)."""
+        if self.withhold is not None:
+            kept = []
+            for job in jobs:
+                if self.withhold(job.source_id, job.start_time, job.end_time):
+                    self.health.source(job.source_id).captions_withheld += 1
+                else:
+                    kept.append(job)
+            jobs = kept
+            if not jobs:
+                return
         texts = self.captioner(np.stack([job.samples for job in jobs]))
         for job, text in zip(jobs, texts):
             latency = (time.monotonic() - job.enqueued) * 1000

@@ -60,7 +60,8 @@ class Event:
     mean_score: float
     windows: int
     query: str | None = None  # the query text, for a free-text query's event (label = query name)
-    reason: Literal["restart"] | None = None  # an offset not decided by the audio: "restart" closes one a killed run left open
+    # An offset not decided by the audio: "restart" closes one a killed run left open; "schedule" one whose label a schedule switched off.
+    reason: Literal["restart", "schedule"] | None = None
 
     def to_json(self) -> str:
         """This event as JSON, to persist it (the disk outbox keeps open events across a crash)."""
@@ -115,6 +116,7 @@ class EventTracker:
         self.source_id, self.model_id, self.labels, self.rules = source_id, model_id, labels, rules
         self._history: deque[tuple[np.ndarray, float, float]] = deque(maxlen=median_windows)
         self._tracks = [_Track() for _ in labels]
+        self.skip: set[int] = set()  # label indices not tracked for now (switched off by a schedule); see ``close``
         # Told (source_id, end time) after every window: how far the stream got, so open events
         # can be closed there after a crash (the MQTT disk outbox persists it). Must be O(1).
         self.on_progress: Callable[[str, float], None] | None = None
@@ -129,7 +131,7 @@ class EventTracker:
         _, t_start, t_end = self._history[(len(self._history) - 1) // 2]
         events: list[Event] = []
         for index, rule in enumerate(self.rules):
-            if rule is not None:
+            if rule is not None and index not in self.skip:
                 events.extend(self._step(index, rule, float(smoothed[index]), t_start, t_end))
         if self.on_progress is not None:
             self.on_progress(self.source_id, end_time)
@@ -141,6 +143,22 @@ class EventTracker:
         for index, track in enumerate(self._tracks):
             if track.active and track.reported:
                 events.append(self._event("offset", index, track, track.last_end))
+            self._tracks[index] = _Track()
+        return events
+
+    def active(self, index: int) -> bool:
+        """Whether label ``index`` is above its onset threshold now (reported or still pending its minimum duration)."""
+        return self._tracks[index].active
+
+    def close(self, indices: list[int], at: float, reason: Literal["schedule"] = "schedule") -> list[Event]:
+        """End the open events of labels ``indices`` at stream time ``at`` (never before their onset),
+        e.g. when a schedule switches them off; their tracks start afresh."""
+        events = []
+        for index in indices:
+            track = self._tracks[index]
+            if track.active and track.reported:
+                offset = self._event("offset", index, track, max(at, track.pending_since))
+                events.append(dataclasses.replace(offset, reason=reason))
             self._tracks[index] = _Track()
         return events
 

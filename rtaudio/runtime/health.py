@@ -44,6 +44,8 @@ class SourceHealth:
     level_dbfs: float = -120.0  # RMS of the latest block
     windows_processed: int = 0
     windows_dropped: int = 0
+    windows_gated: int = 0  # below the source's min_level_db: not inferred
+    levels_dropped: int = 0  # level readings the pipeline thread did not take in time
     packets_lost: int = 0
     packets_malformed: int = 0  # RTP: unparseable, payload type not decoded here, lone wild sequence number
     packets_rejected: int = 0  # RTP: sender not in allow_from
@@ -57,6 +59,7 @@ class SourceHealth:
     latency_ms: Percentiles = field(default_factory=Percentiles)  # capture of last sample -> publish
     captions_published: int = 0
     captions_dropped: int = 0  # caption jobs dropped from the full queue (or left at shutdown)
+    captions_withheld: int = 0  # captions not made: a private label active on the source, or the source paused (rules.PrivacyGate)
     caption_latency_ms: Percentiles = field(default_factory=Percentiles)  # caption job queued -> published
 
     def on_samples(self, samples: np.ndarray) -> None:
@@ -73,6 +76,8 @@ class SourceHealth:
             "samples": self.samples,
             "windows_processed": self.windows_processed,
             "windows_dropped": self.windows_dropped,
+            "windows_gated": self.windows_gated,
+            "levels_dropped": self.levels_dropped,
             "packets_lost": self.packets_lost,
             "packets_malformed": self.packets_malformed,
             "packets_rejected": self.packets_rejected,
@@ -85,6 +90,7 @@ class SourceHealth:
             "latency_ms": self.latency_ms.summary(),
             "captions_published": self.captions_published,
             "captions_dropped": self.captions_dropped,
+            "captions_withheld": self.captions_withheld,
             "caption_latency_ms": self.caption_latency_ms.summary(),
         }
 

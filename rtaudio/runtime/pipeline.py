@@ -12,6 +12,7 @@ into the source's caption ring, and ``CaptionWorker`` decodes on its own thread.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import threading
 import time
@@ -27,8 +28,10 @@ from rtaudio.runtime.buffer import RingBuffer, Window
 from rtaudio.runtime.engines.base import Engine
 from rtaudio.runtime.events import Event, EventTracker, LabelThresholds, TagResult
 from rtaudio.runtime.health import Health, SourceHealth
+from rtaudio.runtime.level import LevelMeter
 from rtaudio.runtime.logs import LogLimiter
 from rtaudio.runtime.publish.base import Publisher
+from rtaudio.runtime.rules import PrivacyGate, SourceRules, query_matches_private
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,13 @@ class Stream:
     last_tags: float = field(default=-1e18)
     query_tracker: EventTracker | None = None  # free-text queries, when configured
     caption_feed: Callable[[np.ndarray, float], None] | None = None  # the caption ring's writer, when captioned
+    meter: LevelMeter | None = None  # A-weighted level (fed by the sink), when levels or the gate are on
+    min_level_db: float | None = None  # windows quieter than this (meter units) are not inferred
+    rules: SourceRules | None = None  # labels, schedules and privacy of this source (None: every tracked label, always)
+    active: set[str] | None = None  # labels published now (set by ``Pipeline.apply_rules``; None: no rules)
+    on: bool = True  # False while a schedule pauses the source
+    last_end: float | None = None  # stream time of the latest window judged (a schedule's switch closes events here)
+    withheld: set[str] = field(default_factory=set)  # ids of query onsets withheld for privacy (their offsets are too)
 
 
 class Pipeline:
@@ -119,6 +129,8 @@ class Pipeline:
         health_interval_s: float = 10.0,
         queries: QuerySet | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        privacy: PrivacyGate | None = None,
+        now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc),
     ):
         self.engine, self.info, self.streams, self.publishers = engine, info, list(streams), list(publishers)
         self.queries = queries if queries is not None and queries.names else None
@@ -130,12 +142,18 @@ class Pipeline:
         self._next_health = time.monotonic() + health_interval_s
         self._clock = clock  # measures busy time (a fake one in tests)
         self._busy_mark = (clock(), health.pipeline_busy_s)  # start of the current busy_fraction interval
+        self.privacy, self._now = privacy, now  # ``now``: the wall clock the schedules read (a fake one in tests)
+        private = privacy.private_labels if privacy is not None else []
+        self._private_queries = {name for name, text in self._query_text.items() if query_matches_private(text, private)}
+        self.apply_rules()
 
     def sink(self, stream: Stream):
         """The callable a source writes into: buffer the samples, wake the pipeline when a window is due."""
-        buffer, ready, caption_feed = stream.buffer, self.ready, stream.caption_feed
+        buffer, ready, caption_feed, meter = stream.buffer, self.ready, stream.caption_feed, stream.meter
 
         def write(samples: np.ndarray, capture_time: float) -> None:
+            if meter is not None:  # before the buffer: a window's level is known once it is due (the gate reads it)
+                meter.feed(samples, capture_time)
             buffer.write(samples, capture_time)
             if buffer.pending():
                 ready.set()
@@ -166,6 +184,7 @@ class Pipeline:
         """Gather the due windows and run them as one batch; the wall time this takes (inference and
         dispatch) is the pipeline's busy time (``health.pipeline_busy_s``). Returns the windows run."""
         start = self._clock()
+        self.apply_rules()
         items = self.gather()
         try:
             self.step(items)
@@ -176,37 +195,130 @@ class Pipeline:
 
     def step(self, items: list[tuple[Stream, Window]]) -> None:
         """Run the engine once on ``items`` and dispatch scores, tags and events."""
+        items = self._drop_paused(items)
+        gated = self.gate(items)
         if not items:
             return
-        batch = np.stack([w.samples for _, w in items])
-        outputs = self.engine.infer(batch)
-        self.health.inference_ms.add(self.engine.last_ms)
-        self.health.batches += 1
-        self.health.busy_s += self.engine.last_ms / 1000
-        self.health.audio_s += self._hop_s * len(items)
-        scores = outputs["scores"]
-        for (stream, window), row in zip(items, scores):
-            stream.health.windows_processed += 1
-            self._dispatch(stream, window, row)
-        if self.queries is not None:
-            for (stream, window), row in zip(items, self.queries.scores(outputs["embedding"])):
+        run = [item for i, item in enumerate(items) if i not in gated]
+        rows: list[np.ndarray] = []
+        query_rows: list[np.ndarray] = []
+        if run:
+            batch = np.stack([w.samples for _, w in run])
+            outputs = self.engine.infer(batch)
+            self.health.inference_ms.add(self.engine.last_ms)
+            self.health.batches += 1
+            self.health.busy_s += self.engine.last_ms / 1000
+            self.health.audio_s += self._hop_s * len(run)
+            rows = list(outputs["scores"])
+            if self.queries is not None:
+                query_rows = list(self.queries.scores(outputs["embedding"]))
+        k = 0
+        for i, (stream, window) in enumerate(items):  # in order: a gated window is judged as silence where it falls
+            if i in gated:
+                self._dispatch(stream, window, np.zeros(len(self.info.labels), dtype=np.float32), tags=False)
                 if stream.query_tracker is not None:
-                    self._publish_query_events(stream.query_tracker.update(row, window.start_time, window.end_time))
+                    quiet = np.full(len(stream.query_tracker.labels), -1.0, dtype=np.float32)
+                    self._publish_query_events(stream.query_tracker.update(quiet, window.start_time, window.end_time), stream)
+                continue
+            stream.health.windows_processed += 1
+            self._dispatch(stream, window, rows[k])
+            if query_rows and stream.query_tracker is not None:
+                self._publish_query_events(stream.query_tracker.update(query_rows[k], window.start_time, window.end_time), stream)
+            k += 1
 
-    def _publish_query_events(self, events: list[Event]) -> None:
-        """Hand a query tracker's events to every publisher, each with its query text."""
+    def _publish_query_events(self, events: list[Event], stream: Stream | None = None) -> None:
+        """Hand a query tracker's events to every publisher, each with its query text; a query about a
+        private label's words is withheld (onset and its offset) while that label is active on the source."""
         for event in events:
+            if stream is not None and event.label in self._private_queries:
+                if event.event_id in stream.withheld:
+                    if event.kind == "offset":
+                        stream.withheld.discard(event.event_id)
+                    continue
+                if event.kind == "onset" and self.privacy is not None and self.privacy.active(stream.source_id):
+                    stream.withheld.add(event.event_id)
+                    continue
             event = dataclasses.replace(event, query=self._query_text[event.label])
             for publisher in self.publishers:
                 publisher.event(event)
 
-    def _dispatch(self, stream: Stream, window: Window, row: np.ndarray) -> None:
+    def apply_rules(self) -> None:
+        """Read the schedules now (once per tick, so at least once per hop): a label switched off has its
+        open event closed at the source's latest stream time (offset reason "schedule") and is no longer
+        tracked; a paused source has every event closed, queries included."""
+        now: datetime.datetime | None = None
+        for stream in self.streams:
+            rules = stream.rules
+            if rules is None or (stream.active is not None and not rules.scheduled):
+                continue
+            now = now or self._now()
+            on = rules.source_active(now)
+            active = rules.active_labels(now) if on else set()
+            before = stream.active if stream.active is not None else set(rules.reported_labels())
+            stream.active, stream.on = active, on
+            if self.privacy is not None:
+                self.privacy.set_paused(stream.source_id, not on)
+            tracked = active | set(rules.private)
+            stream.tracker.skip = {i for i, label in enumerate(self.info.labels) if label not in tracked}
+            off = [i for i, label in enumerate(self.info.labels) if label in before and label not in active]
+            at = stream.last_end
+            if at is None:
+                continue
+            for event in stream.tracker.close(off, at):
+                for publisher in self.publishers:
+                    publisher.event(event)
+            if not on and stream.query_tracker is not None:
+                closed = stream.query_tracker.close(list(range(len(stream.query_tracker.labels))), at)
+                self._publish_query_events(closed, stream)
+
+    def _drop_paused(self, items: list[tuple[Stream, Window]]) -> list[tuple[Stream, Window]]:
+        """Windows of sources a schedule pauses are not judged (nothing of them is published)."""
+        kept = []
+        for stream, window in items:
+            if stream.on:
+                kept.append((stream, window))
+            elif self.privacy is not None:
+                self.privacy.update(stream.source_id, False, window.end_time)  # judged: nothing to publish
+        return kept
+
+    def gate(self, items: list[tuple[Stream, Window]]) -> set[int]:
+        """Indices of the windows not to infer: those of a source with ``min_level_db`` whose A-weighted level is
+        below it (counted in ``windows_gated``); ``step`` judges them as silence (no tags), so open events still end."""
+        gated: set[int] = set()
+        for i, (stream, window) in enumerate(items):
+            meter, floor = stream.meter, stream.min_level_db
+            if meter is None or floor is None:
+                continue
+            level = meter.window_level(window.end_index - stream.buffer.window, window.end_index)
+            if level is not None and level < floor:
+                gated.add(i)
+                stream.health.windows_gated += 1
+        return gated
+
+    def publish_levels(self) -> None:
+        """Hand every source's completed level readings to the publishers (pipeline thread)."""
+        for stream in self.streams:
+            if stream.meter is None:
+                continue
+            for reading in stream.meter.take_readings():
+                for publisher in self.publishers:
+                    publisher.level(reading)
+            stream.health.levels_dropped = stream.meter.dropped
+
+    def _dispatch(self, stream: Stream, window: Window, row: np.ndarray, tags: bool = True) -> None:
+        stream.last_end = window.end_time
+        rules, active = stream.rules, stream.active
         for event in stream.tracker.update(row, window.start_time, window.end_time):
-            for publisher in self.publishers:
-                publisher.event(event)
-        if window.end_time - stream.last_tags >= self.tags_config.min_interval_s:
+            if active is None or event.label in active:
+                for publisher in self.publishers:
+                    publisher.event(event)
+        if rules is not None and self.privacy is not None:
+            private = any(stream.tracker.active(self.info.labels.index(label)) for label in rules.private)
+            self.privacy.update(stream.source_id, private, window.end_time)
+        if tags and window.end_time - stream.last_tags >= self.tags_config.min_interval_s:
             stream.last_tags = window.end_time
-            order = np.argsort(-row)[: self.tags_config.top_k]
+            allowed = np.arange(row.shape[0]) if active is None else np.array([i for i, label in enumerate(self.info.labels) if label in active], dtype=int)
+            order = allowed[np.argsort(-row[allowed], kind="stable")][: self.tags_config.top_k]
             labels = [(self.info.labels[i], round(float(row[i]), 4)) for i in order if row[i] >= self.tags_config.floor]
             result = TagResult(stream.source_id, self.info.model_id, window.start_time, window.end_time, labels)
             for publisher in self.publishers:
@@ -216,10 +328,11 @@ class Pipeline:
         """Close open events (offsets at the last window seen) and publish them."""
         for stream in self.streams:
             for event in stream.tracker.finish():
-                for publisher in self.publishers:
-                    publisher.event(event)
+                if stream.active is None or event.label in stream.active:
+                    for publisher in self.publishers:
+                        publisher.event(event)
             if stream.query_tracker is not None:
-                self._publish_query_events(stream.query_tracker.finish())
+                self._publish_query_events(stream.query_tracker.finish(), stream)
 
     def update_busy_fraction(self) -> None:
         """Set ``health.busy_fraction``: busy time / wall time since the previous update (the
@@ -248,6 +361,7 @@ class Pipeline:
                 self.ready.clear()
             try:
                 self.tick()
+                self.publish_levels()
             except Exception:  # keep listening; a bad batch must not kill the daemon
                 logs.exception("infer", "pipeline: inference failed; batch skipped")
                 self.health.errors += 1

@@ -27,8 +27,11 @@ from rtaudio.runtime.captions import CaptionWorker
 from rtaudio.runtime.engines import create_engine
 from rtaudio.runtime.events import EventTracker
 from rtaudio.runtime.health import Health
-from rtaudio.runtime.pipeline import Pipeline, QuerySet, Stream, label_rules
+from rtaudio.runtime.level import build_meter
+from rtaudio.runtime.pipeline import Pipeline, QuerySet, Stream
 from rtaudio.runtime.publish.base import Publisher
+from rtaudio.runtime.publish.homeassistant import SourceEntities
+from rtaudio.runtime.rules import PrivacyGate, build_rules
 from rtaudio.runtime.sources import Source, create_source
 from rtaudio.runtime.sources.file import FileSource
 
@@ -42,8 +45,22 @@ def window_sizes(config: SiteConfig, info: ModelInfo) -> tuple[int, int]:
     return round(window_s * info.sample_rate), round(hop_s * info.sample_rate)
 
 
-def build_publishers(config: SiteConfig, model_id: str, health: Health, stack: ExitStack) -> list[Publisher]:
-    """Console and MQTT publishers as configured (the embedded broker started first)."""
+def state_entities(config: SiteConfig, info: ModelInfo) -> list[SourceEntities]:
+    """Per enabled source, what gets a state topic (and, with discovery, a Home Assistant entity):
+    its reported labels (``rules.build_rules``) and the enabled queries; plus its caption and level flags."""
+    rules = build_rules(config, info)
+    queries = tuple(config.active_queries())
+    captioned = set(config.captioned_sources())
+    return [
+        SourceEntities(sc.id, tuple(rules[sc.id].reported_labels()), queries, captions=sc.id in captioned, level=config.level.enabled)
+        for sc in config.sources
+        if sc.enabled and sc.id in rules
+    ]
+
+
+def build_publishers(config: SiteConfig, model_id: str, health: Health, stack: ExitStack, info: ModelInfo | None = None) -> list[Publisher]:
+    """Console and MQTT publishers as configured (the embedded broker started first); with ``info``,
+    MQTT also publishes per-label state topics (and Home Assistant discovery when configured)."""
     from rtaudio.runtime.publish.console import ConsolePublisher
 
     publishers: list[Publisher] = [ConsolePublisher(config.console)]
@@ -56,7 +73,9 @@ def build_publishers(config: SiteConfig, model_id: str, health: Health, stack: E
 
             broker = start_embedded_broker(mqtt.port)
             stack.callback(broker.stop)
-        publishers.append(MqttPublisher(mqtt, config.site, health, model_id))
+        entities = state_entities(config, info) if info is not None else []
+        version = info.version if info is not None else ""
+        publishers.append(MqttPublisher(mqtt, config.site, health, model_id, entities, config.homeassistant, version))
     return publishers
 
 
@@ -75,7 +94,9 @@ def build_queries(config: SiteConfig, info: ModelInfo) -> QuerySet | None:
     return QuerySet(TextSpace(config.model), queries, info, config.events)
 
 
-def build_caption_worker(config: SiteConfig, model: ModelDir, publishers: Sequence[Publisher], health: Health) -> CaptionWorker | None:
+def build_caption_worker(
+    config: SiteConfig, model: ModelDir, publishers: Sequence[Publisher], health: Health, privacy: PrivacyGate | None = None
+) -> CaptionWorker | None:
     """The caption decoder's worker, its ORT sessions loaded now (None when captions are off)."""
     if config.captions is None or not config.captioned_sources():
         return None
@@ -83,7 +104,8 @@ def build_caption_worker(config: SiteConfig, model: ModelDir, publishers: Sequen
 
     info = model.info
     captioner = Captioner(config.model, threads=config.captions.threads)
-    return CaptionWorker(captioner, info.model_id, info.version, info.sample_rate, publishers, health, config.captions.max_pending)
+    withhold = privacy.withhold if privacy is not None else None
+    return CaptionWorker(captioner, info.model_id, info.version, info.sample_rate, publishers, health, config.captions.max_pending, withhold)
 
 
 def run_site(
@@ -111,27 +133,31 @@ def run_site(
         engine.open()
         stack.callback(engine.close)
         health.engine = engine.description
-        publishers = build_publishers(config, info.model_id, health, stack) + list(extra_publishers)
+        publishers = build_publishers(config, info.model_id, health, stack, info) + list(extra_publishers)
         progress = close_interrupted_events(publishers) if config.mqtt is not None else None
-        rules = label_rules(info, config.events)
+        source_rules = build_rules(config, info)  # per source: labels, thresholds, schedules, privacy
+        scheduled = any(r.scheduled for r in source_rules.values())
+        privacy = PrivacyGate(config.privacy.private_labels) if config.privacy.private_labels or scheduled else None
         queries = build_queries(config, info)
-        captions = build_caption_worker(config, model, publishers, health)
+        captions = build_caption_worker(config, model, publishers, health, privacy)
         captioned = set(config.captioned_sources())
         enabled = [s for s in config.sources if s.enabled]
         streams: list[Stream] = []
         for sc in enabled:
             buffer = RingBuffer(info.sample_rate, window, hop, config.window.max_backlog)
-            tracker = EventTracker(sc.id, info.model_id, info.labels, rules, config.events.median_windows)
+            tracker = EventTracker(sc.id, info.model_id, info.labels, source_rules[sc.id].thresholds(), config.events.median_windows)
             tracker.on_progress = progress  # the query tracker sees the same windows: one hook per source is enough
-            stream = Stream(sc.id, buffer, tracker, health.source(sc.id))
+            stream = Stream(sc.id, buffer, tracker, health.source(sc.id), rules=source_rules[sc.id])
             if queries is not None:
                 stream.query_tracker = queries.tracker(sc.id, info.model_id, config.events.median_windows)
             if captions is not None and config.captions is not None and sc.id in captioned:
                 stream.caption_feed = captions.feed(captions.ring(sc.id, config.captions.every_s))
+            stream.meter = build_meter(sc, config.level, info.sample_rate, (buffer.capacity + hop) / info.sample_rate)
+            stream.min_level_db = sc.min_level_db
             streams.append(stream)
         flush_s = config.mqtt.shutdown_flush_s if config.mqtt else 1.0
         health_s = config.mqtt.health_interval_s if config.mqtt else 10.0
-        pipeline = Pipeline(engine, info, streams, publishers, health, config.tags, config.window.max_batch, health_s, queries)
+        pipeline = Pipeline(engine, info, streams, publishers, health, config.tags, config.window.max_batch, health_s, queries, privacy=privacy)
         sources: list[Source] = []
         for sc, stream in zip(enabled, streams):
             source = create_source(sc, info.sample_rate, pipeline.sink(stream), stream.health)
@@ -164,6 +190,9 @@ def run_site(
         thread.join(10)
         pipeline.step(pipeline.gather())  # what the sources delivered before they stopped
         pipeline.finish()
+        pipeline.publish_levels()  # the intervals completed before the sources stopped
+        if privacy is not None:  # every window is judged: the caption thread need not wait any more
+            privacy.close()
         if captions is not None:  # the last captions before the final health and the publishers' flush
             captions.close(flush_s)
         pipeline.publish_health()

@@ -1,6 +1,6 @@
 """The publisher base class: where tags, events and health leave the process.
 
-Threading contract: ``tags``/``event``/``health`` are called from the pipeline thread,
+Threading contract: ``tags``/``event``/``health``/``level`` are called from the pipeline thread,
 ``caption`` from the caption worker's thread; all must return at once (queue and go); delivery happens on the publisher's own thread(s).
 ``close(timeout)`` flushes what it can within ``timeout`` seconds and says goodbye.
 """
@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from rtaudio.runtime.events import CaptionResult, Event, TagResult
+from rtaudio.runtime.level import LevelReading
 
 
 class Publisher(ABC):
@@ -32,6 +33,9 @@ class Publisher(ABC):
 
     def health(self, snapshot: dict[str, Any]) -> None:
         """Periodic health snapshot (``Health.snapshot()``)."""
+
+    def level(self, reading: LevelReading) -> None:
+        """One source's sound level over one interval (pipeline thread; default: ignored)."""
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush for up to ``timeout`` seconds, then disconnect."""

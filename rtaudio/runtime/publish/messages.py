@@ -16,14 +16,16 @@ from importlib import resources
 from typing import Any, Literal
 
 from rtaudio.runtime.events import CaptionResult, Event, TagResult
+from rtaudio.runtime.level import LevelReading
 
-Kind = Literal["tags", "events", "captions", "health"]
+Kind = Literal["tags", "events", "captions", "health", "level"]
 
 SCHEMA_IDS: dict[Kind, str] = {
     "tags": "rtaudio.tags/1",
     "events": "rtaudio.event/1",
     "captions": "rtaudio.caption/1",
     "health": "rtaudio.health/1",
+    "level": "rtaudio.level/1",
 }
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
@@ -43,7 +45,7 @@ def health_topic(prefix: str, site: str) -> str:
     return f"{prefix}/{site}/health"
 
 
-def source_topic(prefix: str, site: str, source: str, kind: Literal["tags", "events", "caption"]) -> str:
+def source_topic(prefix: str, site: str, source: str, kind: Literal["tags", "events", "caption", "level"]) -> str:
     return f"{prefix}/{site}/{source}/{kind}"
 
 
@@ -109,6 +111,24 @@ def caption_payload(site: str, result: CaptionResult) -> dict[str, Any]:
     }
 
 
+def level_payload(site: str, reading: LevelReading) -> dict[str, Any]:
+    """A-weighted levels of one source over ``interval_s`` seconds of its audio ending at ``time``."""
+    values = {"leq_db": reading.leq_db, "lmax_db": reading.lmax_db, "l90_db": reading.l90_db}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{name} {value} is not a finite number")
+    return {
+        "schema": SCHEMA_IDS["level"],
+        "site": site,
+        "source": reading.source_id,
+        "time": iso(reading.end_time),
+        "interval_s": round(float(reading.interval_s), 3),
+        **{name: round(float(value), 2) for name, value in values.items()},
+        "weighting": reading.weighting,
+        "calibrated": bool(reading.calibrated),
+    }
+
+
 def health_payload(site: str, model_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
     """``Health.snapshot()`` with the envelope fields first."""
     return {"schema": SCHEMA_IDS["health"], "site": site, "model": model_id, **snapshot}
@@ -129,5 +149,5 @@ def stamp(encoded: bytes, published: float) -> bytes:
 @cache
 def load_schema(kind: Kind) -> dict[str, Any]:
     """The JSON Schema shipped for one payload kind."""
-    name = {"tags": "tags.json", "events": "event.json", "captions": "caption.json", "health": "health.json"}[kind]
+    name = {"tags": "tags.json", "events": "event.json", "captions": "caption.json", "health": "health.json", "level": "level.json"}[kind]
     return json.loads(resources.files(__package__).joinpath("schema", name).read_text())

@@ -11,6 +11,14 @@ Ordering: messages are handed to paho in outbox order. paho keeps unacknowledged
 messages across a reconnect and resends them first; the sender sends nothing new after a
 reconnect until those are acknowledged, so events reach the broker in their original order.
 Delivery is at least once: a lost PUBACK or a crash before the outbox is updated resends.
+
+Retained state and discovery (docs/mqtt.md): ``{prefix}/{site}/{source}/state/{label}`` follows the
+events (``ON`` at an onset, ``OFF`` at an offset), all ``OFF`` at start and at a clean stop. These
+and the Home Assistant discovery configs are latest-value topics (``RetainedTopics``), sent by the
+same sender thread inside the same window, before the outbox. With discovery on, the network
+thread also listens to ``{ha prefix}/status`` (``online``: send the configs again) and, once per
+run, to this site's own retained configs for ``DISCOVERY_SWEEP_S`` after the SUBACK: every config
+found that the site no longer wants is cleared with an empty retained payload.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -29,12 +38,15 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from rtaudio.config.site import MqttConfig, TlsConfig
+from rtaudio.config.site import HomeAssistantConfig, MqttConfig, TlsConfig
 from rtaudio.runtime.events import CaptionResult, Event, TagResult
 from rtaudio.runtime.health import Health
+from rtaudio.runtime.level import LevelReading
+from rtaudio.runtime.publish import homeassistant as ha
 from rtaudio.runtime.publish import messages as msgs
 from rtaudio.runtime.publish.base import Publisher
 from rtaudio.runtime.publish.outbox import Message, OpenEvent, open_outbox
+from rtaudio.runtime.publish.retained import RetainedTopics
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +54,8 @@ EMBEDDED_HOST = "127.0.0.1"
 MAX_WINDOW = 16  # unfinished messages handed to paho; below mosquitto's default receive maximum (20)
 SESSION_EXPIRY_S = 3600  # MQTT 5 session kept this long when clean_start is false
 MAX_DOWN_REASONS = 8  # distinct connection-failure reasons warned about per outage; more go to debug
+DISCOVERY_SWEEP_S = 3.0  # after the SUBACK, how long retained discovery configs of this site are collected before stale ones are cleared
+MAX_SWEEP_TOPICS = 100_000  # retained configs remembered during the sweep (bounded even on a hostile broker)
 
 
 class MqttPublisher(Publisher):
@@ -52,7 +66,18 @@ class MqttPublisher(Publisher):
     broker (``embedded.start_embedded_broker``) is the caller's job.
     """
 
-    def __init__(self, config: MqttConfig, site: str, health: Health | None = None, model_id: str = ""):
+    def __init__(
+        self,
+        config: MqttConfig,
+        site: str,
+        health: Health | None = None,
+        model_id: str = "",
+        entities: Sequence[ha.SourceEntities] = (),
+        homeassistant: HomeAssistantConfig | None = None,
+        model_version: str = "",
+    ):
+        """``entities``: per source, the labels and queries with a state topic (published ``OFF`` at
+        start and stop). ``homeassistant`` with ``discovery`` on publishes their discovery configs."""
         self.config = config
         self.site = site
         self.model_id = model_id
@@ -63,6 +88,7 @@ class MqttPublisher(Publisher):
         if self.embedded and config.protocol == "5":
             log.info("the embedded broker speaks MQTT 3.1.1 only; using 3.1.1")
         self.status_topic = msgs.status_topic(config.prefix, site)
+        self.homeassistant = homeassistant if homeassistant is not None and homeassistant.discovery else None
         self._counts_lock = threading.Lock()
         self._outbox = open_outbox(config.outbox_dir, config.outbox_max_messages, self._dropped)
         self.stats.outbox_depth = len(self._outbox)
@@ -78,11 +104,38 @@ class MqttPublisher(Publisher):
         self._sender: threading.Thread | None = None
         self._closed = False
         self._down_logged: set[str] = set()  # reasons warned about in this outage; repeats go to debug
+        self.entities = tuple(entities)
+        self._retained = RetainedTopics()  # label states and discovery configs: latest value per topic
+        self._retained_inflight: list[tuple[str, bytes, mqtt.MQTTMessageInfo]] = []  # sender thread only
+        self._state_topics: dict[str, None] = {}  # every state topic of this run, in order
+        self.discovery: list[ha.Discovery] = []
+        if self.homeassistant is not None:
+            self.discovery = ha.discovery_messages(
+                self.homeassistant.prefix,
+                config.prefix,
+                site,
+                model_id,
+                model_version,
+                self.entities,
+                self.status_topic,
+                msgs.STATUS_ONLINE,
+                msgs.STATUS_OFFLINE,
+            )
+        self._sweep_lock = threading.Lock()
+        self._sweep_mid: int | None = None  # the discovery subscription's message id, until its SUBACK
+        self._sweep_since: float | None = None  # monotonic time of that SUBACK
+        self._sweep_done = False
+        self._sweep_found: set[str] = set()
 
     # ------------------------------------------------------------ Publisher interface
 
     def start(self) -> None:
-        """Connect in the background (retrying with backoff) and start sending."""
+        """Queue the discovery configs and every state ``OFF``, connect in the background (retrying with backoff) and start sending."""
+        for message in self.discovery:
+            self._retained.set(message.topic, msgs.encode(message.payload))
+        for entities in self.entities:
+            for name in entities.state_names():
+                self._set_state(entities.source, name, ha.STATE_OFF)
         properties = None
         kwargs: dict[str, Any] = {}
         if self.protocol == mqtt.MQTTv5:
@@ -110,6 +163,20 @@ class MqttPublisher(Publisher):
         opens = (lambda: OpenEvent(event.event_id, event.source_id, event.to_json(), event.onset_time)) if event.kind == "onset" else None
         closes = event.event_id if event.kind == "offset" else None
         self._queue("events", topic, 1, lambda: msgs.event_payload(self.site, event), event.source_id, None, opens, closes)
+        if not self._closed:
+            self._set_state(event.source_id, event.label, ha.STATE_ON if event.kind == "onset" else ha.STATE_OFF)
+
+    def _set_state(self, source: str, name: str, value: str) -> None:
+        """Retained ``ON``/``OFF`` on ``{prefix}/{site}/{source}/state/{name}`` (latest value wins)."""
+        topic = ha.state_topic(self.config.prefix, self.site, source, name)
+        self._state_topics[topic] = None
+        self._retained.set(topic, value.encode())
+        self._work.set()
+
+    def state(self, source: str, name: str) -> str | None:
+        """The latest state of a label or query of ``source`` (``ON``/``OFF``), None when it has none."""
+        value = self._retained.get(ha.state_topic(self.config.prefix, self.site, source, name))
+        return None if value is None else value.decode()
 
     def stream_time(self, source_id: str, stream_time: float) -> None:
         """How far ``source_id``'s stream got (pipeline thread, every window; O(1)): where its open
@@ -134,6 +201,11 @@ class MqttPublisher(Publisher):
         topic = msgs.source_topic(self.config.prefix, self.site, result.source_id, "caption")
         self._queue("captions", topic, 1, lambda: msgs.caption_payload(self.site, result), result.source_id, None)
 
+    def level(self, reading: LevelReading) -> None:
+        """QoS 0 through the outbox, like tags (dropped before captions and events when it is full)."""
+        topic = msgs.source_topic(self.config.prefix, self.site, reading.source_id, "level")
+        self._queue("level", topic, 0, lambda: msgs.level_payload(self.site, reading), reading.source_id, None)
+
     def health(self, snapshot: dict[str, Any]) -> None:
         """Sent at QoS 0 when connected; while offline it is dropped and counted (not queued)."""
         if self._closed or not self._connected.is_set():
@@ -157,8 +229,12 @@ class MqttPublisher(Publisher):
             return
         self._closed = True
         deadline = time.monotonic() + timeout
+        for topic in list(self._state_topics):  # after the offsets: nothing is heard while rtaudio is stopped
+            self._retained.set(topic, ha.STATE_OFF.encode())
+        self._sweep_discovery(now=True)  # a short run still clears what it found
+        self._work.set()
         if self._sender is not None:
-            while time.monotonic() < deadline and (len(self._outbox) or self._health_pending()):
+            while time.monotonic() < deadline and (len(self._outbox) or self._health_pending() or self._retained_pending()):
                 self._work.set()
                 time.sleep(0.02)
             self._stop.set()
@@ -175,6 +251,9 @@ class MqttPublisher(Publisher):
 
     def _health_pending(self) -> bool:
         return self._health_payload is not None and self._connected.is_set()
+
+    def _retained_pending(self) -> bool:
+        return bool(self._retained.pending() or self._retained_inflight)
 
     @property
     def connected(self) -> bool:
@@ -226,12 +305,14 @@ class MqttPublisher(Publisher):
                 if not self._connected.is_set():
                     continue
                 if self._connects != seen_connects:  # paho resends what was in flight first
-                    seen_connects, barrier = self._connects, bool(self._inflight)
-                if barrier and self._inflight:
+                    seen_connects, barrier = self._connects, bool(self._inflight or self._retained_inflight)
+                if barrier and (self._inflight or self._retained_inflight):
                     continue
                 barrier = False
                 self._send_health()
-                self._send(self._outbox.take(self._window - len(self._inflight)))
+                self._sweep_discovery()
+                self._send_retained(self._retained.take(self._window - len(self._inflight) - len(self._retained_inflight)))
+                self._send(self._outbox.take(self._window - len(self._inflight) - len(self._retained_inflight)))
             except Exception:  # never let the sender die: log, back off, go on
                 log.exception("MQTT sender failed; retrying")
                 self._stop.wait(1.0)
@@ -251,6 +332,32 @@ class MqttPublisher(Publisher):
         if batch:
             self.stats.outbox_depth = len(self._outbox)
 
+    def _send_retained(self, batch: list[tuple[str, bytes]]) -> None:
+        """States and discovery configs: QoS 1, retained; a failed hand-over is queued again."""
+        for topic, payload in batch:
+            info = self._client.publish(topic, payload, 1, retain=True)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                self._retained_inflight.append((topic, payload, info))
+            else:
+                self._retained.retry(topic)
+
+    def _sweep_discovery(self, now: bool = False) -> None:
+        """Once the sweep has listened long enough (or ``now``, at close, if its SUBACK came): clear
+        every config of this site found retained that is no longer wanted."""
+        with self._sweep_lock:
+            if self._sweep_done or self._sweep_since is None or self.homeassistant is None:
+                return
+            if not now and time.monotonic() - self._sweep_since < DISCOVERY_SWEEP_S:
+                return
+            self._sweep_done = True
+            found, self._sweep_found = self._sweep_found, set()
+        stale = ha.stale_topics(found, (m.topic for m in self.discovery))
+        if stale:
+            log.info("Home Assistant discovery: clearing %d config(s) this site no longer publishes (e.g. %s)", len(stale), stale[0])
+        for topic in stale:
+            self._retained.set(topic, b"")
+        self._client.unsubscribe(ha.discovery_filter(self.homeassistant.prefix, self.site))
+
     def _send_health(self) -> None:
         with self._health_lock:
             payload, self._health_payload = self._health_payload, None
@@ -262,6 +369,7 @@ class MqttPublisher(Publisher):
 
     def _reap(self) -> None:
         """Forget every in-flight message paho has finished with."""
+        self._retained_inflight = [item for item in self._retained_inflight if not item[2].is_published()]
         still = []
         for message, info in self._inflight:
             if info.is_published():
@@ -329,6 +437,9 @@ class MqttPublisher(Publisher):
         client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         client.on_log = self._on_log
+        if self.homeassistant is not None:
+            client.on_message = self._on_message
+            client.on_subscribe = self._on_subscribe
         return client
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -339,6 +450,13 @@ class MqttPublisher(Publisher):
         if receive_max:  # MQTT 5: never have more QoS 1 messages unacknowledged than the broker allows
             self._window = max(1, min(self._window, receive_max - 2))
         client.publish(self.status_topic, msgs.STATUS_ONLINE, qos=1, retain=True)
+        if self._connects:  # a broker that restarted without persistence lost the retained states
+            self._retained.mark(list(self._state_topics))
+        if self.homeassistant is not None:
+            client.subscribe(ha.birth_topic(self.homeassistant.prefix), 1)
+            with self._sweep_lock:
+                if not self._sweep_done and self._sweep_since is None:
+                    _, self._sweep_mid = client.subscribe(ha.discovery_filter(self.homeassistant.prefix, self.site), 1)
         self._connects += 1
         self._connected.set()
         self.stats.broker_connected = True
@@ -374,6 +492,27 @@ class MqttPublisher(Publisher):
         if reason.is_failure:
             log.warning("MQTT: the broker rejected message %d: %s", mid, reason)
         self._work.set()  # room in the window: let the sender go on
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        with self._sweep_lock:
+            if mid == self._sweep_mid and self._sweep_since is None:
+                self._sweep_since = time.monotonic()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """Home Assistant's birth message (send the configs again) and this site's retained configs (the sweep)."""
+        if self.homeassistant is None:
+            return
+        if message.topic == ha.birth_topic(self.homeassistant.prefix):
+            if message.payload == b"online":
+                log.info("Home Assistant is online: publishing %d discovery config(s) again", len(self.discovery))
+                self._retained.mark([m.topic for m in self.discovery])
+                self._retained.mark(list(self._state_topics))
+                self._work.set()
+            return
+        if message.payload and mqtt.topic_matches_sub(ha.discovery_filter(self.homeassistant.prefix, self.site), message.topic):
+            with self._sweep_lock:
+                if not self._sweep_done and len(self._sweep_found) < MAX_SWEEP_TOPICS:
+                    self._sweep_found.add(message.topic)
 
     def _log_down(self, text: str) -> None:
         """WARNING the first time a reason is seen in an outage, DEBUG while it repeats (retries back off)."""

@@ -2,7 +2,7 @@
 
 ``put`` (pipeline thread) never blocks on I/O. The sender thread ``take``s the next messages
 it has not been given yet, oldest first, and calls ``done`` once the broker has them. When
-the outbox is full, the oldest tags message that has not been taken is dropped; then the
+the outbox is full, the oldest tags message that has not been taken is dropped; then the oldest level message; then the
 oldest caption; only when neither is left is the oldest event dropped. Every drop is reported through ``on_drop``.
 
 The disk outbox is one SQLite database in WAL mode: each insert/delete batch is an atomic
@@ -39,8 +39,8 @@ from typing import Literal
 
 log = logging.getLogger(__name__)
 
-QueuedKind = Literal["tags", "captions", "events"]
-DROP_ORDER: tuple[QueuedKind, ...] = ("tags", "captions", "events")  # first dropped first when full
+QueuedKind = Literal["tags", "level", "captions", "events"]
+DROP_ORDER: tuple[QueuedKind, ...] = ("tags", "level", "captions", "events")  # first dropped first when full
 DropCallback = Callable[[str], None]
 
 DIR_MODE = 0o700  # the outbox directory, when rtaudio creates it
@@ -93,8 +93,8 @@ class Outbox(ABC):
         return sum(len(seqs) for seqs in self._index.values())
 
     def counts(self) -> dict[str, int]:
-        """Messages waiting, by kind (tags and events always; captions when there are any)."""
-        return {kind: len(seqs) for kind, seqs in self._index.items() if seqs or kind != "captions"}
+        """Messages waiting, by kind (tags and events always; captions and level when there are any)."""
+        return {kind: len(seqs) for kind, seqs in self._index.items() if seqs or kind not in ("captions", "level")}
 
     def put(
         self,
@@ -113,7 +113,7 @@ class Outbox(ABC):
         ``opens``/``closes`` record or forget an open event together with the message (an onset,
         an offset), so a crash never keeps one without the other."""
         if kind not in self._index:
-            raise ValueError(f"message kind {kind!r} is not allowed in the outbox; expected captions, tags or events")
+            raise ValueError(f"message kind {kind!r} is not allowed in the outbox; expected captions, level, tags or events")
         dropped = ""
         with self._lock:
             message = Message(self._next_seq, kind, topic, payload, qos, retain, source, captured)
@@ -143,7 +143,7 @@ class Outbox(ABC):
         """Record an open event / forget one (called under the lock); the memory outbox keeps none."""
 
     def _drop_one(self) -> str:
-        """Drop the oldest untaken tags message, else caption, else event; return its kind.
+        """Drop the oldest untaken tags message, else level, else caption, else event; return its kind.
 
         The newest message is never taken yet, so there is always a candidate.
         """
