@@ -7,10 +7,9 @@ import base64
 import io
 import logging
 import os
-import threading
 import wave
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote, unquote, urlsplit
@@ -20,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from rtaudio.runtime.sources.ffmpeg import FfmpegConfig, FfmpegSource, url_with_login
-from tests.helpers import AudioSink, needs_ffmpeg, peak_hz, wait_until
+from tests.helpers import AudioSink, http_server, needs_ffmpeg, peak_hz, wait_until
 
 RATE = 16000
 USER, PASSWORD = "cam user", "p@ss:w/rd"
@@ -121,12 +120,8 @@ class BasicAuthHandler(BaseHTTPRequestHandler):
 def camera() -> Iterator[str]:
     """A loopback HTTP server requiring Basic auth; yields its base URL."""
     BasicAuthHandler.seen.clear()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BasicAuthHandler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(BasicAuthHandler) as url:
+        yield url
 
 
 @pytest.mark.integration

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 import wave
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rtaudio.runtime.sources.ffmpeg import STDERR_LINE_CHARS, STDERR_LINES, FfmpegConfig, FfmpegSource, meaningful, quote_stderr
-from tests.helpers import AudioSink, needs_ffmpeg, wait_until
+from tests.helpers import AudioSink, http_server, needs_ffmpeg, wait_until
 
 RATE = 16000
 
@@ -120,12 +119,8 @@ class CutShortHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def cut_short() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), CutShortHandler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/a.wav"
-    server.shutdown()
-    server.server_close()
+    with http_server(CutShortHandler) as url:
+        yield f"{url}/a.wav"
 
 
 @pytest.mark.integration
