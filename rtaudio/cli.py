@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     try:
-        return run_site(config, duration_s=args.duration)
+        return run_site(config, duration_s=args.duration, config_path=Path(args.config))
     except EngineError as exc:
         print(f"error: engine: {_one_line(exc)}", file=sys.stderr)
         return EXIT_CONFIG
@@ -81,6 +81,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.debug("run failed", exc_info=True)  # ONNX Runtime's own types (a text head that will not load), not ValueError/RuntimeError
         print(f"error: onnxruntime: {_one_line(exc)}", file=sys.stderr)
         return EXIT_CONFIG
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Check site.yaml, then send SIGHUP to the ``rtaudio run`` of that site (its pid file, or ``--pid``)."""
+    import os
+    import signal
+
+    from rtaudio.runtime.site import pid_path
+
+    config = _load_config(args.config)
+    if config is None:
+        print("error: not reloaded: the running site keeps its settings", file=sys.stderr)
+        return EXIT_CONFIG
+    pid = args.pid
+    if pid is None:
+        path = pid_path(config)
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            print(f"error: no running rtaudio for site {config.site}: cannot read its pid file {path} ({why}); is it running? else pass --pid", file=sys.stderr)
+            return EXIT_CONFIG
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if Path("/proc/self").exists():  # Linux: make sure the pid is rtaudio's, not a reused one
+        try:
+            if b"rtaudio" not in cmdline.read_bytes():
+                print(f"error: process {pid} is not rtaudio (a stale pid file?); nothing sent", file=sys.stderr)
+                return EXIT_CONFIG
+        except OSError:
+            print(f"error: no process {pid} (rtaudio for site {config.site} is not running; a stale pid file?)", file=sys.stderr)
+            return EXIT_CONFIG
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"error: no process {pid} (rtaudio for site {config.site} is not running; a stale pid file?)", file=sys.stderr)
+        return EXIT_CONFIG
+    except PermissionError:
+        print(f"error: not allowed to signal process {pid} (run reload as the user running rtaudio)", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"reload: sent SIGHUP to rtaudio (pid {pid}, site {config.site}); its log says what was applied")
+    return 0
 
 
 def _one_line(exc: BaseException) -> str:
@@ -367,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", type=Path, required=True, help="site.yaml")
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds (tests, benchmarks)")
     run.set_defaults(func=cmd_run)
+
+    reload = sub.add_parser("reload", help="make a running site re-read its site.yaml (SIGHUP; the file is checked first)")
+    reload.add_argument("--config", "-c", type=Path, required=True, help="site.yaml (the site name finds the running process)")
+    reload.add_argument("--pid", type=int, default=None, help="the process to signal, instead of the pid file rtaudio run writes")
+    reload.set_defaults(func=cmd_reload)
 
     tag = sub.add_parser("tag", help="tag audio files offline")
     tag.add_argument("files", nargs="+", type=Path)

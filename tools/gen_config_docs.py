@@ -41,9 +41,35 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("mqtt", site.MqttConfig),
     ("mqtt.tls", site.TlsConfig),
     ("console", site.ConsoleConfig),
+    ("control", site.ControlConfig),
     ("captions", site.CaptionsConfig),
     ("queries.NAME", site.QueryRule),
 ]
+
+
+def _models(annotation: object) -> list[type[BaseModel]]:
+    """The config models an annotation holds (through Optional, list, dict, Annotated, unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models(arg)]
+
+
+def sections() -> list[tuple[str, type[BaseModel]]]:
+    """SECTIONS in their reading order, then any section reachable from SiteConfig that SECTIONS
+    does not list (titled by its key path), so a new section is never left undocumented."""
+    listed = {model for _, model in SECTIONS}
+    out = list(SECTIONS)
+    todo: list[tuple[str, type[BaseModel]]] = [("", site.SiteConfig)]
+    while todo:
+        path, model = todo.pop(0)
+        for name, field in model.model_fields.items():
+            for sub in _models(field.annotation):
+                key = f"{path}.{field.alias or name}" if path else field.alias or name
+                if sub not in listed:
+                    listed.add(sub)
+                    out.append((key, sub))
+                todo.append((key, sub))
+    return out
 
 
 def _type(annotation: object) -> str:
@@ -90,7 +116,7 @@ def render() -> str:
         "are not UTF-8 are refused before anything is built.",
         "",
     ]
-    for title, model in SECTIONS:
+    for title, model in sections():
         lines += [f"## {title}", "", "| key | type | default | bounds | description |", "|---|---|---|---|---|"]
         for name, field in model.model_fields.items():
             if field.default is not PydanticUndefined:

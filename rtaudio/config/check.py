@@ -333,6 +333,9 @@ def machine_problems(config: SiteConfig) -> list[Problem]:
         if config.homeassistant.discovery:
             message = "true needs MQTT, but mqtt is null; expected an mqtt: section (a broker), or discovery: false"
             problems.append(Problem(("homeassistant", "discovery"), message))
+        if config.control.enabled:
+            message = "true needs MQTT, but mqtt is null; expected an mqtt: section (a broker), or control.enabled: false"
+            problems.append(Problem(("control", "enabled"), message))
         return problems
     if mqtt.password_file is not None:
         problems += secret_file_problems(mqtt.password_file, ("mqtt", "password_file"))

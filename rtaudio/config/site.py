@@ -170,6 +170,17 @@ class HomeAssistantConfig(StrictModel):
     prefix: str = Field("homeassistant", title="Discovery prefix", pattern=r"^[^#+]+$", description="HA's discovery_prefix (its MQTT integration setting).")
 
 
+class ControlConfig(StrictModel):
+    enabled: bool = Field(
+        False,
+        title="Accept commands over MQTT",
+        description="Subscribe {prefix}/{site}/set for JSON commands (enable or disable a source or label, change a threshold), each acknowledged "
+        "on {prefix}/{site}/control/ack. Changes last until a reload or restart (site.yaml is not written). Restrict who may publish to set "
+        "with the broker's ACL (docs/mqtt.md). Needs mqtt.",
+    )
+    max_pending: int = Field(64, title="Commands waiting (most)", ge=1, le=10000, description="Commands beyond this wait are refused with an error ack.")
+
+
 class ConsoleConfig(StrictModel):
     tags: bool = Field(True, title="Print tags")
     events: bool = Field(True, title="Print events")
@@ -241,6 +252,7 @@ class SiteConfig(StrictModel):
     homeassistant: HomeAssistantConfig = Field(
         default_factory=HomeAssistantConfig, title="Home Assistant", description="MQTT discovery of every source as a device (off by default)."
     )
+    control: ControlConfig = Field(default_factory=ControlConfig, title="Remote control", description="Commands over MQTT (off by default).")
     level: LevelConfig = Field(
         default_factory=LevelConfig,
         title="Sound level",

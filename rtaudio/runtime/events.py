@@ -60,8 +60,9 @@ class Event:
     mean_score: float
     windows: int
     query: str | None = None  # the query text, for a free-text query's event (label = query name)
-    # An offset not decided by the audio: "restart" closes one a killed run left open; "schedule" one whose label a schedule switched off.
-    reason: Literal["restart", "schedule"] | None = None
+    # An offset not decided by the audio: "restart" closes one a killed run left open; "schedule" one whose label a schedule switched off;
+    # "control" one a remote command switched off; "reload" one a reloaded site.yaml no longer reports.
+    reason: Literal["restart", "schedule", "control", "reload"] | None = None
 
     def to_json(self) -> str:
         """This event as JSON, to persist it (the disk outbox keeps open events across a crash)."""
@@ -150,7 +151,7 @@ class EventTracker:
         """Whether label ``index`` is above its onset threshold now (reported or still pending its minimum duration)."""
         return self._tracks[index].active
 
-    def close(self, indices: list[int], at: float, reason: Literal["schedule"] = "schedule") -> list[Event]:
+    def close(self, indices: list[int], at: float, reason: Literal["schedule", "control", "reload"] = "schedule") -> list[Event]:
         """End the open events of labels ``indices`` at stream time ``at`` (never before their onset),
         e.g. when a schedule switches them off; their tracks start afresh."""
         events = []

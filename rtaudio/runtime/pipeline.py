@@ -14,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -112,6 +113,7 @@ class Stream:
     on: bool = True  # False while a schedule pauses the source
     last_end: float | None = None  # stream time of the latest window judged (a schedule's switch closes events here)
     withheld: set[str] = field(default_factory=set)  # ids of query onsets withheld for privacy (their offsets are too)
+    applied: SourceRules | None = None  # the rules ``apply_rules`` last read (a swapped snapshot is read again)
 
 
 class Pipeline:
@@ -145,6 +147,9 @@ class Pipeline:
         self.privacy, self._now = privacy, now  # ``now``: the wall clock the schedules read (a fake one in tests)
         private = privacy.private_labels if privacy is not None else []
         self._private_queries = {name for name, text in self._query_text.items() if query_matches_private(text, private)}
+        self.hooks: list[Callable[[], None]] = []  # run on this thread at every tick, before the rules are read (remote control)
+        self._hook_logs = LogLimiter(log)
+        self._calls: queue.Queue[tuple[Callable[[], None], threading.Event, list[BaseException]]] = queue.Queue(8)
         self.apply_rules()
 
     def sink(self, stream: Stream):
@@ -184,6 +189,12 @@ class Pipeline:
         """Gather the due windows and run them as one batch; the wall time this takes (inference and
         dispatch) is the pipeline's busy time (``health.pipeline_busy_s``). Returns the windows run."""
         start = self._clock()
+        self._run_calls()
+        for hook in self.hooks:
+            try:
+                hook()
+            except Exception:  # a faulty hook must not stop inference
+                self._hook_logs.exception("hook", "pipeline: a tick hook failed")
         self.apply_rules()
         items = self.gather()
         try:
@@ -242,15 +253,16 @@ class Pipeline:
             for publisher in self.publishers:
                 publisher.event(event)
 
-    def apply_rules(self) -> None:
+    def apply_rules(self, reason: Literal["schedule", "control", "reload"] = "schedule") -> None:
         """Read the schedules now (once per tick, so at least once per hop): a label switched off has its
         open event closed at the source's latest stream time (offset reason "schedule") and is no longer
         tracked; a paused source has every event closed, queries included."""
         now: datetime.datetime | None = None
         for stream in self.streams:
             rules = stream.rules
-            if rules is None or (stream.active is not None and not rules.scheduled):
+            if rules is None or (stream.active is not None and not rules.scheduled and stream.applied is rules):
                 continue
+            stream.applied = rules
             now = now or self._now()
             on = rules.source_active(now)
             active = rules.active_labels(now) if on else set()
@@ -264,12 +276,80 @@ class Pipeline:
             at = stream.last_end
             if at is None:
                 continue
-            for event in stream.tracker.close(off, at):
+            for event in stream.tracker.close(off, at, reason):
                 for publisher in self.publishers:
                     publisher.event(event)
             if not on and stream.query_tracker is not None:
-                closed = stream.query_tracker.close(list(range(len(stream.query_tracker.labels))), at)
+                closed = stream.query_tracker.close(list(range(len(stream.query_tracker.labels))), at, reason)
                 self._publish_query_events(closed, stream)
+
+    def call(self, fn: Callable[[], None], timeout: float = 10.0) -> None:
+        """Run ``fn`` on the pipeline thread at its next tick and wait for it (another thread: reload adding or
+        removing streams). Re-raises what ``fn`` raised; TimeoutError when the pipeline did not get to it."""
+        done, errors = threading.Event(), []  # type: ignore[var-annotated]
+        self._calls.put((fn, done, errors), timeout=timeout)
+        self.ready.set()
+        if not done.wait(timeout):
+            raise TimeoutError(f"the pipeline did not run the change within {timeout:.0f} s")
+        if errors:
+            raise errors[0]
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn, done, errors = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn()
+            except Exception as exc:  # handed back to the caller
+                errors.append(exc)
+            finally:
+                done.set()
+
+    def add_stream(self, stream: Stream) -> None:
+        """Start judging ``stream``'s windows (pipeline thread)."""
+        self.streams.append(stream)
+        self.apply_rules()
+
+    def remove_stream(self, source_id: str, reason: Literal["reload"] = "reload") -> None:
+        """Stop judging a source (pipeline thread): its last windows judged, its open events closed at its latest stream time."""
+        stream = next((s for s in self.streams if s.source_id == source_id), None)
+        if stream is None:
+            return
+        self.step([(stream, w) for w in stream.buffer.due_windows(stream.buffer.pending())])
+        at = stream.last_end
+        if at is not None:
+            tracked = [i for i in range(len(self.info.labels)) if stream.tracker.active(i)]
+            for event in stream.tracker.close(tracked, at, reason):
+                if stream.active is None or event.label in stream.active:
+                    for publisher in self.publishers:
+                        publisher.event(event)
+            if stream.query_tracker is not None:
+                self._publish_query_events(stream.query_tracker.close(list(range(len(stream.query_tracker.labels))), at, reason), stream)
+        if stream.meter is not None:
+            for reading in stream.meter.take_readings():
+                for publisher in self.publishers:
+                    publisher.level(reading)
+        self.streams.remove(stream)
+        self._rotation = 0
+
+    def rules(self) -> dict[str, SourceRules]:
+        """The rules snapshot of every stream that has one, by source id (pipeline thread)."""
+        return {s.source_id: s.rules for s in self.streams if s.rules is not None}
+
+    def swap_rules(self, rules: dict[str, SourceRules], reason: Literal["control", "reload"] = "control") -> None:
+        """Replace the rules of the streams named in ``rules`` (pipeline thread) and apply them at once: new
+        thresholds reach the trackers, labels or sources switched off have their open events closed."""
+        for stream in self.streams:
+            new = rules.get(stream.source_id)
+            if new is None or new is stream.rules:
+                continue
+            if stream.rules is None or new.labels != stream.rules.labels:
+                raise ValueError(f"source {stream.source_id}: new rules must cover the same model labels")
+            stream.rules = new
+            stream.tracker.rules = new.thresholds()
+        self.apply_rules(reason)
 
     def _drop_paused(self, items: list[tuple[Stream, Window]]) -> list[tuple[Stream, Window]]:
         """Windows of sources a schedule pauses are not judged (nothing of them is published)."""

@@ -25,7 +25,7 @@ import datetime
 import re
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 from rtaudio.config.base import LabelRule, ScheduleRule
@@ -70,6 +70,8 @@ class SourceRules:
     rules: list[LabelThresholds | None]  # per model label; None: not tracked at all
     schedules: dict[str, ScheduleConfig] = field(default_factory=dict)
     when: list[ScheduleRule] = field(default_factory=list)  # the site's rules, then the source's
+    disabled: frozenset[str] = frozenset()  # reported labels switched off at run time (remote control)
+    paused: bool = False  # the whole source switched off at run time (remote control)
 
     def reported_labels(self) -> list[str]:
         """The labels this source may ever publish, in model order."""
@@ -82,7 +84,7 @@ class SourceRules:
         """The reported labels the schedules enable at ``now`` (empty while the source is inactive)."""
         if not self.source_active(now):
             return set()
-        active = set(self.reported)
+        active = set(self.reported) - self.disabled
         enable_windows: dict[str, bool] = {}
         for rule in self.when:
             if rule.labels is None:
@@ -97,6 +99,8 @@ class SourceRules:
     def source_active(self, now: datetime.datetime) -> bool:
         """Whether this source publishes at ``now``: no ``source: disable`` window is on, and, when it
         has ``source: enable`` windows, one of them is on."""
+        if self.paused:
+            return False
         enables = [self._on(r.schedule, now) for r in self.when if r.source == "enable"]
         if any(self._on(r.schedule, now) for r in self.when if r.source == "disable"):
             return False
@@ -105,6 +109,17 @@ class SourceRules:
     def thresholds(self) -> list[LabelThresholds | None]:
         """The event tracker's rule per model label (None: not tracked)."""
         return list(self.rules)
+
+    def with_threshold(self, label: str, on: float) -> SourceRules:
+        """A copy whose ``label`` turns on at ``on`` (its off threshold scaled to keep its ratio to ``on``)."""
+        index = self.labels.index(label)
+        old = self.rules[index]
+        if old is None:
+            raise ValueError(f"label {label} is not tracked on source {self.source_id}")
+        off = old.off * on / old.on if old.on > 0 else on
+        rules = list(self.rules)
+        rules[index] = LabelThresholds(on=on, off=min(off, on), min_duration_s=old.min_duration_s)
+        return replace(self, rules=rules)
 
     @property
     def scheduled(self) -> bool:

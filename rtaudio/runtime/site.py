@@ -12,18 +12,24 @@ killed instead leaves its open events in the disk outbox; the next start closes 
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 
 from rtaudio.config.check import text_head_problems
 from rtaudio.config.site import SiteConfig
 from rtaudio.contract import ModelDir, ModelInfo, load_model_dir
 from rtaudio.runtime.buffer import RingBuffer
 from rtaudio.runtime.captions import CaptionWorker
+from rtaudio.runtime.control import Controller
 from rtaudio.runtime.engines import create_engine
 from rtaudio.runtime.events import EventTracker
 from rtaudio.runtime.health import Health
@@ -31,7 +37,7 @@ from rtaudio.runtime.level import build_meter
 from rtaudio.runtime.pipeline import Pipeline, QuerySet, Stream
 from rtaudio.runtime.publish.base import Publisher
 from rtaudio.runtime.publish.homeassistant import SourceEntities
-from rtaudio.runtime.rules import PrivacyGate, build_rules
+from rtaudio.runtime.rules import PrivacyGate, SourceRules, build_rules
 from rtaudio.runtime.sources import Source, create_source
 from rtaudio.runtime.sources.file import FileSource
 
@@ -75,7 +81,7 @@ def build_publishers(config: SiteConfig, model_id: str, health: Health, stack: E
             stack.callback(broker.stop)
         entities = state_entities(config, info) if info is not None else []
         version = info.version if info is not None else ""
-        publishers.append(MqttPublisher(mqtt, config.site, health, model_id, entities, config.homeassistant, version))
+        publishers.append(MqttPublisher(mqtt, config.site, health, model_id, entities, config.homeassistant, version, control=config.control.enabled))
     return publishers
 
 
@@ -109,12 +115,18 @@ def build_caption_worker(
 
 
 def run_site(
-    config: SiteConfig, duration_s: float | None = None, install_signals: bool = True, health: Health | None = None, extra_publishers: Sequence[Publisher] = ()
+    config: SiteConfig,
+    duration_s: float | None = None,
+    install_signals: bool = True,
+    health: Health | None = None,
+    extra_publishers: Sequence[Publisher] = (),
+    config_path: Path | None = None,
 ) -> int:
     """Run until signalled (or ``duration_s``, or every finite source has ended); return the exit code.
 
     ``health`` (filled in place) and ``extra_publishers`` let a caller such as ``rtaudio bench``
-    run the whole site and read its counters afterwards.
+    run the whole site and read its counters afterwards. With ``config_path`` (and signals), SIGHUP
+    reloads that file (``Reloader``) and a pid file for ``rtaudio reload`` is written (``pid_path``).
     """
     model = load_model_dir(config.model)
     info = model.info
@@ -137,33 +149,24 @@ def run_site(
         progress = close_interrupted_events(publishers) if config.mqtt is not None else None
         source_rules = build_rules(config, info)  # per source: labels, thresholds, schedules, privacy
         scheduled = any(r.scheduled for r in source_rules.values())
-        privacy = PrivacyGate(config.privacy.private_labels) if config.privacy.private_labels or scheduled else None
+        remote = config.control.enabled and config.mqtt is not None  # commands can pause a source: the caption gate must know
+        privacy = PrivacyGate(config.privacy.private_labels) if config.privacy.private_labels or scheduled or remote else None
         queries = build_queries(config, info)
         captions = build_caption_worker(config, model, publishers, health, privacy)
         captioned = set(config.captioned_sources())
         enabled = [s for s in config.sources if s.enabled]
         streams: list[Stream] = []
         for sc in enabled:
-            buffer = RingBuffer(info.sample_rate, window, hop, config.window.max_backlog)
-            tracker = EventTracker(sc.id, info.model_id, info.labels, source_rules[sc.id].thresholds(), config.events.median_windows)
-            tracker.on_progress = progress  # the query tracker sees the same windows: one hook per source is enough
-            stream = Stream(sc.id, buffer, tracker, health.source(sc.id), rules=source_rules[sc.id])
-            if queries is not None:
-                stream.query_tracker = queries.tracker(sc.id, info.model_id, config.events.median_windows)
+            stream = build_stream(config, sc, info, source_rules[sc.id], health, queries, progress)
             if captions is not None and config.captions is not None and sc.id in captioned:
                 stream.caption_feed = captions.feed(captions.ring(sc.id, config.captions.every_s))
-            stream.meter = build_meter(sc, config.level, info.sample_rate, (buffer.capacity + hop) / info.sample_rate)
-            stream.min_level_db = sc.min_level_db
             streams.append(stream)
         flush_s = config.mqtt.shutdown_flush_s if config.mqtt else 1.0
         health_s = config.mqtt.health_interval_s if config.mqtt else 10.0
         pipeline = Pipeline(engine, info, streams, publishers, health, config.tags, config.window.max_batch, health_s, queries, privacy=privacy)
-        sources: list[Source] = []
-        for sc, stream in zip(enabled, streams):
-            source = create_source(sc, info.sample_rate, pipeline.sink(stream), stream.health)
-            if isinstance(source, FileSource):  # a file can wait for the pipeline; live audio cannot
-                source.ready = _has_room(stream.buffer)
-            sources.append(source)
+        if remote:
+            attach_control(config, pipeline, publishers)
+        sources: list[Source] = [build_source(sc, info, pipeline, stream) for sc, stream in zip(enabled, streams)]
         for publisher in publishers:
             publisher.start()
         if captions is not None:
@@ -182,7 +185,14 @@ def run_site(
             window / info.sample_rate,
             hop / info.sample_rate,
         )
-        _wait(stop, sources, streams, duration_s)
+        reloader = Reloader(config, config_path, info, pipeline, publishers, sources, health, queries, progress, privacy)
+        reload = threading.Event()
+        if install_signals and config_path is not None and hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda *_: reload.set())  # the handler only sets a flag; the loop below does the work
+        pid_file = write_pid_file(config) if install_signals and config_path is not None else None
+        if pid_file is not None:
+            stack.callback(_remove_pid_file, pid_file)
+        _wait(stop, sources, pipeline.streams, duration_s, reload, reloader.reload)
         log.info("stopping: sources, then pipeline, then publishers (flush up to %.1f s)", flush_s)
         for source in sources:
             source.stop()
@@ -199,6 +209,198 @@ def run_site(
         for publisher in publishers:
             publisher.close(flush_s)
     return 0
+
+
+def build_stream(
+    config: SiteConfig,
+    sc: Any,
+    info: ModelInfo,
+    rules: SourceRules,
+    health: Health,
+    queries: QuerySet | None,
+    progress: Callable[[str, float], None] | None,
+) -> Stream:
+    """One source's pipeline state: ring buffer, event tracker (and query tracker), level meter, rules."""
+    window, hop = window_sizes(config, info)
+    buffer = RingBuffer(info.sample_rate, window, hop, config.window.max_backlog)
+    tracker = EventTracker(sc.id, info.model_id, info.labels, rules.thresholds(), config.events.median_windows)
+    tracker.on_progress = progress  # the query tracker sees the same windows: one hook per source is enough
+    stream = Stream(sc.id, buffer, tracker, health.source(sc.id), rules=rules)
+    if queries is not None:
+        stream.query_tracker = queries.tracker(sc.id, info.model_id, config.events.median_windows)
+    stream.meter = build_meter(sc, config.level, info.sample_rate, (buffer.capacity + hop) / info.sample_rate)
+    stream.min_level_db = sc.min_level_db
+    return stream
+
+
+def build_source(sc: Any, info: ModelInfo, pipeline: Pipeline, stream: Stream) -> Source:
+    """The source thread (not started) writing into ``stream``."""
+    source = create_source(sc, info.sample_rate, pipeline.sink(stream), stream.health)
+    if isinstance(source, FileSource):  # a file can wait for the pipeline; live audio cannot
+        source.ready = _has_room(stream.buffer)
+    return source
+
+
+# Settings a reload does not apply (the engine stays open, the broker connection and trackers stay as they are).
+RESTART_KEYS = ("site", "model", "engine", "window", "mqtt", "homeassistant", "control", "captions", "queries", "level", "console")
+
+
+def restart_keys(old: SiteConfig, new: SiteConfig) -> list[str]:
+    """The changed settings that only a restart applies, as dotted keys (``mqtt.port``, ``engine``)."""
+    before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
+    keys: list[str] = []
+    for key in RESTART_KEYS:
+        a, b = before.get(key), after.get(key)
+        if a == b:
+            continue
+        if key in ("mqtt", "window") and isinstance(a, dict) and isinstance(b, dict):
+            keys += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            keys.append(key)
+    if before["events"]["median_windows"] != after["events"]["median_windows"]:
+        keys.append("events.median_windows")
+    if before["privacy"] != after["privacy"]:
+        keys.append("privacy")
+    return keys
+
+
+class Reloader:
+    """SIGHUP's work, on the main thread: re-read site.yaml and apply what can change without reopening the engine.
+
+    Sources added are started and sources removed stopped (their open events closed, reason ``reload``;
+    their states OFF and discovery configs cleared); a source whose settings changed is restarted; rules,
+    thresholds, schedules and tags are swapped in on the pipeline thread (remote-control changes are
+    dropped: the file wins). Changes only a restart applies (``restart_keys``) are logged in one line and
+    not applied; an invalid file is logged in one line and changes nothing.
+    """
+
+    def __init__(
+        self,
+        config: SiteConfig,
+        path: Path | None,
+        info: ModelInfo,
+        pipeline: Pipeline,
+        publishers: Sequence[Publisher],
+        sources: list[Source],
+        health: Health,
+        queries: QuerySet | None,
+        progress: Callable[[str, float], None] | None,
+        privacy: PrivacyGate | None,
+    ):
+        self.config, self.path, self.info, self.pipeline, self.publishers = config, path, info, pipeline, list(publishers)
+        self.sources, self.health, self.queries, self.progress, self.privacy = sources, health, queries, progress, privacy
+        self.reloads = 0
+
+    def reload(self) -> bool:
+        """Apply the file now; False (one log line, nothing changed) when it cannot be read or is invalid."""
+        from rtaudio.config.load import load_site_config
+        from rtaudio.config.loader import ConfigError
+
+        if self.path is None:
+            return False
+        try:
+            new = load_site_config(self.path)
+            new_rules = build_rules(new, self.info)
+        except ConfigError as exc:
+            more = f" (and {len(exc.problems) - 1} more problem(s))" if len(exc.problems) > 1 else ""
+            log.error("reload: %s not applied, still running with the previous settings: %s%s", self.path, exc.problems[0] if exc.problems else exc, more)
+            return False
+        except (ValueError, OSError) as exc:
+            log.error("reload: %s not applied, still running with the previous settings: %s", self.path, " ".join(str(exc).split()))
+            return False
+        pending = restart_keys(self.config, new)
+        if pending:
+            log.warning("reload: not applied until a restart: %s (everything else in %s was applied)", ", ".join(pending), self.path)
+        old = {sc.id: sc for sc in self.config.sources if sc.enabled}
+        wanted = {sc.id: sc for sc in new.sources if sc.enabled}
+        remove = [sid for sid, sc in old.items() if sid not in wanted or wanted[sid].model_dump() != sc.model_dump()]
+        add = [sid for sid, sc in wanted.items() if sid not in old or sid in remove]
+        for sid in remove:  # stop the thread first, then the pipeline judges what it delivered and closes its events
+            for source in [s for s in self.sources if s.config.id == sid]:
+                source.stop()
+                self.sources.remove(source)
+            self.pipeline.call(functools.partial(self.pipeline.remove_stream, sid))
+        effective = new.model_copy(update={k: getattr(self.config, k) for k in RESTART_KEYS})
+        effective = effective.model_copy(update={"privacy": self.config.privacy})
+        if new.events.median_windows != self.config.events.median_windows:
+            effective = effective.model_copy(update={"events": new.events.model_copy(update={"median_windows": self.config.events.median_windows})})
+        new_rules = build_rules(effective, self.info)
+
+        def swap() -> None:
+            self.pipeline.tags_config = effective.tags
+            self.pipeline.swap_rules(new_rules, "reload")
+
+        self.pipeline.call(swap)
+        started = []
+        for sid in add:
+            sc = wanted[sid]
+            stream = build_stream(effective, sc, self.info, new_rules[sid], self.health, self.queries, self.progress)
+            self.pipeline.call(functools.partial(self.pipeline.add_stream, stream))
+            source = build_source(sc, self.info, self.pipeline, stream)
+            source.start()
+            self.sources.append(source)
+            started.append(sid)
+        self._update_entities(effective)
+        self.config = effective
+        self.reloads += 1
+        log.info(
+            "reload: %s applied: %d source(s) running%s%s",
+            self.path,
+            len(self.sources),
+            f", started {', '.join(started)}" if started else "",
+            f", stopped {', '.join(s for s in remove if s not in started)}" if [s for s in remove if s not in started] else "",
+        )
+        return True
+
+    def _update_entities(self, config: SiteConfig) -> None:
+        from rtaudio.runtime.publish.mqtt import MqttPublisher
+
+        for publisher in self.publishers:
+            if isinstance(publisher, MqttPublisher):
+                publisher.update_entities(state_entities(config, self.info))
+
+
+def pid_path(config: SiteConfig) -> Path:
+    """Where ``rtaudio run`` keeps its process id for ``rtaudio reload``: ``$XDG_RUNTIME_DIR/rtaudio-{site}.pid``,
+    else the system temp dir (``rtaudio-{site}-{uid}.pid``: one per user)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / f"rtaudio-{config.site}.pid"
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"rtaudio-{config.site}-{uid}.pid"
+
+
+def write_pid_file(config: SiteConfig) -> Path | None:
+    """Write this process's id to ``pid_path`` (mode 0644); None (logged) when it cannot."""
+    path = pid_path(config)
+    try:
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.warning("cannot write the pid file %s (%s); rtaudio reload needs --pid", path, exc.strerror or exc)
+        return None
+    return path
+
+
+def _remove_pid_file(path: Path) -> None:
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except OSError:
+        pass
+
+
+def attach_control(config: SiteConfig, pipeline: Pipeline, publishers: Sequence[Publisher]) -> Controller | None:
+    """Remote control: the MQTT publisher's commands queue into a ``Controller`` that the pipeline drains at every tick."""
+    from rtaudio.runtime.publish.mqtt import MqttPublisher
+
+    keeper = next((p for p in publishers if isinstance(p, MqttPublisher)), None)
+    if keeper is None:
+        return None
+    controller = Controller(config.site, pipeline.rules, pipeline.swap_rules, keeper.ack, config.control.max_pending)
+    keeper.on_command = controller.submit
+    pipeline.hooks.append(controller.drain)
+    log.info("control: accepting commands on %s (acks on %s)", keeper.set_topic, keeper.ack_topic)
+    return controller
 
 
 def close_interrupted_events(publishers: Sequence[Publisher]) -> Callable[[str, float], None] | None:
@@ -224,11 +426,25 @@ def _has_room(buffer: RingBuffer) -> Callable[[], bool]:
     return lambda: buffer.pending() < buffer.max_backlog
 
 
-def _wait(stop: threading.Event, sources: list[Source], streams: list[Stream], duration_s: float | None) -> None:
+def _wait(
+    stop: threading.Event,
+    sources: list[Source],
+    streams: list[Stream],
+    duration_s: float | None,
+    reload: threading.Event | None = None,
+    on_reload: Callable[[], object] | None = None,
+) -> None:
     deadline = time.monotonic() + duration_s if duration_s else None
     while not stop.wait(0.2):
         if deadline is not None and time.monotonic() >= deadline:
             return
+        if reload is not None and reload.is_set() and on_reload is not None:
+            reload.clear()
+            try:
+                on_reload()
+            except Exception as exc:  # a reload that fails half-way (a new source that will not open) must not stop the site
+                log.error("reload: failed part-way, the site keeps running with what was applied: %s", " ".join(str(exc).split()) or type(exc).__name__)
+                log.debug("reload failed", exc_info=True)
         if not any(s.alive for s in sources) and not any(s.buffer.pending() for s in streams):
             log.info("every source has ended")
             return

@@ -19,6 +19,11 @@ same sender thread inside the same window, before the outbox. With discovery on,
 thread also listens to ``{ha prefix}/status`` (``online``: send the configs again) and, once per
 run, to this site's own retained configs for ``DISCOVERY_SWEEP_S`` after the SUBACK: every config
 found that the site no longer wants is cleared with an empty retained payload.
+
+Remote control (``control=True``): the network thread subscribes ``{prefix}/{site}/set`` and hands
+each payload to ``on_command`` (``rtaudio.runtime.control.Controller.submit``: a bounded queue the
+pipeline thread drains); ``ack`` queues an acknowledgement (bounded, latest ``MAX_ACKS``) that the
+sender thread publishes on ``{prefix}/{site}/control/ack`` at QoS 1, not retained.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -55,6 +61,7 @@ MAX_WINDOW = 16  # unfinished messages handed to paho; below mosquitto's default
 SESSION_EXPIRY_S = 3600  # MQTT 5 session kept this long when clean_start is false
 MAX_DOWN_REASONS = 8  # distinct connection-failure reasons warned about per outage; more go to debug
 DISCOVERY_SWEEP_S = 3.0  # after the SUBACK, how long retained discovery configs of this site are collected before stale ones are cleared
+MAX_ACKS = 256  # command acknowledgements waiting for the sender; older ones are dropped (counted)
 MAX_SWEEP_TOPICS = 100_000  # retained configs remembered during the sweep (bounded even on a hostile broker)
 
 
@@ -75,6 +82,7 @@ class MqttPublisher(Publisher):
         entities: Sequence[ha.SourceEntities] = (),
         homeassistant: HomeAssistantConfig | None = None,
         model_version: str = "",
+        control: bool = False,
     ):
         """``entities``: per source, the labels and queries with a state topic (published ``OFF`` at
         start and stop). ``homeassistant`` with ``discovery`` on publishes their discovery configs."""
@@ -88,6 +96,12 @@ class MqttPublisher(Publisher):
         if self.embedded and config.protocol == "5":
             log.info("the embedded broker speaks MQTT 3.1.1 only; using 3.1.1")
         self.status_topic = msgs.status_topic(config.prefix, site)
+        self.control = control
+        self.set_topic = f"{config.prefix}/{site}/set"
+        self.ack_topic = f"{config.prefix}/{site}/control/ack"
+        self.on_command: Callable[[bytes], None] | None = None  # network thread: must only queue
+        self._acks: deque[bytes] = deque()
+        self._acks_lock = threading.Lock()
         self.homeassistant = homeassistant if homeassistant is not None and homeassistant.discovery else None
         self._counts_lock = threading.Lock()
         self._outbox = open_outbox(config.outbox_dir, config.outbox_max_messages, self._dropped)
@@ -108,19 +122,8 @@ class MqttPublisher(Publisher):
         self._retained = RetainedTopics()  # label states and discovery configs: latest value per topic
         self._retained_inflight: list[tuple[str, bytes, mqtt.MQTTMessageInfo]] = []  # sender thread only
         self._state_topics: dict[str, None] = {}  # every state topic of this run, in order
-        self.discovery: list[ha.Discovery] = []
-        if self.homeassistant is not None:
-            self.discovery = ha.discovery_messages(
-                self.homeassistant.prefix,
-                config.prefix,
-                site,
-                model_id,
-                model_version,
-                self.entities,
-                self.status_topic,
-                msgs.STATUS_ONLINE,
-                msgs.STATUS_OFFLINE,
-            )
+        self.model_version = model_version
+        self.discovery: list[ha.Discovery] = self._discovery_messages(self.entities)
         self._sweep_lock = threading.Lock()
         self._sweep_mid: int | None = None  # the discovery subscription's message id, until its SUBACK
         self._sweep_since: float | None = None  # monotonic time of that SUBACK
@@ -165,6 +168,69 @@ class MqttPublisher(Publisher):
         self._queue("events", topic, 1, lambda: msgs.event_payload(self.site, event), event.source_id, None, opens, closes)
         if not self._closed:
             self._set_state(event.source_id, event.label, ha.STATE_ON if event.kind == "onset" else ha.STATE_OFF)
+
+    def _discovery_messages(self, entities: Sequence[ha.SourceEntities]) -> list[ha.Discovery]:
+        if self.homeassistant is None:
+            return []
+        return ha.discovery_messages(
+            self.homeassistant.prefix,
+            self.config.prefix,
+            self.site,
+            self.model_id,
+            self.model_version,
+            entities,
+            self.status_topic,
+            msgs.STATUS_ONLINE,
+            msgs.STATUS_OFFLINE,
+        )
+
+    def update_entities(self, entities: Sequence[ha.SourceEntities]) -> None:
+        """A reloaded site's entities (main thread, after the pipeline closed the events of what went away): new
+        discovery configs and states ``OFF`` published, configs no longer wanted cleared (empty retained), and
+        the states of labels or sources no longer reported set ``OFF``."""
+        entities = tuple(entities)
+        discovery = self._discovery_messages(entities)  # ValueError on a clash: nothing changed
+        wanted = {m.topic for m in discovery}
+        gone = [m.topic for m in self.discovery if m.topic not in wanted]
+        self.entities, self.discovery = entities, discovery
+        for message in discovery:
+            self._retained.set(message.topic, msgs.encode(message.payload))
+        for topic in gone:
+            self._retained.set(topic, b"")
+        states = {ha.state_topic(self.config.prefix, self.site, e.source, name) for e in entities for name in e.state_names()}
+        for topic in [t for t in list(self._state_topics) if t not in states]:
+            self._retained.set(topic, ha.STATE_OFF.encode())
+        for e in entities:
+            for name in e.state_names():
+                if ha.state_topic(self.config.prefix, self.site, e.source, name) not in self._state_topics:
+                    self._set_state(e.source, name, ha.STATE_OFF)
+        if gone:
+            log.info("Home Assistant discovery: clearing %d config(s) the reloaded site no longer publishes (e.g. %s)", len(gone), gone[0])
+        self._work.set()
+
+    def ack(self, payload: dict[str, Any]) -> None:
+        """Queue a command's acknowledgement (any thread; never blocks; bounded: the oldest is dropped and counted)."""
+        data = msgs.encode(payload)
+        with self._acks_lock:
+            if len(self._acks) >= MAX_ACKS:
+                self._acks.popleft()
+                self._dropped("acks")
+            self._acks.append(data)
+        self._work.set()
+
+    def _send_acks(self) -> None:
+        """Hand the waiting acks to paho (QoS 1, not retained); one paho refuses (its queue full) waits for the next round."""
+        while True:
+            with self._acks_lock:
+                if not self._acks:
+                    return
+                payload = self._acks[0]
+            info = self._client.publish(self.ack_topic, payload, 1, retain=False)
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                return
+            with self._acks_lock:
+                if self._acks and self._acks[0] is payload:
+                    self._acks.popleft()
 
     def _set_state(self, source: str, name: str, value: str) -> None:
         """Retained ``ON``/``OFF`` on ``{prefix}/{site}/{source}/state/{name}`` (latest value wins)."""
@@ -310,6 +376,7 @@ class MqttPublisher(Publisher):
                     continue
                 barrier = False
                 self._send_health()
+                self._send_acks()
                 self._sweep_discovery()
                 self._send_retained(self._retained.take(self._window - len(self._inflight) - len(self._retained_inflight)))
                 self._send(self._outbox.take(self._window - len(self._inflight) - len(self._retained_inflight)))
@@ -437,7 +504,7 @@ class MqttPublisher(Publisher):
         client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         client.on_log = self._on_log
-        if self.homeassistant is not None:
+        if self.homeassistant is not None or self.control:
             client.on_message = self._on_message
             client.on_subscribe = self._on_subscribe
         return client
@@ -452,6 +519,8 @@ class MqttPublisher(Publisher):
         client.publish(self.status_topic, msgs.STATUS_ONLINE, qos=1, retain=True)
         if self._connects:  # a broker that restarted without persistence lost the retained states
             self._retained.mark(list(self._state_topics))
+        if self.control:
+            client.subscribe(self.set_topic, 1)
         if self.homeassistant is not None:
             client.subscribe(ha.birth_topic(self.homeassistant.prefix), 1)
             with self._sweep_lock:
@@ -499,7 +568,13 @@ class MqttPublisher(Publisher):
                 self._sweep_since = time.monotonic()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        """Home Assistant's birth message (send the configs again) and this site's retained configs (the sweep)."""
+        """Commands (to ``on_command``), Home Assistant's birth message (send the configs again) and this site's retained configs (the sweep)."""
+        if message.topic == self.set_topic:
+            if self.control and self.on_command is not None and not message.retain:  # a retained command would replay at every start
+                self.on_command(bytes(message.payload))
+            elif message.retain:
+                log.warning("control: a retained message on %s is ignored; publish commands without retain", self.set_topic)
+            return
         if self.homeassistant is None:
             return
         if message.topic == ha.birth_topic(self.homeassistant.prefix):

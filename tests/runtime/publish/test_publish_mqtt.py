@@ -436,9 +436,12 @@ def test_embedded_broker_carries_publisher_messages_and_retained_status(make_sub
         publisher = publishers(MqttConfig(broker="embedded", port=port))
         assert publisher.protocol == mqtt.MQTTv311  # amqtt speaks 3.1.1 only
         assert wait_until(lambda: publisher.connected)
+        early = make_subscriber(broker, STATUS)  # "online" has reached the broker once this one has it
+        assert early.wait_for(lambda: [m.payload for m in early.messages] == [b"online"])
         late = make_subscriber(broker, STATUS)  # joins after "online" was published: gets it retained
         assert late.wait_for(lambda: late.messages)
         assert (late.messages[0].payload, late.messages[0].retain) == (b"online", True)
+        early.close()
         sub = make_subscriber(broker, "rtaudio/#")
         publisher.event(onset(1, time.time()))
         publisher.tags(tag(time.time()))
