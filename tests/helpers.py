@@ -26,6 +26,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 import soundfile as sf
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from rtaudio.contract import ModelDir
@@ -346,3 +347,22 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def demo_site(
+    path: Path, broker: Broker, sources: Sequence[str] = ("demo",), disabled: Sequence[str] = (), source: Mapping[str, Any] | None = None, **over: Any
+) -> Path:
+    """Write a site.yaml at ``path``: each of ``sources`` a file source playing config/demo.flac (with the
+    ``source`` options, e.g. ``loop`` or ``realtime``) through engines/default to ``broker``, the
+    ``disabled`` labels off, a quiet console, health every 2 s; ``over`` replaces top-level keys."""
+    data: dict[str, Any] = {
+        "site": "demo",
+        "model": str(REPO / "engines" / "default"),
+        "sources": [{"id": sid, "type": "file", "path": str(REPO / "config" / "demo.flac"), **(source or {})} for sid in sources],
+        "events": {"labels": {label: {"enabled": False} for label in disabled}},
+        "console": {"tags": False, "events": False, "captions": False},
+        "mqtt": {"broker": broker.host, "port": broker.port, "health_interval_s": 2},
+    }
+    data.update(over)
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -26,7 +26,7 @@ from rtaudio.runtime.health import Health
 from rtaudio.runtime.offline import Collector
 from rtaudio.runtime.pipeline import Pipeline, Stream
 from rtaudio.runtime.rules import PrivacyGate, build_rules
-from tests.helpers import REPO, Broker, Subscriber
+from tests.helpers import REPO, Broker, Subscriber, demo_site
 
 LABELS = ["speech", "dog", "glass_break", "music"]
 INFO = ModelInfo(model_id="fake", version="1", labels=LABELS, sample_rate=8000, window_s=0.1, hop_s=0.1, thresholds=[0.5, 0.5, 0.5, 0.5], onnx_sha256="0" * 64)
@@ -233,19 +233,7 @@ def test_the_command_queue_is_bounded_and_every_command_is_answered() -> None:
 
 
 def _control_site(tmp_path: Path, broker: Broker, **over: Any) -> Path:
-    data: dict[str, Any] = {
-        "site": "demo",
-        "model": str(REPO / "engines" / "default"),
-        "sources": [{"id": "demo", "type": "file", "path": str(REPO / "config" / "demo.flac"), "loop": True}],
-        "console": {"tags": False, "events": False, "captions": False},
-        "mqtt": {"broker": broker.host, "port": broker.port, "health_interval_s": 2},
-        "control": {"enabled": True},
-        "privacy": {"private_labels": ["speech"]},
-    }
-    data.update(over)
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return demo_site(tmp_path / "site.yaml", broker, source={"loop": True}, **{"control": {"enabled": True}, "privacy": {"private_labels": ["speech"]}, **over})
 
 
 @pytest.mark.integration
@@ -279,7 +267,10 @@ def test_every_command_and_every_bad_command_is_answered_and_a_disabled_label_go
         assert not by_id["nosuch"]["ok"] and "unknown source" in by_id["nosuch"]["error"]
         assert sum(not a["ok"] for a in acks) == len(commands) - 2
         # the disabled label (the demo's first, a steady hum, still open): its event closed by the command, its state OFF
-        assert sub.wait_for(lambda: onset["event_id"] not in _open(sub))
+        assert sub.wait_for(lambda: onset["event_id"] not in _open(sub)), (
+            [(e["kind"], e["label"], e["event_id"][:8], e.get("reason")) for e in map(json.loads, (m.payload for m in sub.on("rtaudio/demo/demo/events")))],
+            [line for line in log_path.read_text().splitlines() if "ERROR" in line or "WARNING" in line],
+        )
         offset = next(
             e for e in map(json.loads, (m.payload for m in sub.on("rtaudio/demo/demo/events"))) if e["kind"] == "offset" and e["event_id"] == onset["event_id"]
         )

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from rtaudio.config.site import validate_site
 from rtaudio.contract import ModelInfo
@@ -24,7 +23,7 @@ from rtaudio.runtime.offline import Collector
 from rtaudio.runtime.pipeline import Pipeline, Stream
 from rtaudio.runtime.rules import build_rules
 from rtaudio.runtime.site import restart_keys
-from tests.helpers import REPO, Broker, Subscriber, run_rtaudio, wait_until
+from tests.helpers import Broker, Subscriber, demo_site, run_rtaudio, wait_until
 
 LABELS = ["speech", "dog"]
 INFO = ModelInfo(model_id="fake", version="1", labels=LABELS, sample_rate=8000, window_s=0.1, hop_s=0.1, thresholds=[0.5, 0.5], onnx_sha256="0" * 64)
@@ -77,18 +76,7 @@ HA = "homeassistant/binary_sensor/rtaudio_demo"
 
 
 def _write(path: Path, broker: Broker, sources: list[str], disabled: tuple[str, ...] = (), **over: Any) -> Path:
-    data: dict[str, Any] = {
-        "site": "demo",
-        "model": str(REPO / "engines" / "default"),
-        "sources": [{"id": sid, "type": "file", "path": str(REPO / "config" / "demo.flac"), "loop": True} for sid in sources],
-        "events": {"labels": {label: {"enabled": False} for label in disabled}},
-        "console": {"tags": False, "events": False, "captions": False},
-        "mqtt": {"broker": broker.host, "port": broker.port, "health_interval_s": 2},
-        "homeassistant": {"discovery": True},
-    }
-    data.update(over)
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return demo_site(path, broker, sources, disabled, source={"loop": True}, **{"homeassistant": {"discovery": True}, **over})
 
 
 def _start(tmp_path: Path, config: Path) -> tuple[subprocess.Popen[bytes], Path, dict[str, str]]:

@@ -113,6 +113,7 @@ class MqttPublisher(Publisher):
         self._connected = threading.Event()
         self._connects = 0  # bumped by every successful CONNACK
         self._inflight: list[tuple[Message, mqtt.MQTTMessageInfo]] = []  # sender thread only
+        self._held: list[Message] = []  # taken from the outbox, refused by paho's full queue: sent first next round (sender thread only)
         self._health_lock = threading.Lock()
         self._health_payload: bytes | None = None  # latest health message not yet sent
         self._sender: threading.Thread | None = None
@@ -379,16 +380,22 @@ class MqttPublisher(Publisher):
                 self._send_acks()
                 self._sweep_discovery()
                 self._send_retained(self._retained.take(self._window - len(self._inflight) - len(self._retained_inflight)))
-                self._send(self._outbox.take(self._window - len(self._inflight) - len(self._retained_inflight)))
+                room = self._window - len(self._inflight) - len(self._retained_inflight)
+                held, self._held = self._held, []
+                self._send(held + self._outbox.take(room - len(held)))
             except Exception:  # never let the sender die: log, back off, go on
                 log.exception("MQTT sender failed; retrying")
                 self._stop.wait(1.0)
         self._outbox.flush()
 
     def _send(self, batch: list[Message]) -> None:
-        for message in batch:
+        for index, message in enumerate(batch):
             now = time.time()
             info = self._client.publish(message.topic, msgs.stamp(message.payload, now), message.qos, message.retain)
+            if message.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                # paho's queue also holds what is sent outside the window (acks, health, status): keep these, in order, for the next round
+                self._held = batch[index:]
+                break
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (message.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN):
                 self._inflight.append((message, info))  # NO_CONN at QoS 1: paho keeps it for the reconnect
                 if message.captured is not None:

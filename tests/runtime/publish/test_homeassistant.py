@@ -20,7 +20,7 @@ from rtaudio.runtime.publish import homeassistant as ha
 from rtaudio.runtime.publish.mqtt import MqttPublisher
 from rtaudio.runtime.publish.retained import RetainedTopics
 from rtaudio.runtime.site import state_entities
-from tests.helpers import REPO, Broker, Subscriber, run_rtaudio, wait_until
+from tests.helpers import REPO, Broker, Subscriber, demo_site, run_rtaudio, wait_until
 
 SITE, MODEL, VERSION = "hq", "default", "0.6.0"
 STATUS = f"rtaudio/{SITE}/status"
@@ -236,18 +236,7 @@ def test_without_discovery_states_are_published_and_nothing_under_the_ha_prefix(
 
 
 def _site(tmp_path: Path, broker: Broker, sources: list[str], disabled: tuple[str, ...] = ()) -> Path:
-    site = {
-        "site": "demo",
-        "model": str(REPO / "engines" / "default"),
-        "sources": [{"id": sid, "type": "file", "path": str(REPO / "config" / "demo.flac"), "realtime": False} for sid in sources],
-        "events": {"labels": {label: {"enabled": False} for label in disabled}},
-        "console": {"tags": False, "events": False, "captions": False},
-        "mqtt": {"broker": broker.host, "port": broker.port, "health_interval_s": 5},
-        "homeassistant": {"discovery": True},
-    }
-    path = tmp_path / f"site-{len(sources)}.yaml"
-    path.write_text(yaml.safe_dump(site))
-    return path
+    return demo_site(tmp_path / f"site-{len(sources)}.yaml", broker, sources, disabled, source={"realtime": False}, homeassistant={"discovery": True})
 
 
 @pytest.mark.integration

@@ -107,6 +107,43 @@ def test_non_finite_score_is_refused_and_counted() -> None:
     publisher.close(0)
 
 
+def test_events_paho_cannot_queue_yet_are_held_in_order_not_dropped() -> None:
+    """paho's queue also carries what goes outside the send window (control acks, health): when it is
+    full, the events taken from the outbox wait for the next round, in order; nothing is dropped."""
+    health = Health()
+    publisher = MqttPublisher(MqttConfig(broker="127.0.0.1", port=1), SITE, health, MODEL)
+    full = [True, True]  # paho refuses the first two hand-overs
+
+    class Client:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> Any:
+            info = mqtt.MQTTMessageInfo(len(self.sent))
+            info.rc = mqtt.MQTTErrorCode.MQTT_ERR_QUEUE_SIZE if full and full.pop() else mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            if info.rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self.sent.append(json.loads(payload)["event_id"])
+            return info
+
+    client, real = Client(), publisher._client
+    publisher._client = client
+    try:
+        for i in range(3):
+            publisher.event(onset(i, time.time()))
+        publisher._send(publisher._outbox.take(10))  # refused at once: all three held
+        assert client.sent == [] and len(publisher._held) == 3
+        held, publisher._held = publisher._held, []
+        publisher._send(held)  # refused again, then room
+        assert client.sent == [] and len(publisher._held) == 3
+        held, publisher._held = publisher._held, []
+        publisher._send(held)
+        assert client.sent == [f"ev-{i:03d}" for i in range(3)] and publisher._held == []
+        assert health.messages_dropped == {}
+    finally:
+        publisher._client = real
+        publisher.close(0)
+
+
 def test_unreadable_password_file_is_a_clear_error(tmp_path: Path) -> None:
     cfg = MqttConfig(broker="127.0.0.1", username="u", password_file=tmp_path / "missing")
     with pytest.raises(ValueError, match="mqtt.password_file"):
