@@ -366,3 +366,14 @@ def demo_site(
     data.update(over)
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def quick_bench(model: Path, out: Path, max_batch: int) -> int:
+    """``rtaudio bench`` in-process, engine timing only (ONNX Runtime CPU, 0.02 s per point, no capacity search
+    or yardsticks), JSON to ``out``; the exit code."""
+    from rtaudio.cli import main
+
+    return main(
+        ["bench", "--model", str(model), "--backends", "onnxruntime-cpu", "--max-batch", str(max_batch), "--seconds", "0.02"]
+        + ["--skip-capacity", "--skip-yardsticks", "--json", str(out)]
+    )

@@ -19,6 +19,7 @@ from rtaudio.bench.yardsticks import Cost, Yardstick
 from rtaudio.cli import main
 from rtaudio.contract import ModelDir
 from rtaudio.runtime.engines import OnnxRuntimeEngine
+from tests.helpers import quick_bench
 from tests.tinymodel import make_tiny_model
 
 
@@ -184,23 +185,7 @@ def test_ratios_rows_come_from_the_interleaved_pairs() -> None:
 
 def test_cli_json_is_valid(tiny: ModelDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
-    code = main(
-        [
-            "bench",
-            "--model",
-            str(tiny.path),
-            "--backends",
-            "onnxruntime-cpu",
-            "--max-batch",
-            "2",
-            "--seconds",
-            "0.02",
-            "--skip-capacity",
-            "--skip-yardsticks",
-            "--json",
-            str(out),
-        ]
-    )
+    code = quick_bench(tiny.path, out, 2)
     assert code == 0
     result = json.loads(out.read_text())
     assert result["schema"] == SCHEMA and result["machine"]["cores"] >= 1 and result["versions"]["onnxruntime"]

@@ -15,8 +15,8 @@ from rtaudio.bench.text_heads import (
     bench_text,
     median_ms,
 )
-from rtaudio.cli import main
 from rtaudio.contract import load_model_dir
+from tests.helpers import quick_bench
 from tests.tinymodel import make_tiny_model
 
 
@@ -66,51 +66,13 @@ def test_no_text_section_without_heads(tmp_path: Path) -> None:
     tiny = make_tiny_model(tmp_path / "tiny", window_s=0.5, hop_s=0.25)
     assert bench_text(tiny, [], "onnxruntime-cpu", repeats=1) is None
     out = tmp_path / "bench.json"
-    assert (
-        main(
-            [
-                "bench",
-                "--model",
-                str(tiny.path),
-                "--backends",
-                "onnxruntime-cpu",
-                "--max-batch",
-                "1",
-                "--seconds",
-                "0.02",
-                "--skip-capacity",
-                "--skip-yardsticks",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert quick_bench(tiny.path, out, 1) == 0
     assert "text" not in json.loads(out.read_text())
 
 
 def test_cli_prints_and_writes_the_text_section(text_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
-    assert (
-        main(
-            [
-                "bench",
-                "--model",
-                str(text_model_dir),
-                "--backends",
-                "onnxruntime-cpu",
-                "--max-batch",
-                "2",
-                "--seconds",
-                "0.02",
-                "--skip-capacity",
-                "--skip-yardsticks",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert quick_bench(text_model_dir, out, 2) == 0
     text = json.loads(out.read_text())["text"]
     assert [r["batch"] for r in text["captions"]] == list(CAPTION_BATCHES) and len(text["scoring"]) == len(SCORING_BATCHES)
     printed = capsys.readouterr().out
