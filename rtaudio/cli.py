@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,6 +123,48 @@ def cmd_reload(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     print(f"reload: sent SIGHUP to rtaudio (pid {pid}, site {config.site}); its log says what was applied")
     return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """GET /healthz (or /readyz) of a running site's HTTP server: exit 0 when healthy, 1 when not or unreachable.
+    For Docker's HEALTHCHECK and scripts; the body (the failing checks) goes to stdout."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from rtaudio.config.load import load_site_config
+    from rtaudio.config.loader import ConfigError
+    from rtaudio.config.site import split_listen
+
+    token = os.environ.get("RTAUDIO_HTTP_TOKEN")
+    url = args.url
+    if url is None:
+        try:
+            config = load_site_config(args.config, check_model=False, warnings=[])
+        except ConfigError as exc:
+            print(f"error: {exc.problems[0] if exc.problems else exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        if config.http is None:
+            print(f"error: {args.config} has no http: section; the health endpoints need http: {{listen: HOST:PORT}}", file=sys.stderr)
+            return EXIT_CONFIG
+        host, port = split_listen(config.http.listen)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # a wildcard listen answers on loopback
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        token = config.http.resolved_token() or token
+    request = urllib.request.Request(url.rstrip("/") + ("/readyz" if args.ready else "/healthz"))
+    if token:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"rtaudio:{token}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            print(response.read().decode(errors="replace"))
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode(errors="replace") or f"HTTP {exc.code}")
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        print(f"error: {request.full_url} unreachable: {reason}", file=sys.stderr)
+        return 1
 
 
 def _one_line(exc: BaseException) -> str:
@@ -413,6 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--config", "-c", type=Path, required=True, help="site.yaml (the site name finds the running process)")
     reload.add_argument("--pid", type=int, default=None, help="the process to signal, instead of the pid file rtaudio run writes")
     reload.set_defaults(func=cmd_reload)
+
+    hc = sub.add_parser("healthcheck", help="ask a running site's /healthz (or /readyz): exit 0 healthy, 1 not (Docker HEALTHCHECK)")
+    where = hc.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", "-c", type=Path, help="site.yaml (its http.listen and token)")
+    where.add_argument("--url", help="the server's base URL, e.g. http://127.0.0.1:9108 (token from RTAUDIO_HTTP_TOKEN)")
+    hc.add_argument("--ready", action="store_true", help="ask /readyz instead of /healthz")
+    hc.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    hc.set_defaults(func=cmd_healthcheck)
 
     tag = sub.add_parser("tag", help="tag audio files offline")
     tag.add_argument("files", nargs="+", type=Path)

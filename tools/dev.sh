@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 what="${1:-test}"
 
 apt_packages=(ffmpeg libportaudio2 libsndfile1 mosquitto-clients)
-[ "$what" = test ] && apt_packages+=(mosquitto alsa-utils libasound2-plugins openssl espeak-ng fluidsynth fluid-soundfont-gm)
+[ "$what" = test ] && apt_packages+=(mosquitto alsa-utils libasound2-plugins openssl espeak-ng fluidsynth fluid-soundfont-gm chromium chromium-driver)
 missing=()
 for pkg in "${apt_packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 if [ ${#missing[@]} -gt 0 ]; then

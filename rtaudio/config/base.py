@@ -107,6 +107,9 @@ class SourceBase(PluginConfig):
         description="Windows whose A-weighted level (in the level topic's unit: dB SPL when calibrated, else dBFS) is below this "
         "are not tagged (no inference; counted in health windows_gated); null tags every window.",
     )
+    silent_after_s: float | None = Field(
+        None, title="Silent after (s)", gt=0, le=86400, description="No audio for this long fails health; null uses health.source_silent_s."
+    )
     labels: LabelFilter | None = Field(
         None, title="Labels of this source", description="{include: [...], exclude: [...]}; null reports every site-enabled label."
     )

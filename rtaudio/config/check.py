@@ -9,7 +9,9 @@ Everything that can be known before audio flows, in one place (``config.load`` r
   every query has a word the model's vocabulary knows;
 - the machine (``machine_problems``): MQTT secret files exist and are readable (wider than 0640 is
   a warning), TLS files load into a real ``ssl.SSLContext``, the outbox directory can be created
-  and written, and a password does not travel in clear text to another host (a warning).
+  and written, and a password does not travel in clear text to another host (a warning); the HTTP
+  server listens beyond loopback only with a token; the clips directory is writable (a warning:
+  it costs the clips only), and no private label is clipped (``clip_label_problems``).
 
 Each finding is a ``Problem``: a path in the site file (for its line), a message, and whether it
 is only a warning. Nothing here touches the network or leaves anything behind on disk.
@@ -17,6 +19,7 @@ is only a warning. Nothing here touches the network or leaves anything behind on
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import mmap
 import os
@@ -32,7 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rtaudio.config.base import ScheduleRule
 from rtaudio.config.loader import format_loc, suggest
-from rtaudio.config.site import MqttConfig, SiteConfig, TlsConfig
+from rtaudio.config.site import MqttConfig, SiteConfig, TlsConfig, split_listen
 from rtaudio.contract import ContractError, ModelDir, load_model_dir, missing_files
 from rtaudio.contract.files import CAPTION_FILES, QUERY_FILES, VOCAB_FILE
 from rtaudio.contract.vocab import Vocabulary, words
@@ -142,6 +145,8 @@ def rules_problems(config: SiteConfig, labels: list[str], thresholds: list[float
             problems.append(Problem(("schedules", name, "timezone") if schedule.timezone is not None else ("schedules", name), why))
     names(("privacy", "private_labels"), config.privacy.private_labels)
     rules(("when",), config.when)
+    if config.clips is not None:
+        problems += clip_label_problems(config, labels)
     for index, source in enumerate(config.sources):
         where = ("sources", index)
         if source.labels is not None:
@@ -162,6 +167,23 @@ def rules_problems(config: SiteConfig, labels: list[str], thresholds: list[float
                         f"off_threshold {off:g} is above this source's onset threshold {on:g}; hysteresis needs it at or below: expected at most {on:g}",
                     )
                 )
+    return problems
+
+
+def clip_label_problems(config: SiteConfig, labels: list[str]) -> list[Problem]:
+    """Each clipped label is a model label or a query name, and never a private label (its audio must not be kept)."""
+    assert config.clips is not None
+    known = [*labels, *config.queries]
+    private = set(config.privacy.private_labels)
+    problems: list[Problem] = []
+    for i, name in enumerate(config.clips.labels):
+        loc = ("clips", "labels", i)
+        if name in private:
+            problems.append(Problem(loc, f"{name!r} is a private label (privacy.private_labels); its audio is never kept: remove it from clips.labels"))
+        elif name not in known:
+            guess = suggest(name, known)
+            hint = f"; did you mean {guess!r}?" if guess else ""
+            problems.append(Problem(loc, f"{name!r} is neither a label of the model nor a query name; expected one of {', '.join(known)}{hint}"))
     return problems
 
 
@@ -328,6 +350,9 @@ def machine_problems(config: SiteConfig) -> list[Problem]:
         path = getattr(source, "password_file", None)
         if source.enabled and path is not None:
             problems += [p for p in secret_file_problems(path, ("sources", index, "password_file")) if p.warning]
+    problems += http_problems(config)
+    if config.clips is not None:  # a warning: an unwritable clips directory costs the clips only
+        problems += [dataclasses.replace(p, warning=True) for p in writable_dir_problems(config.clips.dir, ("clips", "dir"))]
     mqtt = config.mqtt
     if mqtt is None:
         if config.homeassistant.discovery:
@@ -342,7 +367,7 @@ def machine_problems(config: SiteConfig) -> list[Problem]:
     if mqtt.tls is not None:
         problems += tls_problems(mqtt.tls)
     if mqtt.outbox_dir is not None:
-        problems += outbox_problems(mqtt.outbox_dir)
+        problems += writable_dir_problems(mqtt.outbox_dir, ("mqtt", "outbox_dir"))
     problems += clear_text_problems(mqtt)
     return problems
 
@@ -448,9 +473,30 @@ def _ssl_reason(exc: OSError) -> str:
     return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text)
 
 
-def outbox_problems(path: Path) -> list[Problem]:
+def http_problems(config: SiteConfig) -> list[Problem]:
+    """The HTTP server: an address other than loopback needs a token (anyone on the network could read the page,
+    the metrics and the clips), and a token file must be a readable private file."""
+    http = config.http
+    if http is None:
+        return []
+    problems = []
+    if http.token_file is not None:
+        problems += secret_file_problems(http.token_file, ("http", "token_file"))
+    host, port = split_listen(http.listen)
+    given = (http.token is not None and http.token.get_secret_value().strip() != "") or http.token_file is not None
+    if not given and not _loopback(host):
+        problems.append(
+            Problem(
+                ("http", "listen"),
+                f"{http.listen!r} is reachable from the network, but no token is set; add http.token (e.g. ${{RTAUDIO_HTTP_TOKEN}}) or "
+                f"http.token_file, or listen on loopback only, e.g. '127.0.0.1:{port}'",
+            )
+        )
+    return problems
+
+
+def writable_dir_problems(path: Path, loc: tuple[Any, ...]) -> list[Problem]:
     """``path`` can be created (or exists as a directory) and written: tried for real, then undone."""
-    loc = ("mqtt", "outbox_dir")
     created: list[Path] = []
     verb = "create"
     try:

@@ -155,6 +155,12 @@ def _resolve_and_check(config: SiteConfig, valid: set[str], indices: list[int], 
             value = getattr(owner, name) if owner is not None else None
             if value is not None:
                 setattr(owner, name, resolve_path(base, value))
+    http = config.http if "http" in valid else None
+    if http is not None and http.token_file is not None:
+        http.token_file = resolve_path(base, http.token_file)
+    clips = config.clips if "clips" in valid else None
+    if clips is not None:
+        clips.dir = resolve_path(base, clips.dir)
     return [_as_problem(line, origin) for line in lines]
 
 

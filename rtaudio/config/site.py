@@ -211,6 +211,83 @@ class LevelConfig(StrictModel):
     interval_s: float = Field(10.0, title="Level interval (s)", ge=1, le=3600, description="Each level message covers this much of the source's audio.")
 
 
+class HttpConfig(StrictModel):
+    listen: str = Field(
+        "127.0.0.1:9108",
+        title="Listen address (host:port)",
+        description="The status page (/), /metrics, /healthz, /readyz and /clips/. Loopback by default; any other address "
+        "(e.g. 0.0.0.0:9108) needs token or token_file, else config check refuses it. IPv6 as [::1]:9108.",
+    )
+    token: SecretStr | None = Field(
+        None,
+        title="Access token",
+        description="Required on every request except /healthz and /readyz when set: as 'Authorization: Bearer TOKEN', or as the "
+        "password of HTTP basic auth (browsers ask for it; any user name). Use ${ENV} substitution or token_file.",
+    )
+    token_file: Path | None = Field(None, title="File holding the token", description="Relative to the config file; keep it private (mode 0600 or 0640).")
+    health_open: bool = Field(
+        True, title="/healthz and /readyz without the token", description="For Docker, systemd and load balancers; they reveal check names and counts only."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    def resolved_token(self) -> str | None:
+        """The token from the config or its file, if any."""
+        return secret_value(self.token, self.token_file)
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` -> (host, port); ValueError naming the allowed forms."""
+    host, sep, port_text = value.rpartition(":")
+    v6 = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if v6 else host
+    ok_host = re.fullmatch(r"[0-9A-Fa-f:.]+" if v6 else r"[A-Za-z0-9.-]+", host) is not None
+    if not sep or not ok_host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{value!r} is not host:port; expected e.g. '127.0.0.1:9108', '0.0.0.0:9108' or '[::1]:9108' (port 1-65535)")
+    return host, int(port_text)
+
+
+class HealthConfig(StrictModel):
+    source_silent_s: float = Field(
+        30.0, title="Source silent after (s)", gt=0, le=86400, description="No audio from a source for this long fails health (a source's silent_after_s wins)."
+    )
+    engine_failing_s: float = Field(
+        30.0, title="Engine failing after (s)", gt=0, le=86400, description="Inference batches failing with none succeeding for this long fails health."
+    )
+    mqtt_down_s: float = Field(
+        120.0, title="MQTT disconnected after (s)", gt=0, le=86400, description="The broker unreachable for this long fails health (with mqtt configured)."
+    )
+    outbox_max: int = Field(
+        5000, title="Outbox depth limit (messages)", ge=1, le=10_000_000, description="More MQTT messages than this waiting to be sent fails health."
+    )
+    watchdog: bool = Field(
+        True,
+        title="Feed the systemd watchdog",
+        description="Under systemd with WatchdogSec (NOTIFY_SOCKET and WATCHDOG_USEC set), send WATCHDOG=1 only while every check passes, "
+        "so systemd restarts a service whose health stays failing for WatchdogSec.",
+    )
+
+
+ClipFormat = Literal["flac", "wav"]
+
+
+class ClipsConfig(StrictModel):
+    dir: Path = Field(title="Clips directory", description="Relative to the config file; created when missing. Unwritable: clips are dropped and counted, nothing else stops.")
+    labels: list[str] = Field(
+        title="Clipped labels", min_length=1, description="Model labels or query names whose events are saved; never a private label (config check refuses it)."
+    )
+    pre_s: float = Field(2.0, title="Pre-roll (s)", ge=0, le=60, description="Audio kept before the onset.")
+    post_s: float = Field(3.0, title="Post-roll (s)", ge=0, le=60, description="Audio kept after the offset; the file is written this long after the offset.")
+    max_s: float = Field(120.0, title="Longest clip (s)", gt=0, le=3600, description="A longer event's clip ends here (duration_s in the offset says so).")
+    format: ClipFormat = Field("flac", title="File format", description="flac (lossless, about half the size) or wav (16-bit PCM).")
+    max_age_days: float | None = Field(30.0, title="Keep clips for (days)", gt=0, le=36500, description="Older clips are deleted; null keeps them.")
+    max_total_mb: float | None = Field(1024.0, title="Most disk for clips (MB)", gt=0, le=10_000_000, description="Oldest clips are deleted first past this; null: no limit.")
+
+
 class QueryRule(StrictModel):
     text: str = Field(
         title="Query text",
@@ -285,6 +362,15 @@ class SiteConfig(StrictModel):
         "events.labels, the source's labels or privacy leave out.",
     )
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, title="Privacy")
+    http: HttpConfig | None = Field(
+        None, title="HTTP server", description="Status page, Prometheus /metrics, /healthz and /readyz, event clips; null (the default) serves nothing."
+    )
+    health: HealthConfig = Field(
+        default_factory=HealthConfig,
+        title="Health checks",
+        description="What fails /healthz, the systemd watchdog and the health message's failing list (docs/metrics.md).",
+    )
+    clips: ClipsConfig | None = Field(None, title="Event clips", description="Save pre-roll + event + post-roll audio of chosen labels; null saves none.")
 
     @field_validator("engine", mode="before")
     @classmethod

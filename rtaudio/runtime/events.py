@@ -15,7 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -63,6 +63,8 @@ class Event:
     # An offset not decided by the audio: "restart" closes one a killed run left open; "schedule" one whose label a schedule switched off;
     # "control" one a remote command switched off; "reload" one a reloaded site.yaml no longer reports.
     reason: Literal["restart", "schedule", "control", "reload"] | None = None
+    # An offset's clip when event clips keep one (``runtime.clips``): {"file", "start", "duration_s", "pre_s", "post_s"}.
+    clip: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """This event as JSON, to persist it (the disk outbox keeps open events across a crash)."""

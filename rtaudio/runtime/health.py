@@ -1,4 +1,5 @@
-"""Counters and latency percentiles, per source and for the engine; snapshotted into health messages.
+"""Counters, latency percentiles and histograms, per source and for the engine: the one record that the
+MQTT health message, ``/metrics`` and ``/healthz`` all read (``runtime.http``, ``runtime.checks``).
 
 Counters are plain ints bumped from one thread each (source, pipeline, publisher); a
 snapshot may be a few samples stale, never inconsistent enough to matter.
@@ -6,6 +7,8 @@ snapshot may be a few samples stale, never inconsistent enough to matter.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 import time
 from collections import deque
@@ -14,17 +17,35 @@ from typing import Any
 
 import numpy as np
 
+# Upper bounds (ms) of the latency histograms exported on /metrics (as seconds); +Inf is implied.
+LATENCY_BUCKETS_MS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0)
+
 
 class Percentiles:
-    """Bounded reservoir of the most recent values with p50/p99."""
+    """Bounded reservoir of the most recent values with p50/p99, plus a cumulative histogram of every value
+    (count, sum, per-bucket counts) since start, for Prometheus."""
 
-    def __init__(self, size: int = 2048):
+    def __init__(self, size: int = 2048, buckets: tuple[float, ...] = LATENCY_BUCKETS_MS):
         self._values: deque[float] = deque(maxlen=size)
         self._lock = threading.Lock()
+        self.bounds = buckets
+        self._counts = [0] * (len(buckets) + 1)  # the last one: above every bound
+        self.count = 0
+        self.sum = 0.0
 
     def add(self, value: float) -> None:
         with self._lock:
             self._values.append(value)
+            self._counts[bisect.bisect_left(self.bounds, value)] += 1
+            self.count += 1
+            self.sum += value
+
+    def histogram(self) -> tuple[list[tuple[float, int]], int, float]:
+        """``([(upper bound, cumulative count), ...], count, sum)``; the bounds end with +inf."""
+        with self._lock:
+            counts, count, total = list(self._counts), self.count, self.sum
+        cumulative = list(itertools.accumulate(counts))
+        return list(zip([*self.bounds, float("inf")], cumulative)), count, total
 
     def summary(self) -> dict[str, float | None]:
         with self._lock:
@@ -61,6 +82,10 @@ class SourceHealth:
     captions_dropped: int = 0  # caption jobs dropped from the full queue (or left at shutdown)
     captions_withheld: int = 0  # captions not made: a private label active on the source, or the source paused (rules.PrivacyGate)
     caption_latency_ms: Percentiles = field(default_factory=Percentiles)  # caption job queued -> published
+    events_opened: dict[str, int] = field(default_factory=dict)  # onsets published, by label (or query name)
+    clips_saved: int = 0
+    clips_dropped: int = 0  # clips not written: disk full, directory unwritable, ring overrun (runtime.clips)
+    silent_after_s: float | None = None  # this source's limit for /healthz (None: the site's health.source_silent_s)
 
     def on_samples(self, samples: np.ndarray) -> None:
         self.samples += samples.size
@@ -92,6 +117,9 @@ class SourceHealth:
             "captions_dropped": self.captions_dropped,
             "captions_withheld": self.captions_withheld,
             "caption_latency_ms": self.caption_latency_ms.summary(),
+            "events_opened": dict(self.events_opened),
+            "clips_saved": self.clips_saved,
+            "clips_dropped": self.clips_dropped,
         }
 
 
@@ -112,6 +140,12 @@ class Health:
     messages_dropped: dict[str, int] = field(default_factory=dict)  # by message kind
     outbox_depth: int = 0
     broker_connected: bool = False
+    broker_reconnects: int = 0  # connections after the first
+    broker_down_since: float | None = None  # wall time the broker was lost (or first tried); None while connected
+    batch_sizes: Percentiles = field(default_factory=lambda: Percentiles(buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)))
+    last_batch_ok: float = 0.0  # wall time of the latest batch inferred without error
+    last_batch_error: float = 0.0  # wall time of the latest failed batch
+    checks: list[dict[str, Any]] = field(default_factory=list)  # failing health checks (runtime.checks), set before each snapshot
 
     def source(self, source_id: str) -> SourceHealth:
         return self.sources.setdefault(source_id, SourceHealth(source_id))
@@ -135,5 +169,8 @@ class Health:
             "broker_connected": self.broker_connected,
             "outbox_depth": self.outbox_depth,
             "messages_dropped": dict(self.messages_dropped),
+            "broker_reconnects": self.broker_reconnects,
+            "healthy": not self.checks,
+            "failing": list(self.checks),
             "sources": {sid: s.snapshot() for sid, s in self.sources.items()},
         }

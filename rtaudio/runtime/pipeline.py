@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -106,6 +106,7 @@ class Stream:
     last_tags: float = field(default=-1e18)
     query_tracker: EventTracker | None = None  # free-text queries, when configured
     caption_feed: Callable[[np.ndarray, float], None] | None = None  # the caption ring's writer, when captioned
+    clip_feed: Callable[[np.ndarray, float], None] | None = None  # the clip ring's writer, when event clips are on
     meter: LevelMeter | None = None  # A-weighted level (fed by the sink), when levels or the gate are on
     min_level_db: float | None = None  # windows quieter than this (meter units) are not inferred
     rules: SourceRules | None = None  # labels, schedules and privacy of this source (None: every tracked label, always)
@@ -114,6 +115,12 @@ class Stream:
     last_end: float | None = None  # stream time of the latest window judged (a schedule's switch closes events here)
     withheld: set[str] = field(default_factory=set)  # ids of query onsets withheld for privacy (their offsets are too)
     applied: SourceRules | None = None  # the rules ``apply_rules`` last read (a swapped snapshot is read again)
+
+
+class EventHook(Protocol):
+    """Sees each event before the publishers and may return it amended (``runtime.clips.ClipRecorder``)."""
+
+    def on_event(self, event: Event) -> Event: ...
 
 
 class Pipeline:
@@ -133,6 +140,8 @@ class Pipeline:
         clock: Callable[[], float] = time.perf_counter,
         privacy: PrivacyGate | None = None,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc),
+        clips: EventHook | None = None,
+        checks: Callable[[], list[dict[str, Any]]] | None = None,
     ):
         self.engine, self.info, self.streams, self.publishers = engine, info, list(streams), list(publishers)
         self.queries = queries if queries is not None and queries.names else None
@@ -150,11 +159,13 @@ class Pipeline:
         self.hooks: list[Callable[[], None]] = []  # run on this thread at every tick, before the rules are read (remote control)
         self._hook_logs = LogLimiter(log)
         self._calls: queue.Queue[tuple[Callable[[], None], threading.Event, list[BaseException]]] = queue.Queue(8)
+        self.clips = clips  # sees every event before the publishers (event clips)
+        self.checks = checks  # the failing health checks, read into every health snapshot (``runtime.checks``)
         self.apply_rules()
 
     def sink(self, stream: Stream):
         """The callable a source writes into: buffer the samples, wake the pipeline when a window is due."""
-        buffer, ready, caption_feed, meter = stream.buffer, self.ready, stream.caption_feed, stream.meter
+        buffer, ready, caption_feed, meter, clip_feed = stream.buffer, self.ready, stream.caption_feed, stream.meter, stream.clip_feed
 
         def write(samples: np.ndarray, capture_time: float) -> None:
             if meter is not None:  # before the buffer: a window's level is known once it is due (the gate reads it)
@@ -164,6 +175,8 @@ class Pipeline:
                 ready.set()
             if caption_feed is not None:  # O(block) copy; the decoding happens on the caption thread
                 caption_feed(samples, capture_time)
+            if clip_feed is not None:  # O(block) copy; clips are written on the clip thread
+                clip_feed(samples, capture_time)
 
         return write
 
@@ -183,6 +196,7 @@ class Pipeline:
         for stream, q in zip(self.streams, quota):
             if q:
                 items.extend((stream, w) for w in stream.buffer.due_windows(q))
+                stream.health.windows_dropped = stream.buffer.dropped  # drops happen only in due_windows: exact at any scrape
         return items
 
     def tick(self) -> int:
@@ -217,6 +231,8 @@ class Pipeline:
             batch = np.stack([w.samples for _, w in run])
             outputs = self.engine.infer(batch)
             self.health.inference_ms.add(self.engine.last_ms)
+            self.health.batch_sizes.add(len(run))
+            self.health.last_batch_ok = time.time()
             self.health.batches += 1
             self.health.busy_s += self.engine.last_ms / 1000
             self.health.audio_s += self._hop_s * len(run)
@@ -237,6 +253,16 @@ class Pipeline:
                 self._publish_query_events(stream.query_tracker.update(query_rows[k], window.start_time, window.end_time), stream)
             k += 1
 
+    def _emit(self, stream: Stream | None, event: Event) -> None:
+        """Hand one event to every publisher: an onset is counted (``events_opened``); with event clips on,
+        the clip recorder sees it first and names its clip in the offset (``runtime.clips``)."""
+        if stream is not None and event.kind == "onset":
+            stream.health.events_opened[event.label] = stream.health.events_opened.get(event.label, 0) + 1
+        if self.clips is not None:
+            event = self.clips.on_event(event)
+        for publisher in self.publishers:
+            publisher.event(event)
+
     def _publish_query_events(self, events: list[Event], stream: Stream | None = None) -> None:
         """Hand a query tracker's events to every publisher, each with its query text; a query about a
         private label's words is withheld (onset and its offset) while that label is active on the source."""
@@ -249,9 +275,7 @@ class Pipeline:
                 if event.kind == "onset" and self.privacy is not None and self.privacy.active(stream.source_id):
                     stream.withheld.add(event.event_id)
                     continue
-            event = dataclasses.replace(event, query=self._query_text[event.label])
-            for publisher in self.publishers:
-                publisher.event(event)
+            self._emit(stream, dataclasses.replace(event, query=self._query_text[event.label]))
 
     def apply_rules(self, reason: Literal["schedule", "control", "reload"] = "schedule") -> None:
         """Read the schedules now (once per tick, so at least once per hop): a label switched off has its
@@ -277,8 +301,7 @@ class Pipeline:
             if at is None:
                 continue
             for event in stream.tracker.close(off, at, reason):
-                for publisher in self.publishers:
-                    publisher.event(event)
+                self._emit(stream, event)
             if not on and stream.query_tracker is not None:
                 closed = stream.query_tracker.close(list(range(len(stream.query_tracker.labels))), at, reason)
                 self._publish_query_events(closed, stream)
@@ -323,8 +346,7 @@ class Pipeline:
             tracked = [i for i in range(len(self.info.labels)) if stream.tracker.active(i)]
             for event in stream.tracker.close(tracked, at, reason):
                 if stream.active is None or event.label in stream.active:
-                    for publisher in self.publishers:
-                        publisher.event(event)
+                    self._emit(stream, event)
             if stream.query_tracker is not None:
                 self._publish_query_events(stream.query_tracker.close(list(range(len(stream.query_tracker.labels))), at, reason), stream)
         if stream.meter is not None:
@@ -390,8 +412,7 @@ class Pipeline:
         rules, active = stream.rules, stream.active
         for event in stream.tracker.update(row, window.start_time, window.end_time):
             if active is None or event.label in active:
-                for publisher in self.publishers:
-                    publisher.event(event)
+                self._emit(stream, event)
         if rules is not None and self.privacy is not None:
             private = any(stream.tracker.active(self.info.labels.index(label)) for label in rules.private)
             self.privacy.update(stream.source_id, private, window.end_time)
@@ -409,8 +430,7 @@ class Pipeline:
         for stream in self.streams:
             for event in stream.tracker.finish():
                 if stream.active is None or event.label in stream.active:
-                    for publisher in self.publishers:
-                        publisher.event(event)
+                    self._emit(stream, event)
             if stream.query_tracker is not None:
                 self._publish_query_events(stream.query_tracker.finish(), stream)
 
@@ -427,6 +447,8 @@ class Pipeline:
         self.update_busy_fraction()
         for stream in self.streams:
             stream.health.windows_dropped = stream.buffer.dropped
+        if self.checks is not None:
+            self.health.checks = self.checks()
         snapshot = self.health.snapshot()
         for publisher in self.publishers:
             publisher.health(snapshot)
@@ -445,6 +467,7 @@ class Pipeline:
             except Exception:  # keep listening; a bad batch must not kill the daemon
                 logs.exception("infer", "pipeline: inference failed; batch skipped")
                 self.health.errors += 1
+                self.health.last_batch_error = time.time()
                 stop.wait(0.5)
             if time.monotonic() >= self._next_health:
                 self._next_health = time.monotonic() + self.health_interval_s

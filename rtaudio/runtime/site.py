@@ -29,6 +29,7 @@ from rtaudio.config.site import SiteConfig
 from rtaudio.contract import ModelDir, ModelInfo, load_model_dir
 from rtaudio.runtime.buffer import RingBuffer
 from rtaudio.runtime.captions import CaptionWorker
+from rtaudio.runtime.checks import HealthChecks
 from rtaudio.runtime.control import Controller
 from rtaudio.runtime.engines import create_engine
 from rtaudio.runtime.events import EventTracker
@@ -40,6 +41,7 @@ from rtaudio.runtime.publish.homeassistant import SourceEntities
 from rtaudio.runtime.rules import PrivacyGate, SourceRules, build_rules
 from rtaudio.runtime.sources import Source, create_source
 from rtaudio.runtime.sources.file import FileSource
+from rtaudio.runtime.watchdog import build_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,28 @@ def build_caption_worker(
     return CaptionWorker(captioner, info.model_id, info.version, info.sample_rate, publishers, health, config.captions.max_pending, withhold)
 
 
+def build_clip_recorder(config: SiteConfig, info: ModelInfo, health: Health) -> Any:
+    """The event-clip recorder (``runtime.clips.ClipRecorder``, not started), or None when clips are off."""
+    if config.clips is None:
+        return None
+    from rtaudio.runtime.clips import ClipRecorder
+
+    return ClipRecorder(config.clips, info.sample_rate, health, private=config.privacy.private_labels)
+
+
+def build_http(config: SiteConfig, info: ModelInfo, health: Health, checks: HealthChecks) -> tuple[Any, Publisher] | None:
+    """The HTTP server (``runtime.http.server.HttpServer``, not started) and its status board (a publisher),
+    or None when ``http`` is off."""
+    if config.http is None:
+        return None
+    from rtaudio.runtime.http.server import HttpServer
+    from rtaudio.runtime.http.status import StatusBoard
+
+    board = StatusBoard(config.site, info.model_id, health, checks)
+    clips_dir = config.clips.dir if config.clips is not None else None
+    return HttpServer(config.http, health, checks, board, clips_dir), board
+
+
 def run_site(
     config: SiteConfig,
     duration_s: float | None = None,
@@ -136,6 +160,7 @@ def run_site(
     window, hop = window_sizes(config, info)
     engine = create_engine(config.engine, model)
     health = health if health is not None else Health()
+    checks = HealthChecks(config.health, health, mqtt=config.mqtt is not None)
     stop = threading.Event()
     if install_signals:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -146,6 +171,15 @@ def run_site(
         stack.callback(engine.close)
         health.engine = engine.description
         publishers = build_publishers(config, info.model_id, health, stack, info) + list(extra_publishers)
+        http = build_http(config, info, health, checks)
+        if http is not None:
+            server, board = http
+            server.start()  # binds now: a taken port stops the start here, with the address named
+            stack.callback(server.close)
+            publishers.append(board)
+            host, port = server.address
+            log.info("http: status page, /metrics, /healthz on http://%s:%d/", f"[{host}]" if ":" in host else host, port)
+        clips = build_clip_recorder(config, info, health)
         progress = close_interrupted_events(publishers) if config.mqtt is not None else None
         source_rules = build_rules(config, info)  # per source: labels, thresholds, schedules, privacy
         scheduled = any(r.scheduled for r in source_rules.values())
@@ -157,13 +191,15 @@ def run_site(
         enabled = [s for s in config.sources if s.enabled]
         streams: list[Stream] = []
         for sc in enabled:
-            stream = build_stream(config, sc, info, source_rules[sc.id], health, queries, progress)
+            stream = build_stream(config, sc, info, source_rules[sc.id], health, queries, progress, clips)
             if captions is not None and config.captions is not None and sc.id in captioned:
                 stream.caption_feed = captions.feed(captions.ring(sc.id, config.captions.every_s))
             streams.append(stream)
         flush_s = config.mqtt.shutdown_flush_s if config.mqtt else 1.0
         health_s = config.mqtt.health_interval_s if config.mqtt else 10.0
-        pipeline = Pipeline(engine, info, streams, publishers, health, config.tags, config.window.max_batch, health_s, queries, privacy=privacy)
+        pipeline = Pipeline(
+            engine, info, streams, publishers, health, config.tags, config.window.max_batch, health_s, queries, privacy=privacy, clips=clips, checks=checks.failing
+        )
         if remote:
             attach_control(config, pipeline, publishers)
         sources: list[Source] = [build_source(sc, info, pipeline, stream) for sc, stream in zip(enabled, streams)]
@@ -172,10 +208,17 @@ def run_site(
         if captions is not None:
             captions.start()
             stack.callback(captions.close, 1.0)  # a no-op after the orderly close below
+        if clips is not None:
+            clips.start()
+            stack.callback(clips.close, 1.0)  # a no-op after the orderly close below
         thread = threading.Thread(target=pipeline.run, args=(stop,), name="pipeline", daemon=True)
         thread.start()
         for source in sources:
             source.start()
+        checks.started = True
+        watchdog = build_watchdog(checks.failing, config.health.watchdog) if install_signals else None
+        if watchdog is not None:
+            watchdog.ready()
         log.info(
             "site %s: %d source(s) started, model %s %s, window %.2f s hop %.2f s",
             config.site,
@@ -185,7 +228,7 @@ def run_site(
             window / info.sample_rate,
             hop / info.sample_rate,
         )
-        reloader = Reloader(config, config_path, info, pipeline, publishers, sources, health, queries, progress, privacy)
+        reloader = Reloader(config, config_path, info, pipeline, publishers, sources, health, queries, progress, privacy, clips)
         reload = threading.Event()
         if install_signals and config_path is not None and hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: reload.set())  # the handler only sets a flag; the loop below does the work
@@ -194,6 +237,9 @@ def run_site(
             stack.callback(_remove_pid_file, pid_file)
         _wait(stop, sources, pipeline.streams, duration_s, reload, reloader.reload)
         log.info("stopping: sources, then pipeline, then publishers (flush up to %.1f s)", flush_s)
+        checks.stopping = True
+        if watchdog is not None:
+            watchdog.stopping()
         for source in sources:
             source.stop()
         stop.set()
@@ -205,6 +251,8 @@ def run_site(
             privacy.close()
         if captions is not None:  # the last captions before the final health and the publishers' flush
             captions.close(flush_s)
+        if clips is not None:  # clips still open end where the audio ended
+            clips.close(flush_s)
         pipeline.publish_health()
         for publisher in publishers:
             publisher.close(flush_s)
@@ -219,8 +267,9 @@ def build_stream(
     health: Health,
     queries: QuerySet | None,
     progress: Callable[[str, float], None] | None,
+    clips: Any = None,
 ) -> Stream:
-    """One source's pipeline state: ring buffer, event tracker (and query tracker), level meter, rules."""
+    """One source's pipeline state: ring buffer, event tracker (and query tracker), level meter, rules, clip feed."""
     window, hop = window_sizes(config, info)
     buffer = RingBuffer(info.sample_rate, window, hop, config.window.max_backlog)
     tracker = EventTracker(sc.id, info.model_id, info.labels, rules.thresholds(), config.events.median_windows)
@@ -230,6 +279,9 @@ def build_stream(
         stream.query_tracker = queries.tracker(sc.id, info.model_id, config.events.median_windows)
     stream.meter = build_meter(sc, config.level, info.sample_rate, (buffer.capacity + hop) / info.sample_rate)
     stream.min_level_db = sc.min_level_db
+    stream.health.silent_after_s = sc.silent_after_s
+    if clips is not None:
+        stream.clip_feed = clips.feed(sc.id)
     return stream
 
 
@@ -242,7 +294,7 @@ def build_source(sc: Any, info: ModelInfo, pipeline: Pipeline, stream: Stream) -
 
 
 # Settings a reload does not apply (the engine stays open, the broker connection and trackers stay as they are).
-RESTART_KEYS = ("site", "model", "engine", "window", "mqtt", "homeassistant", "control", "captions", "queries", "level", "console")
+RESTART_KEYS = ("site", "model", "engine", "window", "mqtt", "homeassistant", "control", "captions", "queries", "level", "console", "http", "health", "clips")
 
 
 def restart_keys(old: SiteConfig, new: SiteConfig) -> list[str]:
@@ -286,7 +338,9 @@ class Reloader:
         queries: QuerySet | None,
         progress: Callable[[str, float], None] | None,
         privacy: PrivacyGate | None,
+        clips: Any = None,
     ):
+        self.clips = clips
         self.config, self.path, self.info, self.pipeline, self.publishers = config, path, info, pipeline, list(publishers)
         self.sources, self.health, self.queries, self.progress, self.privacy = sources, health, queries, progress, privacy
         self.reloads = 0
@@ -320,6 +374,7 @@ class Reloader:
                 source.stop()
                 self.sources.remove(source)
             self.pipeline.call(functools.partial(self.pipeline.remove_stream, sid))
+            self.health.sources.pop(sid, None)  # a source gone is not silent: health checks and /metrics forget it
         effective = new.model_copy(update={k: getattr(self.config, k) for k in RESTART_KEYS})
         effective = effective.model_copy(update={"privacy": self.config.privacy})
         if new.events.median_windows != self.config.events.median_windows:
@@ -334,7 +389,7 @@ class Reloader:
         started = []
         for sid in add:
             sc = wanted[sid]
-            stream = build_stream(effective, sc, self.info, new_rules[sid], self.health, self.queries, self.progress)
+            stream = build_stream(effective, sc, self.info, new_rules[sid], self.health, self.queries, self.progress, self.clips)
             self.pipeline.call(functools.partial(self.pipeline.add_stream, stream))
             source = build_source(sc, self.info, self.pipeline, stream)
             source.start()

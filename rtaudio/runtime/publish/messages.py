@@ -74,7 +74,8 @@ def event_payload(site: str, event: Event) -> dict[str, Any]:
 
     A free-text query's event adds ``query`` (its text); its label is the query name and its
     scores are cosine similarities. An offset that closes an event a killed run left open adds
-    ``"reason": "restart"`` (an offset decided by the audio, or at a clean stop, has none)."""
+    ``"reason": "restart"`` (an offset decided by the audio, or at a clean stop, has none). With event clips on,
+    an offset of a clipped label adds ``clip`` (its file, written ``post_s`` after the offset)."""
     duration = None if event.offset_time is None else round(event.offset_time - event.onset_time, 3)
     return {
         "schema": SCHEMA_IDS["events"],
@@ -92,6 +93,7 @@ def event_payload(site: str, event: Event) -> dict[str, Any]:
         "windows": int(event.windows),
         **({"query": event.query} if event.query is not None else {}),
         **({"reason": event.reason} if event.reason is not None else {}),
+        **({"clip": event.clip} if event.clip is not None else {}),
     }
 
 

@@ -142,6 +142,8 @@ class MqttPublisher(Publisher):
                 self._set_state(entities.source, name, ha.STATE_OFF)
         properties = None
         kwargs: dict[str, Any] = {}
+        if not self.stats.broker_connected and self.stats.broker_down_since is None:
+            self.stats.broker_down_since = time.time()  # not connected yet: health's mqtt_disconnected limit runs from here
         if self.protocol == mqtt.MQTTv5:
             kwargs["clean_start"] = self.config.clean_start
             if not self.config.clean_start:
@@ -536,6 +538,9 @@ class MqttPublisher(Publisher):
         self._connects += 1
         self._connected.set()
         self.stats.broker_connected = True
+        self.stats.broker_down_since = None
+        if self._connects > 1:
+            self.stats.broker_reconnects += 1
         self._down_logged.clear()
         log.info("MQTT: connected to %s:%d", self.host, self.config.port)
         self._work.set()
@@ -544,6 +549,8 @@ class MqttPublisher(Publisher):
         was_connected = self._connected.is_set()
         self._connected.clear()
         self.stats.broker_connected = False
+        if self.stats.broker_down_since is None:
+            self.stats.broker_down_since = time.time()
         error = client.socket_error if isinstance(client, _Client) else None
         if self._closed:
             return
