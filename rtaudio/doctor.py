@@ -244,12 +244,39 @@ def config_checks(path: Path) -> list[Check]:
             checks.append(check_text_heads(config))
     if config.mqtt is not None:
         checks.append(check_broker(config.mqtt, config.site))
+    if config.http is not None:
+        checks.append(check_http_listen(config.http.listen))
+    if config.clips is not None:
+        checks.append(check_clips_dir(config.clips.dir))
     kinds = {s.type for s in config.sources if s.enabled}
     if "microphone" in kinds:
         checks += [check_portaudio(required=True), *_check_microphones(config)]
     if "ffmpeg" in kinds:
         checks.append(check_ffmpeg(required=True))
     return checks
+
+
+def check_http_listen(listen: str) -> Check:
+    """The HTTP server's address can be bound here now (bound and closed at once)."""
+    from rtaudio.runtime.http.server import probe_listen
+
+    try:
+        probe_listen(listen)
+    except OSError as exc:
+        return Check("http", "error", str(exc), "free the port, or set http.listen to a free port on an address of this machine", True)
+    return Check("http", "ok", f"{listen} can be bound", required=True)
+
+
+def check_clips_dir(path: Path) -> Check:
+    """The event-clip directory can be created and written here (tried for real, then undone). Not required:
+    rtaudio runs without it, and each clip it cannot write is dropped and counted (``runtime.clips``)."""
+    from rtaudio.config.check import writable_dir_problems
+
+    problems = writable_dir_problems(path, ("clips", "dir"))
+    if problems:
+        fix = f"create {path} writable by the user rtaudio runs as, or point clips.dir at such a directory"
+        return Check("clips", "error", "; ".join(p.message for p in problems) + "; every clip would be dropped", fix)
+    return Check("clips", "ok", f"{path} can be written")
 
 
 def check_text_heads(config: Any) -> Check:

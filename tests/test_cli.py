@@ -90,7 +90,7 @@ def test_run_config_error_exits_2_and_starts_nothing(site: Path) -> None:
     result = run_rtaudio("run", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {config}:4: sources[0].relatime: unknown key; allowed keys: id, enabled, gain_db, calibration_db, min_level_db, labels, events, when, type, path, realtime, loop, block_s; did you mean 'realtime'?"
+        f"error: {config}:4: sources[0].relatime: unknown key; allowed keys: id, enabled, gain_db, calibration_db, min_level_db, silent_after_s, labels, events, when, type, path, realtime, loop, block_s; did you mean 'realtime'?"
     ]
 
 

@@ -141,3 +141,22 @@ def test_text_heads_check_reads_queries_and_refuses_missing_heads(tmp_path: Path
     tiny = site(tmp_path / "tiny", "mqtt: null", "captions: {every_s: 4}\n")  # a model without heads
     heads = by_name(config_checks(tiny))["text heads"]
     assert heads.status == "error" and "caption_audio.onnx" in heads.detail
+
+
+def test_http_check_binds_the_listen_address_and_names_a_port_in_use(tmp_path: Path) -> None:
+    import socket
+
+    port = free_port()
+    path = site(tmp_path, "mqtt: null", f'http: {{listen: "127.0.0.1:{port}"}}\n')
+    http = by_name(config_checks(path))["http"]
+    assert http.ok and http.required and f"127.0.0.1:{port}" in http.detail
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        http = by_name(config_checks(path))["http"]
+    assert http.status == "error" and http.required
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in http.detail
+    path.write_text(path.read_text().replace(f'"127.0.0.1:{port}"', '"192.0.2.1:9108", token: t0ken'))  # TEST-NET-1: not this machine
+    http = by_name(config_checks(path))["http"]
+    assert http.status == "error" and "192.0.2.1:9108: the host is not an address of this machine" in http.detail
+    assert "http" not in by_name(config_checks(site(tmp_path / "off", "mqtt: null")))

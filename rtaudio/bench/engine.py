@@ -186,7 +186,7 @@ def bench_engines(model: ModelDir, backends: Sequence[str] | None, max_batch: in
         try:
             log.info("bench: timing %s (%s) at batch %s", candidate.id, engine.description, batch_sizes(max_batch))
             for batch, ms, calls in time_batches(engine, model.info.window_samples, batch_sizes(max_batch), seconds):
-                points.append(EnginePoint(candidate.id, engine.description, batch, round(ms, 3), round(1000 * batch / ms, 1), calls))
+                points.append(EnginePoint(candidate.id, engine.description, batch, float(f"{ms:.4g}"), round(1000 * batch / ms, 1), calls))
         finally:
             engine.close()
     return EngineBench(points, skipped)

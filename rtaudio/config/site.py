@@ -276,7 +276,9 @@ ClipFormat = Literal["flac", "wav"]
 
 
 class ClipsConfig(StrictModel):
-    dir: Path = Field(title="Clips directory", description="Relative to the config file; created when missing. Unwritable: clips are dropped and counted, nothing else stops.")
+    dir: Path = Field(
+        title="Clips directory", description="Relative to the config file; created when missing. Unwritable: clips are dropped and counted, nothing else stops."
+    )
     labels: list[str] = Field(
         title="Clipped labels", min_length=1, description="Model labels or query names whose events are saved; never a private label (config check refuses it)."
     )
@@ -285,7 +287,9 @@ class ClipsConfig(StrictModel):
     max_s: float = Field(120.0, title="Longest clip (s)", gt=0, le=3600, description="A longer event's clip ends here (duration_s in the offset says so).")
     format: ClipFormat = Field("flac", title="File format", description="flac (lossless, about half the size) or wav (16-bit PCM).")
     max_age_days: float | None = Field(30.0, title="Keep clips for (days)", gt=0, le=36500, description="Older clips are deleted; null keeps them.")
-    max_total_mb: float | None = Field(1024.0, title="Most disk for clips (MB)", gt=0, le=10_000_000, description="Oldest clips are deleted first past this; null: no limit.")
+    max_total_mb: float | None = Field(
+        1024.0, title="Most disk for clips (MB)", gt=0, le=10_000_000, description="Oldest clips are deleted first past this; null: no limit."
+    )
 
 
 class QueryRule(StrictModel):

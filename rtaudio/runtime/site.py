@@ -198,7 +198,18 @@ def run_site(
         flush_s = config.mqtt.shutdown_flush_s if config.mqtt else 1.0
         health_s = config.mqtt.health_interval_s if config.mqtt else 10.0
         pipeline = Pipeline(
-            engine, info, streams, publishers, health, config.tags, config.window.max_batch, health_s, queries, privacy=privacy, clips=clips, checks=checks.failing
+            engine,
+            info,
+            streams,
+            publishers,
+            health,
+            config.tags,
+            config.window.max_batch,
+            health_s,
+            queries,
+            privacy=privacy,
+            clips=clips,
+            checks=checks.failing,
         )
         if remote:
             attach_control(config, pipeline, publishers)

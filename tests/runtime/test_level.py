@@ -125,6 +125,25 @@ def test_streaming_filter_is_the_recursion_whatever_the_blocks(rate: int) -> Non
     assert np.max(np.abs(y - expected)) < 1e-9 * np.max(np.abs(expected))
 
 
+@pytest.mark.parametrize(
+    ("rate", "shape"),
+    [(16000, {}), (44100, {}), (16000, {"chunk": 4, "group": 3, "span": 24})],  # the last: many passes, part-filled groups
+)
+def test_block_filter_is_the_per_sample_recursion_across_odd_blocks(rate: int, shape: dict[str, int]) -> None:
+    """Random input cut into odd-sized blocks (one sample, a row plus or minus one, longer than a pass) and two of whole
+    rows (the end state without a partial row): the state carries across blocks and passes, and the output is the
+    direct-form recursion's, sample for sample."""
+    rng = np.random.default_rng(7)
+    weighting = AWeighting(rate, **shape)
+    sizes = [1, 3, 31, 33, 511, 513, weighting.span - 1, weighting.span + 1, 2 * weighting.span + 3, 1]
+    sizes += [2 * int(k) + 1 for k in rng.integers(0, 400, 12)] + [2 * weighting.chunk, (weighting.group + 1) * weighting.chunk]
+    x = rng.standard_normal(sum(sizes))
+    y = np.concatenate([weighting.process(block) for block in np.split(x, np.cumsum(sizes)[:-1])])
+    expected = reference_filter(a_weighting_sos(rate), x)
+    assert y.shape == x.shape
+    assert np.max(np.abs(y - expected)) < 1e-9 * np.max(np.abs(expected))
+
+
 def sine(freq: float, rms: float, seconds: float, rate: int) -> np.ndarray:
     t = np.arange(round(seconds * rate)) / rate
     return (rms * np.sqrt(2) * np.sin(2 * np.pi * freq * t)).astype(np.float32)
@@ -206,6 +225,60 @@ def test_silence_and_bad_samples_stay_finite() -> None:
     assert np.isfinite([r.leq_db, r.lmax_db, r.l90_db]).all() and r.leq_db <= -139
     [after] = feed(meter, sine(1000, 0.1, 1.0, 16000))
     assert after.leq_db == pytest.approx(-20.0, abs=0.1)  # the NaNs did not poison the filter
+
+
+def test_metering_is_the_same_however_the_audio_is_cut() -> None:
+    """``feed`` buffers and the buffer is metered in one go (when full, or when a reading or a window level needs
+    it): odd blocks, one longer than the buffer, and questions in between give the readings and window levels of
+    regular blocks."""
+    rate = 16000
+    rng = np.random.default_rng(5)
+    audio = (0.01 * rng.standard_normal(7 * rate)).astype(np.float32)
+    audio[2 * rate : 3 * rate] += sine(1000, 0.3, 1.0, rate)
+    regular = LevelMeter("a", rate, 1.5)
+    expected = feed(regular, audio)
+    cut = LevelMeter("a", rate, 1.5)
+    sizes = [1, 7, 333, 8191, 20001, 9, 4000, 2 * rate]
+    readings: list[LevelReading] = []
+    levels: list[tuple[float | None, float | None]] = []
+    done = 0
+    for size in sizes + [audio.size - sum(sizes)]:
+        cut.feed(audio[done : done + size], 1000.0 + done / rate)
+        done += size
+        readings += cut.take_readings()
+        levels.append((cut.window_level(done - rate, done), regular.window_level(done - rate, done)))  # the gate's question
+    assert done == audio.size and len(readings) == len(expected) == 4
+    for got, want in zip(readings, expected):
+        assert got.end_time == pytest.approx(want.end_time, abs=1e-9)
+        assert (got.leq_db, got.lmax_db, got.l90_db) == pytest.approx((want.leq_db, want.lmax_db, want.l90_db), abs=0.011)
+    assert sum(level is not None for _, level in levels) >= 5
+    for level, regular_level in levels:
+        assert (level is None and regular_level is None) or level == pytest.approx(regular_level, abs=1e-6)
+
+
+def test_the_gate_sees_the_samples_just_fed() -> None:
+    """Half a second fed in 50 ms blocks (less than the buffer, nothing metered yet): its window level is the tone's."""
+    rate, rms = 16000, 0.1
+    meter = LevelMeter("a", rate, 10.0)
+    audio = np.concatenate([np.zeros(rate // 4, np.float32), sine(1000, rms, 0.25, rate)])
+    feed(meter, audio)
+    level = meter.window_level(rate // 4 + 800, rate // 2)
+    assert level is not None and level == pytest.approx(20 * np.log10(rms), abs=0.2)
+    assert meter.window_level(0, rate // 4 - 2000) == pytest.approx(-140.0, abs=0.5)  # the digital silence before it
+    assert meter.take_readings() == []  # the interval is not complete
+
+
+def test_reading_end_times_follow_the_blocks_capture_times() -> None:
+    """An interval ends inside a block fed after a gap in capture time (a reconnect), both among the blocks buffered
+    together: its end time is that block's capture time plus the samples up to the end."""
+    rate, block, gap = 16000, 450, 20  # buffered together: blocks 18..35 (8100 samples); the interval ends in block 35
+    meter = LevelMeter("a", rate, 1.0)
+    audio = sine(1000, 0.05, 2.5, rate)
+    for j, i in enumerate(range(0, audio.size, block)):
+        meter.feed(audio[i : i + block], (1000.0 if j < gap else 2000.0 - gap * block / rate) + i / rate)
+    first, second = meter.take_readings()
+    assert first.end_time == pytest.approx(2000.0 + (16000 - gap * block) / rate)  # block 35, sample 250 of 450
+    assert second.end_time == pytest.approx(first.end_time + 1.0)
 
 
 def test_unread_readings_are_bounded_and_counted() -> None:

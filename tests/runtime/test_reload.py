@@ -122,6 +122,10 @@ def test_sighup_removes_a_source_and_a_label_clears_their_discovery_and_rtaudio_
         assert any(m.payload for m in sub.on(f"{HA}/demo_speech/config")) and not any(m.payload == b"" for m in sub.on(f"{HA}/demo_speech/config"))
         assert wait_until(lambda: "reload: not applied until a restart: window.max_batch" in log_path.read_text())
         assert proc.poll() is None
+        # a removed source is gone from health (so never "silent" to /healthz or the watchdog)
+        count = len(sub.on("rtaudio/demo/health"))
+        assert sub.wait_for(lambda: len(sub.on("rtaudio/demo/health")) > count, timeout=20)
+        assert list(json.loads(sub.on("rtaudio/demo/health")[-1].payload)["sources"]) == ["demo"]
         mark = len(_events(sub, "hall"))
         sub.messages.clear()
         # rtaudio reload finds the process by its pid file and brings the hall back

@@ -69,13 +69,13 @@ def test_the_demo_serves_rising_metrics_health_and_a_healthcheck(tmp_path: Path,
     try:
         assert wait_until(lambda: get(base + "/readyz")[0] == 200, timeout=60), stop(process)
         first = metrics(base)
-        assert wait_until(lambda: (sample(metrics(base), "rtaudio_windows_total", source="demo") or 0) >= (sample(first, "rtaudio_windows_total", source="demo") or 0) + 3)
-        later = metrics(base)
-        assert sample(later, "rtaudio_capture_to_publish_latency_seconds_count", source="demo")
-        assert sample(later, "rtaudio_inference_seconds_count")
-        buckets = sorted(
-            (float(dict(labels)["le"]), value) for (name, labels), value in later.items() if name == "rtaudio_capture_to_publish_latency_seconds_bucket"
+        assert wait_until(
+            lambda: (sample(metrics(base), "rtaudio_windows_total", source="demo") or 0) >= (sample(first, "rtaudio_windows_total", source="demo") or 0) + 3
         )
+        later = metrics(base)
+        assert sample(later, "rtaudio_capture_to_publish_seconds_count", source="demo")
+        assert sample(later, "rtaudio_inference_seconds_count")
+        buckets = sorted((float(dict(labels)["le"]), value) for (name, labels), value in later.items() if name == "rtaudio_capture_to_publish_seconds_bucket")
         assert buckets[-1][0] == float("inf") and [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
         assert get(base + "/healthz")[0] == 200
         done = run_rtaudio("healthcheck", "--config", str(site))
@@ -167,8 +167,8 @@ def test_healthz_and_the_watchdog_follow_a_source_that_stops_and_recovers(tmp_pa
     finally:
         sender.kill()
         err = stop(process)
+        systemd.drain()
         sub.close()
         systemd.sock.close()
     assert "Traceback" not in err, err
-    assert systemd.saw(lambda lines: "STOPPING=1" in lines)
-
+    assert any("STOPPING=1" in lines for _, lines in systemd.received)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import sqlite3
@@ -90,12 +91,31 @@ def test_payloads_match_their_schemas() -> None:
         ("events", msgs.event_payload(SITE, onset(1, now))),
         ("events", msgs.event_payload(SITE, offset(1, now, now + 2.5))),
         ("health", msgs.health_payload(SITE, MODEL, Health().snapshot())),
+        ("health", msgs.health_payload(SITE, MODEL, failing_health().snapshot())),
     ]
+    clip = {"file": "hall_glass_break_20261122T100000.000_1a2b3c4d.flac", "start": msgs.iso(now - 2), "duration_s": 7.5, "pre_s": 2.0, "post_s": 3.0}
+    cases.append(("events", msgs.event_payload(SITE, dataclasses.replace(offset(1, now, now + 2.5), clip=clip))))
     for kind, payload in cases:
         jsonschema.validate(json.loads(msgs.stamp(msgs.encode(payload), now)), msgs.load_schema(kind))
     broken = msgs.event_payload(SITE, onset(1, now)) | {"duration_s": 1.0, "published": msgs.iso(now)}
     with pytest.raises(jsonschema.ValidationError):  # an onset has no duration yet
         jsonschema.validate(broken, msgs.load_schema("events"))
+    with pytest.raises(jsonschema.ValidationError):  # only an offset names a clip
+        jsonschema.validate(msgs.event_payload(SITE, dataclasses.replace(onset(1, now), clip=clip)) | {"published": msgs.iso(now)}, msgs.load_schema("events"))
+    with pytest.raises(jsonschema.ValidationError):  # a clip name is a plain file name
+        bad = dataclasses.replace(offset(1, now, now + 2.5), clip=clip | {"file": "../etc/passwd"})
+        jsonschema.validate(msgs.event_payload(SITE, bad) | {"published": msgs.iso(now)}, msgs.load_schema("events"))
+
+
+def failing_health() -> Health:
+    """Health with every new field set: failing checks, events by label, clips, reconnects."""
+    health = Health()
+    source = health.source("hall")
+    source.events_opened["glass_break"] = 2
+    source.clips_saved, source.clips_dropped = 1, 1
+    health.broker_reconnects = 3
+    health.checks = [{"check": "source_silent", "source": "hall", "detail": "no audio for 31.0 s (limit 30 s)"}]
+    return health
 
 
 def test_non_finite_score_is_refused_and_counted() -> None:
