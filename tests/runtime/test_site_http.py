@@ -60,35 +60,53 @@ def health_messages(sub: Subscriber) -> list[dict[str, Any]]:
     return [json.loads(m.payload) for m in sub.on("rtaudio/demo/health")]
 
 
-def test_the_demo_serves_rising_metrics_health_and_a_healthcheck(tmp_path: Path, mosquitto: Broker) -> None:
+def test_the_demo_serves_rising_metrics_and_health_message_metrics_and_healthz_agree(tmp_path: Path, mosquitto: Broker) -> None:
+    """A looped real-time demo source keeps the site running (metrics rise); a second source reads the demo file
+    once, fast, then falls silent: its frozen counters and its failing check must read the same on all three."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    site = demo_site(tmp_path / "site.yaml", mosquitto, source={"realtime": True, "loop": True}, http={"listen": f"127.0.0.1:{port}"})
+    site = demo_site(tmp_path / "site.yaml", mosquitto, sources=("demo", "rec"), http={"listen": f"127.0.0.1:{port}"})
+    data = yaml.safe_load(site.read_text())
+    data["sources"][0].update(realtime=True, loop=True)
+    data["sources"][1].update(realtime=False, silent_after_s=2)
+    site.write_text(yaml.safe_dump(data))
     sub = Subscriber(mosquitto, "rtaudio/demo/health")
     process = spawn_rtaudio("run", "--config", str(site))
     try:
         assert wait_until(lambda: get(base + "/readyz")[0] == 200, timeout=60), stop(process)
-        first = metrics(base)
-        assert wait_until(
-            lambda: (sample(metrics(base), "rtaudio_windows_total", source="demo") or 0) >= (sample(first, "rtaudio_windows_total", source="demo") or 0) + 3
-        )
+        first = sample(metrics(base), "rtaudio_windows_total", source="demo") or 0
+        assert wait_until(lambda: (sample(metrics(base), "rtaudio_windows_total", source="demo") or 0) >= first + 3)
         later = metrics(base)
         assert sample(later, "rtaudio_capture_to_publish_seconds_count", source="demo")
         assert sample(later, "rtaudio_inference_seconds_count")
-        buckets = sorted((float(dict(labels)["le"]), value) for (name, labels), value in later.items() if name == "rtaudio_capture_to_publish_seconds_bucket")
+        buckets = sorted(
+            (float(dict(labels)["le"]), value)
+            for (name, labels), value in later.items()
+            if name == "rtaudio_capture_to_publish_seconds_bucket" and ("source", "demo") in labels
+        )
         assert buckets[-1][0] == float("inf") and [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
-        assert get(base + "/healthz")[0] == 200
+
+        assert wait_until(lambda: get(base + "/healthz")[0] == 503, timeout=60)  # rec has ended: silent past its 2 s
+
+        def settled() -> bool:  # two health messages in a row with rec's counters unchanged: it is done
+            recs = [h["sources"]["rec"] for h in health_messages(sub)[-2:]]
+            return len(recs) == 2 and recs[0]["windows_processed"] == recs[1]["windows_processed"]
+
+        assert sub.wait_for(settled, timeout=30)
+        message = health_messages(sub)[-1]
+        scraped = metrics(base)
+        status, body = get(base + "/healthz")
+        rec = message["sources"]["rec"]
+        assert rec["windows_processed"] > 0 and sample(scraped, "rtaudio_windows_total", source="rec") == rec["windows_processed"]
+        assert sample(scraped, "rtaudio_samples_total", source="rec") == rec["samples"]
+        assert rec["events_opened"] and all(sample(scraped, "rtaudio_events_opened_total", source="rec", label=k) == v for k, v in rec["events_opened"].items())
+        failing = [(f["check"], f.get("source")) for f in json.loads(body)["checks"]]
+        assert status == 503 and failing == [("source_silent", "rec")] == [(f["check"], f.get("source")) for f in message["failing"]]
+        assert message["healthy"] is False and sample(scraped, "rtaudio_healthy") == 0
+        assert sample(scraped, "rtaudio_health_check_failing", check="source_silent", source="rec") == 1
+        assert sample(scraped, "rtaudio_health_check_failing", check="source_silent", source="demo") == 0
         done = run_rtaudio("healthcheck", "--config", str(site))
-        assert done.returncode == 0 and json.loads(done.stdout)["status"] == "ok", done.stderr
-        # MQTT health and /metrics read the same counters: a scrape between two health messages lies between their values.
-        assert sub.wait_for(lambda: len(health_messages(sub)) >= 1, timeout=20)
-        before = health_messages(sub)[-1]["sources"]["demo"]["windows_processed"]
-        scraped = sample(metrics(base), "rtaudio_windows_total", source="demo")
-        count = len(health_messages(sub))
-        assert sub.wait_for(lambda: len(health_messages(sub)) > count, timeout=20)
-        after = health_messages(sub)[-1]
-        assert before <= scraped <= after["sources"]["demo"]["windows_processed"]
-        assert after["healthy"] is True and after["failing"] == []
+        assert done.returncode == 1 and json.loads(done.stdout)["checks"][0]["source"] == "rec", done.stdout + done.stderr
     finally:
         err = stop(process)
         sub.close()
@@ -162,6 +180,8 @@ def test_healthz_and_the_watchdog_follow_a_source_that_stops_and_recovers(tmp_pa
 
         sender = send_rtp(rtp_port, 60)
         assert wait_until(lambda: get(base + "/healthz")[0] == 200, timeout=20)
+        done = run_rtaudio("healthcheck", "--config", str(site))
+        assert done.returncode == 0 and json.loads(done.stdout)["status"] == "ok", done.stdout + done.stderr
         back = time.monotonic()
         assert wait_until(lambda: systemd.saw(lambda lines: "WATCHDOG=1" in lines, back), timeout=10)
     finally:
