@@ -187,14 +187,8 @@ def run_site(
         privacy = PrivacyGate(config.privacy.private_labels) if config.privacy.private_labels or scheduled or remote else None
         queries = build_queries(config, info)
         captions = build_caption_worker(config, model, publishers, health, privacy)
-        captioned = set(config.captioned_sources())
         enabled = [s for s in config.sources if s.enabled]
-        streams: list[Stream] = []
-        for sc in enabled:
-            stream = build_stream(config, sc, info, source_rules[sc.id], health, queries, progress, clips)
-            if captions is not None and config.captions is not None and sc.id in captioned:
-                stream.caption_feed = captions.feed(captions.ring(sc.id, config.captions.every_s))
-            streams.append(stream)
+        streams = [build_stream(config, sc, info, source_rules[sc.id], health, queries, progress, clips, captions) for sc in enabled]
         flush_s = config.mqtt.shutdown_flush_s if config.mqtt else 1.0
         health_s = config.mqtt.health_interval_s if config.mqtt else 10.0
         pipeline = Pipeline(
@@ -239,7 +233,7 @@ def run_site(
             window / info.sample_rate,
             hop / info.sample_rate,
         )
-        reloader = Reloader(config, config_path, info, pipeline, publishers, sources, health, queries, progress, privacy, clips)
+        reloader = Reloader(config, config_path, info, pipeline, publishers, sources, health, queries, progress, privacy, clips, checks, captions)
         reload = threading.Event()
         if install_signals and config_path is not None and hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: reload.set())  # the handler only sets a flag; the loop below does the work
@@ -279,8 +273,10 @@ def build_stream(
     queries: QuerySet | None,
     progress: Callable[[str, float], None] | None,
     clips: Any = None,
+    captions: CaptionWorker | None = None,
 ) -> Stream:
-    """One source's pipeline state: ring buffer, event tracker (and query tracker), level meter, rules, clip feed."""
+    """One source's pipeline state: ring buffer, event tracker (and query tracker), level meter, rules, and the
+    clip and caption feeds when those are on (at start, and for a source a reload adds)."""
     window, hop = window_sizes(config, info)
     buffer = RingBuffer(info.sample_rate, window, hop, config.window.max_backlog)
     tracker = EventTracker(sc.id, info.model_id, info.labels, rules.thresholds(), config.events.median_windows)
@@ -293,6 +289,8 @@ def build_stream(
     stream.health.silent_after_s = sc.silent_after_s
     if clips is not None:
         stream.clip_feed = clips.feed(sc.id)
+    if captions is not None and config.captions is not None and sc.id in config.captioned_sources():
+        stream.caption_feed = captions.feed(captions.ring(sc.id, config.captions.every_s))
     return stream
 
 
@@ -305,7 +303,7 @@ def build_source(sc: Any, info: ModelInfo, pipeline: Pipeline, stream: Stream) -
 
 
 # Settings a reload does not apply (the engine stays open, the broker connection and trackers stay as they are).
-RESTART_KEYS = ("site", "model", "engine", "window", "mqtt", "homeassistant", "control", "captions", "queries", "level", "console", "http", "health", "clips")
+RESTART_KEYS = ("site", "model", "engine", "window", "mqtt", "homeassistant", "control", "captions", "queries", "level", "console", "http", "clips")
 
 
 def restart_keys(old: SiteConfig, new: SiteConfig) -> list[str]:
@@ -332,7 +330,7 @@ class Reloader:
 
     Sources added are started and sources removed stopped (their open events closed, reason ``reload``;
     their states OFF and discovery configs cleared); a source whose settings changed is restarted; rules,
-    thresholds, schedules and tags are swapped in on the pipeline thread (remote-control changes are
+    thresholds, schedules, tags and the health limits are swapped in on the pipeline thread (remote-control changes are
     dropped: the file wins). Changes only a restart applies (``restart_keys``) are logged in one line and
     not applied; an invalid file is logged in one line and changes nothing.
     """
@@ -350,8 +348,10 @@ class Reloader:
         progress: Callable[[str, float], None] | None,
         privacy: PrivacyGate | None,
         clips: Any = None,
+        checks: HealthChecks | None = None,
+        captions: CaptionWorker | None = None,
     ):
-        self.clips = clips
+        self.clips, self.checks, self.captions = clips, checks, captions
         self.config, self.path, self.info, self.pipeline, self.publishers = config, path, info, pipeline, list(publishers)
         self.sources, self.health, self.queries, self.progress, self.privacy = sources, health, queries, progress, privacy
         self.reloads = 0
@@ -397,10 +397,12 @@ class Reloader:
             self.pipeline.swap_rules(new_rules, "reload")
 
         self.pipeline.call(swap)
+        if self.checks is not None:  # the health limits apply from the next check on (/healthz, watchdog, health message)
+            self.checks.config = effective.health
         started = []
         for sid in add:
             sc = wanted[sid]
-            stream = build_stream(effective, sc, self.info, new_rules[sid], self.health, self.queries, self.progress, self.clips)
+            stream = build_stream(effective, sc, self.info, new_rules[sid], self.health, self.queries, self.progress, self.clips, self.captions)
             self.pipeline.call(functools.partial(self.pipeline.add_stream, stream))
             source = build_source(sc, self.info, self.pipeline, stream)
             source.start()

@@ -37,6 +37,8 @@ def test_restart_keys_name_what_only_a_restart_applies() -> None:
         {**BASE, "mqtt": {"port": 1884}, "window": {"max_batch": 4}, "engine": {"type": "onnxruntime"}, "privacy": {"private_labels": ["speech"]}}
     )
     assert restart_keys(old, new) == ["engine", "window.max_batch", "mqtt.port", "privacy"]
+    served = validate_site({**BASE, "http": {"listen": "127.0.0.1:9200"}, "clips": {"dir": "/tmp/c", "labels": ["dog"]}, "health": {"source_silent_s": 5}})
+    assert restart_keys(old, served) == ["http", "clips"]  # the health limits are applied live
 
 
 class Engine:
@@ -75,6 +77,9 @@ def test_a_removed_stream_has_its_open_events_closed_and_an_added_one_is_judged(
 HA = "homeassistant/binary_sensor/rtaudio_demo"
 
 
+CAPTIONS = {"every_s": 4}  # the default model has caption heads
+
+
 def _write(path: Path, broker: Broker, sources: list[str], disabled: tuple[str, ...] = (), **over: Any) -> Path:
     return demo_site(path, broker, sources, disabled, source={"loop": True}, **{"homeassistant": {"discovery": True}, **over})
 
@@ -102,14 +107,14 @@ def _events(sub: Subscriber, source: str) -> list[dict[str, Any]]:
 def test_sighup_removes_a_source_and_a_label_clears_their_discovery_and_rtaudio_reload_adds_one(tmp_path: Path) -> None:
     broker = Broker(tmp_path / "mosquitto").start()
     sub = Subscriber(broker, "#")
-    config = _write(tmp_path / "site.yaml", broker, ["demo", "hall"])
+    config = _write(tmp_path / "site.yaml", broker, ["demo", "hall"], captions=CAPTIONS)
     proc, log_path, env = _start(tmp_path, config)
     try:
         assert sub.wait_for(lambda: _events(sub, "demo"), timeout=90), log_path.read_text()[-3000:]
         label = _events(sub, "demo")[0]["label"]  # the demo's first sound, a steady hum: still open at the reload
         assert sub.wait_for(lambda: any(m.payload for m in sub.on(f"{HA}/hall_{label}/config")) and any(m.payload for m in sub.on(f"{HA}/demo_{label}/config")))
         assert wait_until(lambda: (tmp_path / "rtaudio-demo.pid").exists())
-        _write(config, broker, ["demo"], disabled=(label,), window={"max_batch": 4})
+        _write(config, broker, ["demo"], disabled=(label,), window={"max_batch": 4}, health={"source_silent_s": 0.001}, captions=CAPTIONS)
         proc.send_signal(signal.SIGHUP)
         assert sub.wait_for(lambda: any(m.payload == b"" for m in sub.on(f"{HA}/demo_{label}/config")), timeout=20), log_path.read_text()[-3000:]
         assert sub.wait_for(lambda: any(m.payload == b"" for m in sub.on(f"{HA}/hall_{label}/config")))
@@ -126,14 +131,18 @@ def test_sighup_removes_a_source_and_a_label_clears_their_discovery_and_rtaudio_
         count = len(sub.on("rtaudio/demo/health"))
         assert sub.wait_for(lambda: len(sub.on("rtaudio/demo/health")) > count, timeout=20)
         assert list(json.loads(sub.on("rtaudio/demo/health")[-1].payload)["sources"]) == ["demo"]
+        # the health limits apply live: 1 ms without audio now fails the check (blocks come every ~0.1 s)
+        assert sub.wait_for(lambda: any(f["check"] == "source_silent" for m in sub.on("rtaudio/demo/health") for f in json.loads(m.payload)["failing"]))
         mark = len(_events(sub, "hall"))
         sub.messages.clear()
         # rtaudio reload finds the process by its pid file and brings the hall back
-        _write(config, broker, ["demo", "hall"], disabled=(label,), window={"max_batch": 4})
+        _write(config, broker, ["demo", "hall"], disabled=(label,), window={"max_batch": 4}, captions=CAPTIONS)
         done = run_rtaudio("reload", "--config", str(config), env=env)
         assert done.returncode == 0 and f"pid {proc.pid}" in done.stdout, done.stderr
         assert sub.wait_for(lambda: any(m.payload for m in sub.on("homeassistant/sensor/rtaudio_demo/hall_level/config")), timeout=20)
         assert sub.wait_for(lambda: _events(sub, "hall"), timeout=30), mark
+        assert sub.wait_for(lambda: sub.on("rtaudio/demo/hall/caption"), timeout=30)  # the source a reload added is captioned
+        assert sub.wait_for(lambda: [json.loads(m.payload)["healthy"] for m in sub.on("rtaudio/demo/health")][-1:] == [True])  # default limits back
         assert proc.poll() is None
     finally:
         text = _stop(proc, log_path)
