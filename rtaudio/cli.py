@@ -321,6 +321,7 @@ def cmd_data_debian(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from rtaudio.export.onnx import ExportError, export_checkpoint
     from rtaudio.tensorrt.ops import check_model
+    from rtaudio.train.labels import BUILDING_LABELS, event_median_windows
     from rtaudio.train.parity_windows import synthetic_windows
 
     try:
@@ -334,6 +335,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             simplify=not args.no_simplify,
             allow_unsupported=args.allow_unsupported,
             scenes=synthetic_windows,
+            median_windows=event_median_windows(BUILDING_LABELS),
         )
     except (FileNotFoundError, ValueError) as exc:  # no or unusable checkpoint, or a window the model refuses
         print(f"error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from rtaudio.config.site import EventsConfig, TagsConfig
 from rtaudio.contract import load_model_dir, model_variants
@@ -84,9 +85,9 @@ def test_top_label_on_fresh_synthetic_clips(path: Path, label: str) -> None:
 
 def test_demo_recording_events_match_its_timeline() -> None:
     """The demo's model (default) hears every scripted sound where the timeline has it: tagged at its threshold in a
-    window there, and as an event for all but at most one; at most one event elsewhere. (0.6.0 tags the glass break
-    at 1.00, but its 3-window median stays under the 0.80 threshold, so it raises no event, and it takes the glass's
-    ringing tail for music: docs/model.md.) Small is not held to this (its thresholds miss the tap and take the
+    window there, and as an event; at most one event elsewhere (0.6.0 takes the glass's ringing tail for music:
+    docs/model.md). The glass break lasts about two windows: its event needs the model's per-label median of 1
+    (model.json median_windows), which a 3-window median would erase. Small is not held to this (its thresholds miss the tap and take the
     doorbell for music); its synthetic hearing is the top-label test above."""
     timeline = json.loads((ROOT / "config" / "demo.timeline.json").read_text())["events"]
     for item in timeline:  # the generator's label names -> the model's
@@ -108,7 +109,7 @@ def test_demo_recording_events_match_its_timeline() -> None:
     }
     as_events = {label for label, _ in near}
     assert expected <= tagged | as_events, f"scripted sounds not heard where they play: {sorted(expected - tagged - as_events)}"
-    assert len(expected - as_events) <= 1, f"scripted sounds without an event: {sorted(expected - as_events)}; events: {sorted(found)}"
+    assert expected <= as_events, f"scripted sounds without an event: {sorted(expected - as_events)}; events: {sorted(found)}"
     assert len(found - near) <= 1, f"events away from the timeline: {sorted(found - near)}"
 
 
@@ -116,10 +117,11 @@ WATER_WORDS = ("water", "tap", "faucet")
 
 
 @pytest.mark.integration
-def test_demo_captions_and_its_water_query_over_mqtt(tmp_path: Path, mosquitto, make_subscriber) -> None:
-    """config/demo.yaml as shipped (captions every 4 s, the query water_leak), the recording played
-    once as fast as it decodes, a real mosquitto and subscriber: captions arrive on the caption
-    topic, the one covering the running water says so, and the query fires on the water only."""
+def test_demo_captions_water_query_and_clips_over_mqtt(tmp_path: Path, mosquitto, make_subscriber) -> None:
+    """config/demo.yaml as shipped (captions every 4 s, the query water_leak, clips of smoke_alarm and glass_break),
+    the recording played once as fast as it decodes, a real mosquitto and subscriber: captions arrive on the caption
+    topic, the one covering the running water says so, the query fires on the water only, and each clipped label's
+    offset names a clip that holds pre-roll + event + post-roll of the recording's own samples."""
     import yaml
 
     from rtaudio.config.load import load_site_config
@@ -128,6 +130,8 @@ def test_demo_captions_and_its_water_query_over_mqtt(tmp_path: Path, mosquitto, 
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     demo.update(model=str(MODEL), console={"tags": False, "events": False}, mqtt={"broker": "127.0.0.1", "port": mosquitto.port, "shutdown_flush_s": 10})
     demo["sources"][0].update(path=str(ROOT / "config" / "demo.flac"), realtime=False, loop=False)
+    demo["http"] = None  # the page is tested in tests/runtime/http; its port may be taken here
+    demo["clips"]["dir"] = str(tmp_path / "clips")
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(demo))
     sub = make_subscriber(mosquitto, "rtaudio/#")
     assert run_site(load_site_config(tmp_path / "demo.yaml"), install_signals=False) == 0
@@ -149,3 +153,14 @@ def test_demo_captions_and_its_water_query_over_mqtt(tmp_path: Path, mosquitto, 
     assert onsets, "the free-text query should fire on the running water"
     assert all(water["onset"] - 1.5 <= t <= water["offset"] + 0.5 for t in onsets), onsets
     print("captions:", [(round(iso_seconds(c["end"]) - t0, 1), c["caption"]) for c in captions], "water_leak onsets:", onsets)
+
+    recording, rate = sf.read(ROOT / "config" / "demo.flac", dtype="float32")
+    clipped = [e for e in leak if e["kind"] == "offset" and e["label"] in demo["clips"]["labels"]]
+    assert sorted(e["label"] for e in clipped) == ["glass_break", "smoke_alarm"], [(e["label"], e["kind"]) for e in leak]
+    for offset in clipped:
+        clip = offset["clip"]
+        audio, clip_rate = sf.read(tmp_path / "clips" / clip["file"], dtype="float32")
+        expected_s = iso_seconds(offset["offset"]) - iso_seconds(offset["onset"]) + clip["pre_s"] + clip["post_s"]
+        assert clip_rate == rate and abs(len(audio) / rate - expected_s) <= 0.1 and abs(clip["duration_s"] - expected_s) <= 0.1, (clip, len(audio) / rate)
+        first = round((iso_seconds(clip["start"]) - t0) * rate)  # the clip's stream time -> the recording's sample
+        np.testing.assert_allclose(audio, recording[first : first + len(audio)], atol=1 / 32767)  # 16-bit FLAC

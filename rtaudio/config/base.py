@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SampleRate = Literal[8000, 16000, 22050, 32000, 44100, 48000]
 SourceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", title="Source id", description="Letters, digits, '-' and '_'; used in MQTT topics.")]
@@ -48,7 +48,22 @@ class LabelRule(StrictModel):
     threshold: float | None = Field(None, title="Onset threshold", ge=0, le=1, description="null uses the model's threshold.")
     off_threshold: float | None = Field(None, title="Offset threshold", ge=0, le=1, description="null uses threshold * events.off_ratio.")
     min_duration_s: float | None = Field(None, title="Minimum event duration (s)", ge=0, le=600)
+    median_windows: int | None = Field(
+        None,
+        title="Median smoothing (windows)",
+        ge=1,
+        le=31,
+        description="Odd; null uses the model's for this label (model.json median_windows), else events.median_windows. "
+        "1 lets a sound shorter than a window raise an event (a glass break, a gunshot).",
+    )
     enabled: bool = Field(True, title="Report this label")
+
+    @field_validator("median_windows")
+    @classmethod
+    def _odd(cls, value: int | None) -> int | None:
+        if value is not None and value % 2 == 0:
+            raise ValueError(f"{value} is not allowed; expected an odd number")
+        return value
 
 
 class LabelFilter(StrictModel):

@@ -45,6 +45,12 @@ class ModelInfo(BaseModel):
     window_s: float = Field(title="Window length (s)", gt=0, le=30)
     hop_s: float = Field(title="Hop between windows (s)", gt=0, le=30)
     thresholds: list[float] = Field(title="Per-class decision thresholds", description="One per label, in [0, 1].")
+    median_windows: dict[str, int] = Field(
+        default_factory=dict,
+        title="Per-label median smoothing",
+        description="Label -> odd window count for the labels whose events need other smoothing than the site's "
+        "(1 for sounds shorter than a window: a 3-window median would erase them).",
+    )
     onnx_sha256: str = Field(title="SHA-256 of model.onnx", pattern=r"^[0-9a-f]{64}$")
     embedding_dim: int | None = Field(None, title="Embedding size", ge=1, description="D of the optional `embedding` output.")
     streams: list[str] = Field(default_factory=list, title="Model streams", description="Informational.")
@@ -58,6 +64,9 @@ class ModelInfo(BaseModel):
             raise ValueError("thresholds must lie in [0, 1]")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
+        bad = {label: k for label, k in self.median_windows.items() if label not in self.labels or k < 1 or k > 31 or k % 2 == 0}
+        if bad:
+            raise ValueError(f"median_windows {bad} not allowed; expected labels of the model, each with an odd number of windows from 1 to 31")
         if self.hop_s > self.window_s:
             raise ValueError(f"hop_s {self.hop_s} is longer than window_s {self.window_s}")
         return self

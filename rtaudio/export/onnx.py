@@ -214,8 +214,12 @@ def export_model(
     windows: np.ndarray | None = None,
     windows_description: str = "",
     scenes: WindowMaker | None = None,
+    median_windows: dict[str, int] | None = None,
 ) -> ModelDir:
     """Check, then write the four files into ``out`` and return the checked model directory.
+
+    ``median_windows`` (label -> odd window count) goes into model.json as the labels' event smoothing
+    defaults: the training side's ``rtaudio.train.labels.event_median_windows``.
 
     Raises ``ExportError`` (nothing written) when ONNX or TorchScript parity is off or, unless
     ``allow_unsupported``, TensorRT's parser would refuse a node. Parity runs on ``windows``
@@ -276,6 +280,7 @@ def export_model(
         "hop_s": min(config.hop_s, config.window_s),
         "embedding_dim": EMBED_DIM * len(config.streams),
         "streams": list(config.streams),
+        "median_windows": {label: k for label, k in (median_windows or {}).items() if label in config.labels},
     }
     provenance = {"checkpoint_sha256": checkpoint_sha256, "exporters": exporter_versions(opset, simplify)}
     _set_metadata(proto, {**info, **provenance, "fusion": config.fusion})

@@ -106,6 +106,7 @@ class LabelThresholds:
     on: float
     off: float
     min_duration_s: float
+    median_windows: int | None = None  # this label's median smoothing (odd); None: the tracker's; 1 keeps a one-window sound (a glass break)
 
 
 class EventTracker:
@@ -116,26 +117,51 @@ class EventTracker:
             raise ValueError(f"{len(rules)} rules for {len(labels)} labels")
         if median_windows < 1 or median_windows % 2 == 0:
             raise ValueError(f"median_windows must be an odd number >= 1, got {median_windows}")
-        self.source_id, self.model_id, self.labels, self.rules = source_id, model_id, labels, rules
+        self.source_id, self.model_id, self.labels, self.median_windows = source_id, model_id, labels, median_windows
         self._history: deque[tuple[np.ndarray, float, float]] = deque(maxlen=median_windows)
+        self.rules = rules  # the setter groups the labels by their median length
         self._tracks = [_Track() for _ in labels]
         self.skip: set[int] = set()  # label indices not tracked for now (switched off by a schedule); see ``close``
         # Told (source_id, end time) after every window: how far the stream got, so open events
         # can be closed there after a crash (the MQTT disk outbox persists it). Must be O(1).
         self.on_progress: Callable[[str, float], None] | None = None
 
+    @property
+    def rules(self) -> list[LabelThresholds | None]:
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: list[LabelThresholds | None]) -> None:
+        """New per-label rules (a reload or a remote command may swap them live); the score history grows to the
+        longest median asked for, keeping what it holds."""
+        lengths: dict[int, list[int]] = {}
+        for index, rule in enumerate(rules):
+            if rule is not None:
+                k = rule.median_windows or self.median_windows
+                if k < 1 or k % 2 == 0:
+                    raise ValueError(f"{self.labels[index]}: median_windows must be an odd number >= 1, got {k}")
+                lengths.setdefault(k, []).append(index)
+        self._rules, self._lengths = rules, lengths
+        longest = max([self.median_windows, *lengths])
+        if longest != self._history.maxlen:
+            self._history = deque(self._history, maxlen=longest)
+
     def update(self, scores: np.ndarray, start_time: float, end_time: float) -> list[Event]:
-        """Feed one window's scores (``[classes]``); return the events it decides."""
+        """Feed one window's scores (``[classes]``); return the events it decides. Each label's score is the
+        median of its last ``median_windows`` windows, timed as their middle window."""
         self._history.append((np.asarray(scores, dtype=np.float32), start_time, end_time))
-        stacked = np.stack([h[0] for h in self._history])
-        # Lower median: while the history is still filling (even count) never round up.
-        smoothed = np.sort(stacked, axis=0)[(len(self._history) - 1) // 2]
-        # The median is centred on the middle window of the history.
-        _, t_start, t_end = self._history[(len(self._history) - 1) // 2]
+        smoothed: dict[int, tuple[np.ndarray, float, float]] = {}
+        for k in self._lengths:
+            recent = list(self._history)[-k:]
+            # Lower median: while the history is still filling (even count) never round up.
+            median = np.sort(np.stack([h[0] for h in recent]), axis=0)[(len(recent) - 1) // 2]
+            _, t_start, t_end = recent[(len(recent) - 1) // 2]  # the median is centred on the middle window
+            smoothed[k] = (median, t_start, t_end)
         events: list[Event] = []
-        for index, rule in enumerate(self.rules):
+        for index, rule in enumerate(self._rules):  # label order, whatever the lengths
             if rule is not None and index not in self.skip:
-                events.extend(self._step(index, rule, float(smoothed[index]), t_start, t_end))
+                median, t_start, t_end = smoothed[rule.median_windows or self.median_windows]
+                events.extend(self._step(index, rule, float(median[index]), t_start, t_end))
         if self.on_progress is not None:
             self.on_progress(self.source_id, end_time)
         return events

@@ -32,23 +32,19 @@ from rtaudio.runtime.health import Health, SourceHealth
 from rtaudio.runtime.level import LevelMeter
 from rtaudio.runtime.logs import LogLimiter
 from rtaudio.runtime.publish.base import Publisher
-from rtaudio.runtime.rules import PrivacyGate, SourceRules, query_matches_private
+from rtaudio.runtime.rules import PrivacyGate, SourceRules, merge_rule, query_matches_private
 
 log = logging.getLogger(__name__)
 
 
 def label_rules(info: ModelInfo, events: EventsConfig) -> list[LabelThresholds | None]:
-    """Per-label thresholds: model defaults, site overrides; None for disabled labels."""
+    """Per-label rules of the site's ``events`` alone (no per-source settings: ``rtaudio tag``): model defaults,
+    site overrides; None for disabled labels."""
     rules: list[LabelThresholds | None] = []
     for label, model_threshold in zip(info.labels, info.thresholds):
         rule = events.labels.get(label)
-        if rule is not None and not rule.enabled:
-            rules.append(None)
-            continue
-        on = rule.threshold if rule is not None and rule.threshold is not None else model_threshold
-        off = rule.off_threshold if rule is not None and rule.off_threshold is not None else on * events.off_ratio
-        min_duration = rule.min_duration_s if rule is not None and rule.min_duration_s is not None else events.min_duration_s
-        rules.append(LabelThresholds(on=on, off=min(off, on), min_duration_s=min_duration))
+        enabled = rule is None or rule.enabled
+        rules.append(merge_rule(model_threshold, info.median_windows.get(label), events, rule, None) if enabled else None)
     return rules
 
 

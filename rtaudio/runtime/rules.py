@@ -118,7 +118,7 @@ class SourceRules:
             raise ValueError(f"label {label} is not tracked on source {self.source_id}")
         off = old.off * on / old.on if old.on > 0 else on
         rules = list(self.rules)
-        rules[index] = LabelThresholds(on=on, off=min(off, on), min_duration_s=old.min_duration_s)
+        rules[index] = replace(old, on=on, off=min(off, on))
         return replace(self, rules=rules)
 
     @property
@@ -127,7 +127,7 @@ class SourceRules:
         return bool(self.when)
 
 
-def _merge(model_threshold: float, events: EventsConfig, site: LabelRule | None, source: LabelRule | None) -> LabelThresholds:
+def merge_rule(model_threshold: float, model_median: int | None, events: EventsConfig, site: LabelRule | None, source: LabelRule | None) -> LabelThresholds:
     """Model default, then the site's override, then the source's, key by key."""
 
     def pick(key: str) -> float | None:
@@ -142,7 +142,14 @@ def _merge(model_threshold: float, events: EventsConfig, site: LabelRule | None,
     off = pick("off_threshold")
     off = on * events.off_ratio if off is None else off
     min_duration = pick("min_duration_s")
-    return LabelThresholds(on=on, off=min(off, on), min_duration_s=events.min_duration_s if min_duration is None else min_duration)
+    median = pick("median_windows")
+    median = model_median if median is None else median
+    return LabelThresholds(
+        on=on,
+        off=min(off, on),
+        min_duration_s=events.min_duration_s if min_duration is None else min_duration,
+        median_windows=None if median is None else int(median),
+    )
 
 
 def build_rules(config: SiteConfig, info: ModelInfo) -> dict[str, SourceRules]:
@@ -169,7 +176,7 @@ def build_rules(config: SiteConfig, info: ModelInfo) -> dict[str, SourceRules]:
             if wanted and label not in private:
                 reported.append(label)
             tracked = wanted or label in private  # a private label is tracked for the privacy gate, whatever else says
-            rules.append(_merge(threshold, config.events, site_rule, source_rule) if tracked else None)
+            rules.append(merge_rule(threshold, info.median_windows.get(label), config.events, site_rule, source_rule) if tracked else None)
         out[source.id] = SourceRules(source.id, list(info.labels), reported, private, rules, dict(config.schedules), [*config.when, *source.when])
     return out
 

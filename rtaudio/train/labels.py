@@ -52,3 +52,12 @@ BUILDING_LABELS: tuple[str, ...] = (
 
 # The synthetic generator's names (rtaudio.train.synth) for labels the building set spells otherwise.
 SYNTHETIC_NAMES: dict[str, str] = {"dog_bark": "dog", "door_slam": "door"}
+
+# Sounds shorter than a window (0.5 s hop): a 3-window median of their scores would erase them, so their
+# events are decided on the window alone (model.json ``median_windows``; a site can still override it).
+SHORT_EVENT_LABELS: tuple[str, ...] = ("glass_break", "gunshot", "explosion")
+
+
+def event_median_windows(labels: list[str] | tuple[str, ...]) -> dict[str, int]:
+    """The per-label median smoothing a model with ``labels`` ships (export writes it into model.json)."""
+    return {label: 1 for label in labels if label in SHORT_EVENT_LABELS}

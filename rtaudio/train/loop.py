@@ -28,6 +28,7 @@ from rtaudio.train.caption_data import CaptionedDataset, train_captions
 from rtaudio.train.config import JointSchedule, StagedSchedule, TrainConfig
 from rtaudio.train.data import SPLITS, Clip, ClipDataset, DataError, EpochSampler, balanced_weights, label_set, load_clips
 from rtaudio.train.finetune import build_model
+from rtaudio.train.labels import event_median_windows
 
 log = logging.getLogger(__name__)
 
@@ -422,6 +423,7 @@ def _finish(config: TrainConfig, model: FusedTagger, val_set: ClipDataset, n_tra
     else:
         thresholds = [DEFAULT_THRESHOLD] * len(model.config.labels)
         log.warning("no validation clips: thresholds left at %.2f", DEFAULT_THRESHOLD)
-    out = export_model(model, config.output, thresholds, config.model_id, config.version, extra, scenes=synthetic_windows).path
+    median = event_median_windows(model.config.labels)
+    out = export_model(model, config.output, thresholds, config.model_id, config.version, extra, scenes=synthetic_windows, median_windows=median).path
     log.info("wrote %s (model.onnx, model.json, model.ckpt, model.pt)", out)
     return out

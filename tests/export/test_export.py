@@ -210,8 +210,12 @@ def test_export_without_thresholds_warns_and_uses_half(tiny_checkpoint: Path, tm
     model, _ = load_checkpoint(tiny_checkpoint)
     bare = tmp_path / "bare.ckpt"
     save_checkpoint(model, bare, train_config={"model_id": "from-training", "version": "1.2.3"})
-    model_dir = export_checkpoint(bare, tmp_path / "out", simplify=False, windows=synthetic_windows(16000, 8000, count=4)[0], windows_description="4 windows")
+    smoothing = {LABELS[0]: 1, "not_a_label": 1}  # export keeps the model's labels only
+    model_dir = export_checkpoint(
+        bare, tmp_path / "out", simplify=False, windows=synthetic_windows(16000, 8000, count=4)[0], windows_description="4 windows", median_windows=smoothing
+    )
     assert model_dir.info.thresholds == [0.5] * len(LABELS)
+    assert model_dir.info.median_windows == {LABELS[0]: 1}
     assert (model_dir.info.model_id, model_dir.info.version) == ("from-training", "1.2.3")
     assert "has no thresholds" in caplog.text
 

@@ -77,3 +77,28 @@ def test_label_rules_model_defaults_and_site_overrides() -> None:
     assert a == LabelThresholds(0.4, 0.2, 1.0)
     assert b == LabelThresholds(0.8, 0.7, 0.0)
     assert c is None
+
+
+def test_a_one_window_sound_raises_an_event_only_for_a_label_without_median() -> None:
+    """A glass break tops one window: a 3-window median erases it, a label with median_windows=1 keeps it,
+    and events come out in label order whatever each label's smoothing."""
+    rules = [LabelThresholds(0.5, 0.3, 0.0, median_windows=1), LabelThresholds(0.5, 0.3, 0.0)]
+    tracker = EventTracker("src", "m", ["glass_break", "music"], rules, median_windows=3)
+    spike = [[0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]
+    events = []
+    for i, row in enumerate(spike):
+        events += tracker.update(np.array(row, dtype=np.float32), i * HOP, i * HOP + 1.0)
+    assert [(e.label, e.kind, e.onset_time) for e in events] == [("glass_break", "onset", 0.5), ("glass_break", "offset", 0.5)]
+    tracker.rules = [LabelThresholds(0.5, 0.3, 0.0, median_windows=1), LabelThresholds(0.5, 0.3, 0.0, median_windows=1)]  # a reload
+    for i, row in enumerate(spike, start=4):
+        events += tracker.update(np.array(row, dtype=np.float32), i * HOP, i * HOP + 1.0)
+    assert [(e.label, e.kind) for e in events[2:]] == [("glass_break", "onset"), ("music", "onset"), ("glass_break", "offset"), ("music", "offset")]
+
+
+def test_a_longer_median_swapped_in_grows_the_history() -> None:
+    tracker = EventTracker("src", "m", ["alarm"], [LabelThresholds(0.5, 0.3, 0.0)], median_windows=1)
+    assert [e.kind for e in feed(tracker, [0.0, 0.9, 0.0])] == ["onset", "offset"]  # no smoothing: a spike is an event
+    tracker.rules = [LabelThresholds(0.5, 0.3, 0.0, median_windows=5)]
+    assert feed(tracker, [0.0, 0.0, 0.0, 0.0, 0.9, 0.0, 0.0, 0.0]) == []  # a median of 5 (the history grew) erases it
+    with pytest.raises(ValueError, match="odd"):
+        tracker.rules = [LabelThresholds(0.5, 0.3, 0.0, median_windows=2)]

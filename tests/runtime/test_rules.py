@@ -106,6 +106,21 @@ def test_source_overrides_win_key_by_key() -> None:
     assert speech is not None and (speech.on, speech.off) == (0.5, 0.25)
 
 
+def test_median_smoothing_per_label_model_then_site_then_source() -> None:
+    info = INFO.model_copy(update={"median_windows": {"glass_break": 1, "music": 1}})
+    config = site(
+        events={"median_windows": 5, "labels": {"music": {"median_windows": 3}}},
+        sources=[{"id": "a", "type": "file", "path": "x.wav", "events": {"labels": {"dog": {"median_windows": 7}}}}],
+    )
+    rules = build_rules(config, info)["a"].thresholds()
+    assert [r.median_windows for r in rules if r is not None] == [None, 7, 1, 3]  # speech: the site's 5 (the tracker's)
+    assert build_rules(config, info)["a"].with_threshold("glass_break", 0.9).thresholds()[2].median_windows == 1  # kept by a remote threshold
+    with pytest.raises(ValueError, match="odd"):
+        site(events={"labels": {"dog": {"median_windows": 2}}})
+    with pytest.raises(ValueError, match="median_windows"):
+        INFO.model_validate({**INFO.model_dump(), "median_windows": {"glass": 1}})  # not a label of the model
+
+
 def test_schedule_rules_enable_disable_and_pause() -> None:
     config = site(
         schedules={
