@@ -42,6 +42,7 @@ METADATA_KEYS = {
     "version",
     "labels",
     "thresholds",
+    "median_windows",
     "sample_rate",
     "window_s",
     "hop_s",
