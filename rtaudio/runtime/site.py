@@ -210,6 +210,7 @@ def run_site(
         sources: list[Source] = [build_source(sc, info, pipeline, stream) for sc, stream in zip(enabled, streams)]
         for publisher in publishers:
             publisher.start()
+        wait_for_broker(publishers, BROKER_WAIT_S)
         if captions is not None:
             captions.start()
             stack.callback(captions.close, 1.0)  # a no-op after the orderly close below
@@ -469,6 +470,20 @@ def attach_control(config: SiteConfig, pipeline: Pipeline, publishers: Sequence[
     pipeline.hooks.append(controller.drain)
     log.info("control: accepting commands on %s (acks on %s)", keeper.set_topic, keeper.ack_topic)
     return controller
+
+
+BROKER_WAIT_S = 2.0  # at start, the longest wait for the broker before the sources start
+
+
+def wait_for_broker(publishers: Sequence[Publisher], timeout: float) -> None:
+    """Give the MQTT connection up to ``timeout`` s before audio flows: state topics hold one unsent value per
+    topic, so an event that begins and ends before the first OFF is sent would never show ON (its events still
+    would). A broker that does not answer in time is logged and retried with backoff as ever; the site starts."""
+    from rtaudio.runtime.publish.mqtt import MqttPublisher
+
+    for publisher in publishers:
+        if isinstance(publisher, MqttPublisher) and not publisher.wait_ready(timeout):
+            log.info("MQTT: no broker connection within %.0f s of start; starting the sources anyway (messages wait in the outbox)", timeout)
 
 
 def close_interrupted_events(publishers: Sequence[Publisher]) -> Callable[[str, float], None] | None:

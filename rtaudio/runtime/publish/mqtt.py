@@ -328,6 +328,16 @@ class MqttPublisher(Publisher):
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until connected with the start-up states and discovery configs handed to the
+        broker (so the first events' state flips go out as they happen, not collapsed behind an unsent OFF)."""
+        deadline = time.monotonic() + timeout
+        while not (self._connected.is_set() and not self._retained_pending()):
+            if time.monotonic() >= deadline or self._closed:
+                return False
+            time.sleep(0.02)
+        return True
+
     @property
     def outbox_depth(self) -> int:
         return len(self._outbox)
