@@ -116,13 +116,36 @@ def build_caption_worker(
     return CaptionWorker(captioner, info.model_id, info.version, info.sample_rate, publishers, health, config.captions.max_pending, withhold)
 
 
-def build_clip_recorder(config: SiteConfig, info: ModelInfo, health: Health) -> Any:
-    """The event-clip recorder (``runtime.clips.ClipRecorder``, not started), or None when clips are off."""
+def build_clip_recorder(config: SiteConfig, info: ModelInfo, health: Health, rules: dict[str, SourceRules]) -> Any:
+    """The event-clip recorder (``runtime.clips.ClipRecorder``, not started), or None when clips are off; its
+    rings hold the audio of the latest onset decision a clipped label can take (``clip_lag_s``)."""
     if config.clips is None:
         return None
     from rtaudio.runtime.clips import ClipRecorder
 
-    return ClipRecorder(config.clips, info.sample_rate, health, private=config.privacy.private_labels)
+    lag = clip_lag_s(config, info, rules)
+    return ClipRecorder(config.clips, info.sample_rate, health, private=config.privacy.private_labels, lag_s=lag)
+
+
+def clip_lag_s(config: SiteConfig, info: ModelInfo, rules: dict[str, SourceRules]) -> float:
+    """How long after its stream time an onset of a clipped label may be decided, so its pre-roll must still
+    be in the ring: the longest minimum duration plus median delay of a clipped label on any source (or query),
+    one window, the backlog of windows a source may queue, and 5 s for the writer; at least ``DEFAULT_LAG_S``."""
+    from rtaudio.runtime.clips import DEFAULT_LAG_S
+
+    assert config.clips is not None
+    window_s, hop_s = (n / info.sample_rate for n in window_sizes(config, info))
+    clipped, worst = set(config.clips.labels), 0.0
+    for source_rules in rules.values():
+        for label, rule in zip(info.labels, source_rules.thresholds()):
+            if rule is not None and label in clipped:
+                k = rule.median_windows or config.events.median_windows
+                worst = max(worst, rule.min_duration_s + (k // 2 + 1) * hop_s)
+    for name, query in config.active_queries().items():
+        if name in clipped:
+            min_duration = query.min_duration_s if query.min_duration_s is not None else config.events.min_duration_s
+            worst = max(worst, min_duration + (config.events.median_windows // 2 + 1) * hop_s)
+    return max(DEFAULT_LAG_S, worst + window_s + config.window.max_backlog * hop_s + 5.0)
 
 
 def build_http(config: SiteConfig, info: ModelInfo, health: Health, checks: HealthChecks) -> tuple[Any, Publisher] | None:
@@ -179,9 +202,9 @@ def run_site(
             publishers.append(board)
             host, port = server.address
             log.info("http: status page, /metrics, /healthz on http://%s:%d/", f"[{host}]" if ":" in host else host, port)
-        clips = build_clip_recorder(config, info, health)
         progress = close_interrupted_events(publishers) if config.mqtt is not None else None
         source_rules = build_rules(config, info)  # per source: labels, thresholds, schedules, privacy
+        clips = build_clip_recorder(config, info, health, source_rules)
         scheduled = any(r.scheduled for r in source_rules.values())
         remote = config.control.enabled and config.mqtt is not None  # commands can pause a source: the caption gate must know
         privacy = PrivacyGate(config.privacy.private_labels) if config.privacy.private_labels or scheduled or remote else None

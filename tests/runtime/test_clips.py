@@ -512,3 +512,30 @@ clips: {{dir: clips, labels: [tone_440, tone_1000], pre_s: 1.0, post_s: 1.5, for
     health = json.loads(sub.on("rtaudio/lab/health")[-1].payload)["sources"]["hall"]  # the last one, sent after the clips were closed
     assert (health["clips_saved"], health["clips_dropped"]) == (3, 0)
     assert sorted(os.listdir(tmp_path / "clips")) == sorted(e["clip"]["file"] for e in offsets)  # no temporary file left
+
+
+def test_the_rings_hold_the_latest_onset_decision_of_a_clipped_label() -> None:
+    """A clipped label whose onset is decided 40 s after it began (its min_duration_s on one source) still has its
+    pre-roll in the ring; labels not clipped do not size it; without long durations the default holds."""
+    from rtaudio.config.site import validate_site
+    from rtaudio.contract import ModelInfo
+    from rtaudio.runtime.clips import DEFAULT_LAG_S
+    from rtaudio.runtime.rules import build_rules
+    from rtaudio.runtime.site import clip_lag_s
+
+    info = ModelInfo(
+        model_id="m", version="1", labels=["glass_break", "speech"], sample_rate=16000, window_s=1.0, hop_s=0.5, thresholds=[0.5, 0.5], onnx_sha256="0" * 64
+    )
+    base = {"site": "lab", "model": "m", "mqtt": None, "clips": {"dir": "c", "labels": ["glass_break"]}}
+    source = {"id": "a", "type": "file", "path": "x.wav"}
+    plain = validate_site({**base, "sources": [source]})
+    assert clip_lag_s(plain, info, build_rules(plain, info)) == DEFAULT_LAG_S
+    slow = validate_site(
+        {
+            **base,
+            "events": {"labels": {"speech": {"min_duration_s": 300}}},  # not clipped: no bearing
+            "sources": [{**source, "events": {"labels": {"glass_break": {"min_duration_s": 40}}}}],
+        }
+    )
+    # 40 s + median delay (3 // 2 + 1 hops) 1 s + window 1 s + backlog (8 windows x 0.5 s) 4 s + 5 s
+    assert clip_lag_s(slow, info, build_rules(slow, info)) == pytest.approx(51.0)
