@@ -148,7 +148,7 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
             print(f"error: {args.config} has no http: section; the health endpoints need http: {{listen: HOST:PORT}}", file=sys.stderr)
             return EXIT_CONFIG
         host, port = split_listen(config.http.listen)
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # a wildcard listen answers on loopback
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # a wildcard listen answers on loopback
         url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         token = config.http.resolved_token() or token
     request = urllib.request.Request(url.rstrip("/") + ("/readyz" if args.ready else "/healthz"))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rtaudio.config.site import HealthConfig
-from rtaudio.runtime.health import Health
+from rtaudio.runtime.health import Health, SourceHealth
 
 
 class HealthChecks:
@@ -29,9 +29,7 @@ class HealthChecks:
         now, health, config = self._clock(), self.health, self.config
         failures: list[dict[str, Any]] = []
         for source_id, source in list(health.sources.items()):
-            limit = source.silent_after_s if source.silent_after_s is not None else config.source_silent_s
-            since = source.last_data or health.started
-            silent = now - since
+            limit, silent = self.silence_limit(source), source.silent_s(now, health.started)
             if silent > limit:
                 what = "no audio" if source.last_data else "no audio yet"
                 failures.append({"check": "source_silent", "source": source_id, "detail": f"{what} for {silent:.1f} s (limit {limit:g} s)"})
@@ -47,6 +45,10 @@ class HealthChecks:
             if health.outbox_depth > config.outbox_max:
                 failures.append({"check": "outbox_full", "detail": f"{health.outbox_depth} messages waiting (limit {config.outbox_max})"})
         return failures
+
+    def silence_limit(self, source: SourceHealth) -> float:
+        """Seconds without audio after which ``source`` fails: its own ``silent_after_s``, else the site's."""
+        return source.silent_after_s if source.silent_after_s is not None else self.config.source_silent_s
 
     def unready(self) -> list[dict[str, Any]]:
         """Why the site is not ready to serve (empty when it is): starting, a source without audio yet, stopping."""

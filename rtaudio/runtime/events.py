@@ -134,13 +134,13 @@ class EventTracker:
     def rules(self, rules: list[LabelThresholds | None]) -> None:
         """New per-label rules (a reload or a remote command may swap them live); the score history grows to the
         longest median asked for, keeping what it holds."""
-        lengths: dict[int, list[int]] = {}
+        lengths: set[int] = set()  # the median lengths in use: each is computed once per window
         for index, rule in enumerate(rules):
             if rule is not None:
                 k = rule.median_windows or self.median_windows
                 if k < 1 or k % 2 == 0:
                     raise ValueError(f"{self.labels[index]}: median_windows must be an odd number >= 1, got {k}")
-                lengths.setdefault(k, []).append(index)
+                lengths.add(k)
         self._rules, self._lengths = rules, lengths
         longest = max([self.median_windows, *lengths])
         if longest != self._history.maxlen:

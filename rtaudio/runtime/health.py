@@ -94,6 +94,10 @@ class SourceHealth:
         self.last_data = time.time()
         self.connected = True
 
+    def silent_s(self, now: float, started: float) -> float:
+        """Seconds without audio at ``now``: since the latest samples, or since ``started`` when none came yet."""
+        return max(0.0, now - (self.last_data or started))
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "level_dbfs": self.level_dbfs,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtaudio.config.check import text_head_problems
 from rtaudio.config.site import SiteConfig
@@ -42,6 +42,9 @@ from rtaudio.runtime.rules import PrivacyGate, SourceRules, build_rules
 from rtaudio.runtime.sources import Source, create_source
 from rtaudio.runtime.sources.file import FileSource
 from rtaudio.runtime.watchdog import build_watchdog
+
+if TYPE_CHECKING:  # imported where used: paho only loads with mqtt: configured
+    from rtaudio.runtime.publish.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
 
@@ -445,11 +448,9 @@ class Reloader:
         return True
 
     def _update_entities(self, config: SiteConfig) -> None:
-        from rtaudio.runtime.publish.mqtt import MqttPublisher
-
-        for publisher in self.publishers:
-            if isinstance(publisher, MqttPublisher):
-                publisher.update_entities(state_entities(config, self.info))
+        keeper = mqtt_publisher(self.publishers)
+        if keeper is not None:
+            keeper.update_entities(state_entities(config, self.info))
 
 
 def pid_path(config: SiteConfig) -> Path:
@@ -481,11 +482,16 @@ def _remove_pid_file(path: Path) -> None:
         pass
 
 
-def attach_control(config: SiteConfig, pipeline: Pipeline, publishers: Sequence[Publisher]) -> Controller | None:
-    """Remote control: the MQTT publisher's commands queue into a ``Controller`` that the pipeline drains at every tick."""
+def mqtt_publisher(publishers: Sequence[Publisher]) -> MqttPublisher | None:
+    """The site's MQTT publisher (there is at most one), or None without ``mqtt:``."""
     from rtaudio.runtime.publish.mqtt import MqttPublisher
 
-    keeper = next((p for p in publishers if isinstance(p, MqttPublisher)), None)
+    return next((p for p in publishers if isinstance(p, MqttPublisher)), None)
+
+
+def attach_control(config: SiteConfig, pipeline: Pipeline, publishers: Sequence[Publisher]) -> Controller | None:
+    """Remote control: the MQTT publisher's commands queue into a ``Controller`` that the pipeline drains at every tick."""
+    keeper = mqtt_publisher(publishers)
     if keeper is None:
         return None
     controller = Controller(config.site, pipeline.rules, pipeline.swap_rules, keeper.ack, config.control.max_pending)
@@ -502,20 +508,16 @@ def wait_for_broker(publishers: Sequence[Publisher], timeout: float) -> None:
     """Give the MQTT connection up to ``timeout`` s before audio flows: state topics hold one unsent value per
     topic, so an event that begins and ends before the first OFF is sent would never show ON (its events still
     would). A broker that does not answer in time is logged and retried with backoff as ever; the site starts."""
-    from rtaudio.runtime.publish.mqtt import MqttPublisher
-
-    for publisher in publishers:
-        if isinstance(publisher, MqttPublisher) and not publisher.wait_ready(timeout):
-            log.info("MQTT: no broker connection within %.0f s of start; starting the sources anyway (messages wait in the outbox)", timeout)
+    keeper = mqtt_publisher(publishers)
+    if keeper is not None and not keeper.wait_ready(timeout):
+        log.info("MQTT: no broker connection within %.0f s of start; starting the sources anyway (messages wait in the outbox)", timeout)
 
 
 def close_interrupted_events(publishers: Sequence[Publisher]) -> Callable[[str, float], None] | None:
     """Publish the offsets of the events a killed previous run left open (the MQTT disk outbox
     keeps them) to every publisher; return the MQTT publisher's stream-time hook for this run's
     trackers (None without one). Call it before any source starts."""
-    from rtaudio.runtime.publish.mqtt import MqttPublisher
-
-    keeper = next((p for p in publishers if isinstance(p, MqttPublisher)), None)
+    keeper = mqtt_publisher(publishers)
     if keeper is None:
         return None
     interrupted = keeper.interrupted_events()

@@ -105,14 +105,13 @@ class HealthCollector(Collector):
             "rtaudio_capture_to_publish_seconds", "Capture of a window's last sample to its tags being published.", labels=["source"]
         )
         caption_latency = HistogramMetricFamily("rtaudio_caption_latency_seconds", "Caption job queued to caption published.", labels=["source"])
-        default_limit = self.checks.config.source_silent_s if self.checks is not None else None
         for source_id, source in sources:
             for attr, _name, _doc in SOURCE_COUNTERS:
                 counters[attr].add_metric([source_id], getattr(source, attr))
             level.add_metric([source_id], source.level_dbfs)
             connected.add_metric([source_id], 1.0 if source.connected else 0.0)
-            silence.add_metric([source_id], max(0.0, now - (source.last_data or health.started)))
-            source_limit = source.silent_after_s if source.silent_after_s is not None else default_limit
+            silence.add_metric([source_id], source.silent_s(now, health.started))
+            source_limit = self.checks.silence_limit(source) if self.checks is not None else source.silent_after_s
             if source_limit is not None:
                 limit.add_metric([source_id], source_limit)
             for label, count in sorted(dict(source.events_opened).items()):

@@ -75,7 +75,13 @@ def test_stderr_ring_is_bounded_and_splits_progress_lines() -> None:
     assert source.stderr_tail[-1] == "real error" and source.stderr_tail[-2] == "[aac] error 4999"
 
 
-def last_restart_reason(caplog: pytest.LogCaptureFixture) -> str:
+def first_restart_reason(source: FfmpegSource, caplog: pytest.LogCaptureFixture) -> str:
+    """Run ``source`` until it logs its first restart (20 s at most), stop it, and return that log line."""
+    source.start()
+    try:
+        assert wait_until(lambda: any("restarting in" in r.getMessage() for r in caplog.records), 20)
+    finally:
+        source.stop()
     return [r.getMessage() for r in caplog.records if "restarting in" in r.getMessage()][0]
 
 
@@ -84,13 +90,7 @@ def last_restart_reason(caplog: pytest.LogCaptureFixture) -> str:
 def test_real_ffmpeg_on_a_bad_file_quotes_its_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"this is not audio\n" * 100)
-    source = FfmpegSource(FfmpegConfig(id="cam", type="ffmpeg", url=str(bad)), RATE, AudioSink())
-    source.start()
-    try:
-        assert wait_until(lambda: any("restarting in" in r.getMessage() for r in caplog.records), 20)
-    finally:
-        source.stop()
-    reason = last_restart_reason(caplog)
+    reason = first_restart_reason(FfmpegSource(FfmpegConfig(id="cam", type="ffmpeg", url=str(bad)), RATE, AudioSink()), caplog)
     assert reason.startswith("source cam: ffmpeg exited with code 1 (ffmpeg said: ")
     assert f"{bad}: Invalid data found when processing input" in reason
 
@@ -132,12 +132,7 @@ def test_real_ffmpeg_stream_cut_short_quotes_the_errors_not_the_statistics(cut_s
     caplog.set_level(logging.INFO)
     sink = AudioSink()
     source = FfmpegSource(FfmpegConfig(id="cam", type="ffmpeg", url=cut_short, extra_args=["-loglevel", loglevel]), RATE, sink)
-    source.start()
-    try:
-        assert wait_until(lambda: any("restarting in" in r.getMessage() for r in caplog.records), 20)
-    finally:
-        source.stop()
-    reason = last_restart_reason(caplog)
+    reason = first_restart_reason(source, caplog)
     assert reason.startswith("source cam: ffmpeg exited with code 0 (ffmpeg said: ")
     assert reason.endswith(f"{cut_short}: Input/output error); restarting in 0.5 s")  # the last error, not the statistics after it
     assert 1 <= reason.count(" | ") <= 2  # two or three lines, as this ffmpeg build words it
